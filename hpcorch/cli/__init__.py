@@ -1,0 +1,41 @@
+"""The `hpcorch` command line: look at sweeps and runs, follow, resume and cancel them.
+
+    hpcorch sweeps                 every sweep in the index
+    hpcorch status [SWEEP]         a table of a sweep's runs (--json for machines)
+    hpcorch show RUN               one run's whole record, fingerprint included
+    hpcorch logs RUN               a run's stdout, stderr and job log
+    hpcorch rebuild [DIR ...]      recreate the index from the run directories
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from hpcorch import __version__
+from hpcorch.cli import inspect_cmds
+from hpcorch.errors import HpcorchError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    parser = argparse.ArgumentParser(prog="hpcorch", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"hpcorch {__version__}")
+    parser.add_argument("--home", help="index directory (default: $HPCORCH_HOME or ./.hpcorch)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    inspect_cmds.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except HpcorchError as exc:
+        print(f"hpcorch: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,160 @@
+"""Read-only commands: sweeps, status, show, logs, rebuild."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from hpcorch.orchestrate.summary import print_summary
+from hpcorch.spec import RunState
+from hpcorch.store.index import RunRow, StoreIndex, default_home
+from hpcorch.store.ledger import read_ledger
+from hpcorch.store.records import STDERR_FILE, STDOUT_FILE, meta_dir, read_record
+
+
+def open_index(args: argparse.Namespace) -> StoreIndex:
+    """The index selected by --home (or the default)."""
+    return StoreIndex(Path(args.home).expanduser() if args.home else default_home())
+
+
+def refresh(index: StoreIndex, rows: list[RunRow]) -> list[RunRow]:
+    """Pick up records that finished runs wrote since the index last saw them."""
+    fresh = []
+    for row in rows:
+        if not row.state.terminal:
+            record = read_record(row.run_dir)
+            if record is not None and record.sweep_id == row.sweep_id and record.state.terminal:
+                fresh.append(record)
+    if fresh:
+        index.put_records(fresh)
+        done = {(r.sweep_id, r.num) for r in fresh}
+        by_id = {(r.sweep_id, r.num): r for r in index.runs(rows[0].sweep_id)} if rows else {}
+        rows = [by_id.get((r.sweep_id, r.num), r) if (r.sweep_id, r.num) in done else r
+                for r in rows]
+    return rows
+
+
+def cmd_sweeps(args: argparse.Namespace) -> int:
+    """List sweeps, newest first."""
+    sweeps = open_index(args).sweeps()
+    if args.json:
+        print(json.dumps(sweeps, indent=1))
+        return 0
+    table = Table(title=f"sweeps in {open_index(args).path}", title_justify="left")
+    for col in ("sweep", "created", "provider", "runs", "states", "directory"):
+        table.add_column(col)
+    for s in sweeps:
+        states = " ".join(f"{k.lower()}={v}" for k, v in sorted(s["states"].items()))
+        created = dt.datetime.fromtimestamp(s["created"]).strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(s["sweep_id"], created, s["provider"], str(s["n_runs"]), states,
+                      s["sweep_dir"])
+    _console().print(table)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """A table of one sweep's runs (the newest sweep when none is named)."""
+    index = open_index(args)
+    sweeps = index.sweeps()
+    if not sweeps:
+        print(f"no sweeps in {index.path}", file=sys.stderr)
+        return 1
+    sweep = index.sweep(args.sweep) if args.sweep else sweeps[0]
+    rows = refresh(index, index.runs(sweep["sweep_id"]))
+    if args.json:
+        print(json.dumps({"sweep": sweep, "runs": [r.to_dict() for r in rows]}, indent=1))
+        return 0
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row.state.value] = counts.get(row.state.value, 0) + 1
+    parts = ", ".join(f"{n} {s.lower()}" for s, n in counts.items())
+    print_summary([r.to_dict() for r in rows], console=_console(),
+                  title=f"sweep {sweep['sweep_id']} on {sweep['provider']}: {parts}  "
+                        f"({sweep['sweep_dir']})")
+    return 0 if all(r.state.ok for r in rows) else 3
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """Print a run's whole record as JSON."""
+    row = open_index(args).find_run(args.run)
+    record = read_record(row.run_dir)
+    if record is None:
+        print(json.dumps({**row.to_dict(), "note": "no record yet: the run has not finished"},
+                         indent=1))
+        return 0
+    print(json.dumps(record.to_dict(), indent=1, sort_keys=True, default=str))
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    """Print a run's logs: stdout, stderr and the Hydra job log."""
+    row = open_index(args).find_run(args.run)
+    record = read_record(row.run_dir)
+    job_name = (record.fingerprint.get("job_name") if record else None) or "*"
+    paths = [meta_dir(row.run_dir) / STDOUT_FILE, meta_dir(row.run_dir) / STDERR_FILE,
+             *sorted(Path(row.run_dir).glob(f"{job_name}.log"))]
+    shown = 0
+    for path in paths:
+        if path.exists():
+            print(f"==> {path} <==")
+            sys.stdout.write(path.read_text(encoding="utf-8", errors="replace"))
+            shown += 1
+    if not shown:
+        print(f"no logs yet in {row.run_dir}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    """Recreate the index from the sweep ledgers and run records under the given roots."""
+    index = open_index(args)
+    roots = list(args.roots)
+    if not roots:
+        roots = sorted({str(Path(s["sweep_dir"]).parent) for s in _safe_sweeps(index)}
+                       | {str(Path(os.getcwd()) / "multirun")})
+    n_sweeps, n_runs = index.rebuild(roots)
+    print(f"rebuilt {index.path}: {n_sweeps} sweep(s), {n_runs} run(s) from {', '.join(roots)}")
+    return 0
+
+
+def _safe_sweeps(index: StoreIndex) -> list[dict[str, Any]]:
+    try:
+        return index.sweeps()
+    except Exception:  # noqa: BLE001 - a broken index is exactly what rebuild repairs
+        return []
+
+
+def _console() -> Console:
+    return Console(soft_wrap=False, width=None if sys.stdout.isatty() else 200)
+
+
+def register(sub: Any) -> None:
+    """Add these commands to the CLI."""
+    p = sub.add_parser("sweeps", help="list sweeps")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_sweeps)
+    p = sub.add_parser("status", help="the runs of a sweep (exit 3 if any did not succeed)")
+    p.add_argument("sweep", nargs="?", help="sweep id, unique prefix or directory (default: newest)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+    p = sub.add_parser("show", help="one run's whole record")
+    p.add_argument("run", help="run key (or prefix), SWEEP/NUM, or run directory")
+    p.set_defaults(func=cmd_show)
+    p = sub.add_parser("logs", help="one run's logs")
+    p.add_argument("run", help="run key (or prefix), SWEEP/NUM, or run directory")
+    p.set_defaults(func=cmd_logs)
+    p = sub.add_parser("rebuild", help="recreate the index from run directories")
+    p.add_argument("roots", nargs="*", help="directories to scan (default: known sweep roots "
+                                            "and ./multirun)")
+    p.set_defaults(func=cmd_rebuild)
+
+
+_ = (RunState, read_ledger)

@@ -1,0 +1,88 @@
+"""The summary table printed when a sweep ends (and by `hpcorch status`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from hpcorch.spec import RunState
+
+_STYLE = {
+    RunState.SUCCEEDED: "green", RunState.SKIPPED: "cyan", RunState.FAILED: "bold red",
+    RunState.CANCELLED: "yellow", RunState.TIMEOUT: "red", RunState.UNKNOWN: "magenta",
+}
+
+
+def metric_columns(rows: Sequence[dict[str, Any]], limit: int) -> list[str]:
+    """The first `limit` metric names, in order of first appearance."""
+    names: list[str] = []
+    for row in rows:
+        for name in row.get("metrics") or {}:
+            if name not in names:
+                names.append(name)
+    return names[:limit]
+
+
+def format_duration(seconds: float | None) -> str:
+    """`0.42s`, `12.3s`, `4m05s`, `2h03m`."""
+    if seconds is None:
+        return "-"
+    if seconds < 10:
+        return f"{seconds:.2f}s"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+
+
+def summary_table(rows: Sequence[dict[str, Any]], *, title: str, metrics: int = 4) -> Table:
+    """A table of runs: num, overrides, state, duration, job, key metrics; failures explained.
+
+    `rows` are `RunRow.to_dict()`-shaped mappings.
+    """
+    names = metric_columns(rows, metrics)
+    table = Table(title=title, title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("overrides")
+    table.add_column("state")
+    table.add_column("duration", justify="right")
+    table.add_column("job")
+    for name in names:
+        table.add_column(name, justify="right")
+    for row in rows:
+        state = RunState(row["state"])
+        cells = [str(row["num"]), " ".join(row["overrides"]) or "(none)",
+                 Text(state.value, style=_STYLE.get(state, "")),
+                 format_duration(row.get("duration_s")), row.get("job_id") or ""]
+        metrics_of = row.get("metrics") or {}
+        cells += [_fmt(metrics_of.get(n)) for n in names]
+        table.add_row(*cells)
+        if row.get("failure") and not state.ok:
+            table.add_row("", Text(f"↳ {row['failure']}", style="red"), *[""] * (3 + len(names)))
+    return table
+
+
+def print_summary(rows: Sequence[dict[str, Any]], *, title: str, metrics: int = 4,
+                  console: Console | None = None) -> None:
+    """Print `summary_table` (plain text when stdout is not a terminal)."""
+    out = console or Console(soft_wrap=False, width=None if _isatty() else 200)
+    out.print(summary_table(rows, title=title, metrics=metrics))
+
+
+def _isatty() -> bool:
+    import sys
+
+    return sys.stdout.isatty()
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value == 0 or 1e-3 <= abs(value) < 1e5:
+        return f"{value:.4f}".rstrip("0").rstrip(".") if value != int(value) else str(int(value))
+    return f"{value:.3e}"

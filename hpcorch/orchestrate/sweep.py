@@ -1,0 +1,240 @@
+"""The orchestrator: plan -> submit -> watch -> collect -> record, for any provider.
+
+It talks to a provider only through the batched contract and to the store
+through record files (truth) and the SQLite index (for queries). Interrupting
+it (SIGINT/SIGTERM) cancels what is still open, records those runs as
+CANCELLED and leaves every finished record in place, so running the same
+sweep again finishes the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+from hpcorch.errors import HpcorchError
+from hpcorch.orchestrate.progress import SweepProgress
+from hpcorch.providers.base import Provider
+from hpcorch.spec import FailureContext, RunHandle, RunSpec, RunState, RunStatus
+from hpcorch.store.index import StoreIndex
+from hpcorch.store.ledger import SweepInfo, write_ledger
+from hpcorch.store.records import RunRecord, atomic_write_json, read_record, spec_path, write_record
+
+
+class SweepInterrupted(HpcorchError):
+    """The sweep was stopped by SIGINT/SIGTERM; open runs were cancelled and recorded."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Which runs of a batch will be submitted and which reuse an earlier success."""
+
+    to_run: tuple[RunSpec, ...]
+    reused: tuple[tuple[RunSpec, RunRecord], ...]
+
+
+@contextmanager
+def _signals_raise() -> Iterator[None]:
+    """Turn SIGTERM (and SIGINT) into an exception while the sweep is watched."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+class Orchestrator:
+    """Runs batches of RunSpecs on one provider and keeps the store up to date."""
+
+    def __init__(self, provider: Provider, index: StoreIndex, *, rerun: bool = False,
+                 progress: Literal["auto", "on", "off"] = "auto",
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.provider = provider
+        self.index = index
+        self.rerun = rerun
+        self.progress_mode = progress
+        self._sleep = sleep
+
+    # -- plan --------------------------------------------------------------
+    def plan(self, specs: Sequence[RunSpec]) -> Plan:
+        """Split a batch into runs to submit and runs whose key already SUCCEEDED."""
+        if self.rerun:
+            return Plan(tuple(specs), ())
+        done = self.index.succeeded(s.run_key for s in specs)
+        to_run, reused = [], []
+        for spec in specs:
+            earlier = read_record(done[spec.run_key]) if spec.run_key in done else None
+            if earlier is not None and earlier.state is RunState.SUCCEEDED \
+                    and earlier.run_dir != spec.run_dir:
+                reused.append((spec, earlier))
+            elif earlier is not None and earlier.run_dir == spec.run_dir:
+                reused.append((spec, earlier))  # resume of the same sweep: already done
+            else:
+                to_run.append(spec)
+        return Plan(tuple(to_run), tuple(reused))
+
+    # -- the whole cycle ---------------------------------------------------
+    def run(self, info: SweepInfo, specs: Sequence[RunSpec]) -> list[RunRecord]:
+        """Plan, submit, watch and collect one batch; records come back in `specs` order."""
+        write_ledger(info)
+        self.index.put_sweep(info)
+        plan = self.plan(specs)
+        records: dict[str, RunRecord] = {}
+        for spec, earlier in plan.reused:
+            records[_jid(spec)] = self._reuse(spec, earlier)
+        self.index.put_records(records.values())
+        if plan.to_run:
+            records.update(self._execute(plan.to_run, total=len(specs), already=len(records)))
+        return [records[_jid(s)] for s in specs]
+
+    def _execute(self, specs: Sequence[RunSpec], *, total: int,
+                 already: int) -> dict[str, RunRecord]:
+        for spec in specs:
+            atomic_write_json(spec_path(spec.run_dir), spec.to_dict())
+        finished: dict[str, RunRecord] = {}
+        open_runs: dict[str, tuple[RunSpec, RunHandle]] = {}
+        with SweepProgress(total, self.progress_mode) as progress, _signals_raise():
+            try:
+                found = {h.run_key: h for h in self.provider.lookup([s.run_key for s in specs])}
+                fresh = [s for s in specs if s.run_key not in found]
+                handles = self.provider.submit(fresh) if fresh else []
+                by_key = dict(zip((s.run_key for s in fresh), handles, strict=True))
+                for spec in specs:
+                    handle = found.get(spec.run_key) or by_key[spec.run_key]
+                    open_runs[_jid(spec)] = (spec, handle)
+                self.index.set_states((s, RunState.SUBMITTED, h.job_id)
+                                      for s, h in open_runs.values())
+                self._watch(open_runs, finished, progress, already)
+            except KeyboardInterrupt as exc:
+                self._cancel_open(open_runs, finished, reason=f"sweep interrupted ({exc or 'SIGINT'})")
+                raise SweepInterrupted(
+                    f"sweep interrupted: {len(open_runs)} open run(s) cancelled and recorded; "
+                    "run the same command again (or `hpcorch resume`) to finish them") from None
+        return finished
+
+    # -- watch ---------------------------------------------------------------
+    def _watch(self, open_runs: dict[str, tuple[RunSpec, RunHandle]],
+               finished: dict[str, RunRecord], progress: SweepProgress, already: int) -> None:
+        interval = self.provider.poll_interval
+        states: dict[str, RunState] = {}
+        while open_runs:
+            changed = False
+            # Record files first: a finished run says so without asking the scheduler.
+            for jid, (spec, handle) in list(open_runs.items()):
+                record = read_record(spec.run_dir)
+                if record is not None and record.state.terminal and record.sweep_id == spec.sweep_id:
+                    finished[jid] = self._with_handle(record, handle)
+                    del open_runs[jid]
+                    changed = True
+            if open_runs:
+                pairs = list(open_runs.items())
+                for (jid, (spec, handle)), st in zip(
+                        pairs, self.provider.status([h for _, (_, h) in pairs]), strict=True):
+                    if st.state.terminal:
+                        finished[jid] = self._finish(spec, handle, st)
+                        del open_runs[jid]
+                        changed = True
+                    elif states.get(jid) is not st.state:
+                        states[jid] = st.state
+                        changed = True
+            if changed:
+                self.index.put_records(r for j, r in finished.items() if j not in states
+                                       or states[j] is not RunState.SUCCEEDED)
+                for jid in finished:
+                    states[jid] = RunState.SUCCEEDED  # marks "indexed"
+                running = sum(1 for j in open_runs if states.get(j) is RunState.RUNNING)
+                failed = sum(1 for r in finished.values() if not r.state.ok)
+                progress.update(already + len(finished), running, failed)
+                interval = self.provider.poll_interval
+            else:
+                interval = min(interval * 1.5, self.provider.max_poll_interval)
+            if open_runs:
+                self._sleep(interval * random.uniform(0.9, 1.1))
+
+    def _finish(self, spec: RunSpec, handle: RunHandle, st: RunStatus) -> RunRecord:
+        """The record of a run the provider reports terminal (the job's own record wins)."""
+        record = read_record(spec.run_dir)
+        if record is not None and record.sweep_id == spec.sweep_id and record.state.terminal:
+            return self._with_handle(record, handle, st.context)
+        state = st.state
+        context = st.context
+        if state is RunState.SUCCEEDED:  # exited 0 but the worker never wrote a record
+            state = RunState.FAILED
+            context = FailureContext(
+                self.provider.name, job_id=handle.job_id,
+                reason="the job exited 0 but wrote no run record "
+                       "(is the hpcorch callback in the app's config defaults?)")
+        record = self._synthesize(spec, handle, state, context)
+        write_record(record)
+        return record
+
+    def _cancel_open(self, open_runs: dict[str, tuple[RunSpec, RunHandle]],
+                     finished: dict[str, RunRecord], reason: str) -> None:
+        handles = [h for _, h in open_runs.values()]
+        if handles:
+            self.provider.cancel(handles)
+        records = []
+        for jid, (spec, handle) in list(open_runs.items()):
+            record = read_record(spec.run_dir)
+            if record is None or record.sweep_id != spec.sweep_id:
+                record = self._synthesize(spec, handle, RunState.CANCELLED,
+                                          FailureContext(self.provider.name, job_id=handle.job_id,
+                                                         reason=reason))
+                write_record(record)
+            else:
+                del open_runs[jid]
+            finished[jid] = record
+            records.append(record)
+        self.index.put_records(records)
+
+    # -- records ----------------------------------------------------------------
+    def _synthesize(self, spec: RunSpec, handle: RunHandle, state: RunState,
+                    context: FailureContext | None) -> RunRecord:
+        return RunRecord(
+            run_key=spec.run_key, sweep_id=spec.sweep_id, num=spec.num, state=state,
+            run_dir=spec.run_dir, overrides=spec.overrides, seed=spec.seed, failure=context,
+            provider=self.provider.name, job_id=handle.job_id,
+            node=context.node if context else "", ended=time.time(),
+            code_version=spec.code_version, config=spec.config, attempt=spec.attempt)
+
+    def _with_handle(self, record: RunRecord, handle: RunHandle,
+                     context: FailureContext | None = None) -> RunRecord:
+        """The job's record, completed with what only the provider knows."""
+        updates: dict[str, object] = {}
+        if not record.provider:
+            updates["provider"] = self.provider.name
+        if not record.job_id:
+            updates["job_id"] = handle.job_id
+        if context is not None and record.failure is None and not record.state.ok:
+            updates["failure"] = dataclasses.replace(
+                context, reason=context.reason or (
+                    f"{record.error.type}: {record.error.message}" if record.error else ""))
+        return dataclasses.replace(record, **updates) if updates else record  # type: ignore[arg-type]
+
+    def _reuse(self, spec: RunSpec, earlier: RunRecord) -> RunRecord:
+        if earlier.run_dir == spec.run_dir:
+            return earlier
+        record = dataclasses.replace(
+            earlier, sweep_id=spec.sweep_id, num=spec.num, run_dir=spec.run_dir,
+            overrides=spec.overrides, state=RunState.SKIPPED, reused_from=earlier.run_dir)
+        write_record(record)
+        return record
+
+
+def _jid(spec: RunSpec) -> str:
+    return f"{spec.sweep_id}/{spec.num}"

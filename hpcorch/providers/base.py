@@ -1,0 +1,46 @@
+"""The provider contract: one small, batched interface in front of every engine.
+
+A provider receives RunSpecs (data) and its own typed settings, never Hydra
+objects. Every call takes a whole batch, so an engine is asked once per
+interval, not once per run. Constructors do no I/O; `check()` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from hpcorch.spec import RunHandle, RunSpec, RunStatus
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """Where runs execute. Implementations: local, slurm, ray, mpi (and a fake for tests)."""
+
+    name: str
+    """The name used in `provider=NAME`."""
+    poll_interval: float
+    """Seconds between status queries the orchestrator should start from (it backs off)."""
+    max_poll_interval: float
+    """The longest the orchestrator waits between two status queries."""
+
+    def check(self) -> None:
+        """Preflight: raise ProviderUnavailable, with a hint, when the engine cannot be used."""
+
+    def render(self, runs: Sequence[RunSpec]) -> str:
+        """The exact script(s) or command(s) `submit` would hand to the engine (a dry run)."""
+
+    def submit(self, runs: Sequence[RunSpec]) -> list[RunHandle]:
+        """Hand a batch of runs to the engine; one handle per run, in order."""
+
+    def lookup(self, run_keys: Sequence[str]) -> list[RunHandle]:
+        """Handles of earlier submissions of these run keys that the engine still knows."""
+
+    def status(self, handles: Sequence[RunHandle]) -> list[RunStatus]:
+        """The state of every handle, in order; UNKNOWN for a job the engine does not know."""
+
+    def cancel(self, handles: Sequence[RunHandle]) -> None:
+        """Stop these runs; cancelling a finished or unknown run is not an error."""
+
+    def close(self) -> None:
+        """Release what the provider holds (connections, helper processes)."""

@@ -1,0 +1,289 @@
+"""The local provider: runs on this machine, several runs at once.
+
+Two ways to start a run, proven to give the same records (tests/integration):
+- warm (default): fork the already-initialised orchestrator process and run
+  the job in the child through an executor the launcher supplies; costs
+  milliseconds instead of an interpreter start-up per run.
+- cold (`provider.warm=false`, or no executor): start the run's portable
+  command, `python train.py <overrides> hydra.run.dir=...`, as a new process.
+Every run gets its own session (process group), so cancelling kills the whole
+tree it started and leaves no orphans.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from hpcorch.settings import require
+from hpcorch.spec import FailureContext, RunHandle, RunSpec, RunState, RunStatus
+from hpcorch.store.records import STDERR_FILE, STDOUT_FILE, meta_dir, spec_path
+
+#: A function run inside a forked child to execute one spec; returns the exit code.
+Executor = Callable[[RunSpec], int]
+
+#: Environment variable that tells the job where its RunSpec is.
+SPEC_ENV = "HPCORCH_SPEC"
+#: Seconds a cancelled run gets between SIGTERM and SIGKILL (like Slurm's KillWait).
+KILL_WAIT_S = 5.0
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (affinity-aware)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    """`provider=local` settings."""
+
+    name: Literal["local"] = "local"
+    workers: int | None = None
+    """Runs at once; null means one per usable core."""
+    warm: bool = True
+    """Start runs by forking the warm orchestrator (fast) instead of a fresh interpreter."""
+
+    def validate(self, prefix: str) -> None:
+        """workers must be positive."""
+        require(self.workers is None or self.workers >= 1, f"{prefix}.workers", self.workers,
+                "must be a positive integer, or null for one per usable core")
+
+
+@dataclass
+class _Proc:
+    spec: RunSpec
+    pid: int
+    popen: subprocess.Popen[bytes] | None
+    started: float
+    exit_status: int | None = None  # raw wait status semantics: see _finish
+    cancelled: bool = False
+    term_sent: float | None = None
+
+
+def job_environment(spec: RunSpec) -> dict[str, str]:
+    """The environment a run's process starts with: ours, the spec's, its seed and spec path."""
+    env = dict(os.environ)
+    env.update(dict(spec.env))
+    env[SPEC_ENV] = str(spec_path(spec.run_dir))
+    env["PYTHONHASHSEED"] = str(spec.seed)
+    env["HPCORCH_SEED"] = str(spec.seed)
+    return env
+
+
+class LocalProvider:
+    """Runs specs as child processes of the orchestrator, `workers` at a time."""
+
+    Settings = LocalSettings
+    name = "local"
+    poll_interval = 0.005
+    max_poll_interval = 0.05
+
+    def __init__(self, settings: LocalSettings | None = None, *,
+                 executor: Executor | None = None) -> None:
+        self.settings = settings or LocalSettings()
+        self.workers = self.settings.workers or usable_cores()
+        self._executor = executor if self.settings.warm else None
+        self._queue: deque[RunSpec] = deque()
+        self._running: dict[str, _Proc] = {}
+        self._finished: dict[str, RunStatus] = {}
+        self._known: dict[str, RunSpec] = {}
+        self._host = socket.gethostname()
+
+    # -- contract --------------------------------------------------------
+    def check(self) -> None:
+        """Nothing to reach: the local machine is always there."""
+
+    def render(self, runs: Sequence[RunSpec]) -> str:
+        """One shell line per run, exactly what the cold path would start."""
+        lines = [f"# provider=local workers={self.workers} warm={self._executor is not None}"]
+        for spec in runs:
+            env = {**dict(spec.env), "PYTHONHASHSEED": str(spec.seed)}
+            prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))
+            workdir = shlex.quote(spec.workdir or spec.run_dir)
+            lines.append(f"# run #{spec.num} key={spec.run_key} dir={spec.run_dir}")
+            lines.append(f"(cd {workdir} && env {prefix} {shlex.join(spec.command)})")
+        return "\n".join(lines) + "\n"
+
+    def submit(self, runs: Sequence[RunSpec]) -> list[RunHandle]:
+        """Queue the runs and start as many as there are free workers."""
+        handles = []
+        for spec in runs:
+            job_id = self._job_id(spec)
+            self._known[job_id] = spec
+            self._finished.pop(job_id, None)
+            self._queue.append(spec)
+            handles.append(RunHandle(self.name, spec.run_key, job_id))
+        self._pump()
+        return handles
+
+    def lookup(self, run_keys: Sequence[str]) -> list[RunHandle]:
+        """Runs of this provider object still queued or running (a local run dies with
+        its orchestrator's session, so there is nothing to find across processes)."""
+        wanted = set(run_keys)
+        return [RunHandle(self.name, spec.run_key, job_id)
+                for job_id, spec in self._known.items()
+                if spec.run_key in wanted and job_id not in self._finished]
+
+    def status(self, handles: Sequence[RunHandle]) -> list[RunStatus]:
+        """Reap finished children, start queued runs, and report."""
+        self._reap()
+        self._pump()
+        out = []
+        queued = {self._job_id(s) for s in self._queue}
+        for handle in handles:
+            if handle.job_id in self._finished:
+                out.append(self._finished[handle.job_id])
+            elif handle.job_id in self._running:
+                out.append(RunStatus(handle, RunState.RUNNING))
+            elif handle.job_id in queued:
+                out.append(RunStatus(handle, RunState.SUBMITTED))
+            else:
+                out.append(RunStatus(handle, RunState.UNKNOWN))
+        return out
+
+    def cancel(self, handles: Sequence[RunHandle]) -> None:
+        """Drop queued runs; SIGTERM running ones' process groups, SIGKILL after KILL_WAIT_S."""
+        ids = {h.job_id for h in handles}
+        for spec in [s for s in self._queue if self._job_id(s) in ids]:
+            self._queue.remove(spec)
+            job_id = self._job_id(spec)
+            self._finished[job_id] = RunStatus(
+                RunHandle(self.name, spec.run_key, job_id), RunState.CANCELLED,
+                FailureContext(self.name, reason="cancelled before it started"))
+        procs = [p for job_id, p in self._running.items() if job_id in ids]
+        for proc in procs:
+            proc.cancelled = True
+            self._signal(proc, signal.SIGTERM)
+        deadline = time.monotonic() + KILL_WAIT_S
+        while any(self._job_id(p.spec) in self._running for p in procs):
+            self._reap()
+            if time.monotonic() > deadline:
+                for proc in procs:
+                    self._signal(proc, signal.SIGKILL)
+                deadline = float("inf")
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        """Cancel whatever still runs: a closed provider leaves no processes behind."""
+        self.cancel([RunHandle(self.name, s.run_key, j) for j, s in self._known.items()
+                     if j not in self._finished])
+
+    # -- internals -------------------------------------------------------
+    @staticmethod
+    def _job_id(spec: RunSpec) -> str:
+        return f"{spec.sweep_id}/{spec.num}"
+
+    def _pump(self) -> None:
+        while self._queue and len(self._running) < self.workers:
+            spec = self._queue.popleft()
+            self._running[self._job_id(spec)] = self._start(spec)
+
+    def _start(self, spec: RunSpec) -> _Proc:
+        meta = meta_dir(spec.run_dir)
+        meta.mkdir(parents=True, exist_ok=True)
+        out = open(meta / STDOUT_FILE, "ab")  # noqa: SIM115 - handed to the child
+        err = open(meta / STDERR_FILE, "ab")  # noqa: SIM115
+        try:
+            if self._executor is None:
+                popen = subprocess.Popen(
+                    list(spec.command), cwd=spec.workdir or spec.run_dir,
+                    env=job_environment(spec), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                    start_new_session=True)
+                return _Proc(spec, popen.pid, popen, time.time())
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:  # child: never returns
+                self._run_child(spec, out.fileno(), err.fileno())
+            return _Proc(spec, pid, None, time.time())
+        finally:
+            out.close()
+            err.close()
+
+    def _run_child(self, spec: RunSpec, out_fd: int, err_fd: int) -> None:
+        code = 1
+        try:
+            os.setsid()
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.dup2(out_fd, 1)
+            os.dup2(err_fd, 2)
+            os.environ.clear()
+            os.environ.update(job_environment(spec))
+            assert self._executor is not None
+            code = self._executor(spec)
+        except BaseException:  # the child must report, then exit, whatever happened
+            traceback.print_exc()
+            code = 1
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+
+    def _reap(self) -> None:
+        for job_id, proc in list(self._running.items()):
+            if proc.popen is not None:
+                rc = proc.popen.poll()
+                if rc is None:
+                    continue
+            else:
+                try:
+                    pid, status = os.waitpid(proc.pid, os.WNOHANG)
+                except ChildProcessError:
+                    pid, status = proc.pid, 255 << 8
+                if pid == 0:
+                    continue
+                rc = os.waitstatus_to_exitcode(status)
+            del self._running[job_id]
+            self._finished[job_id] = self._outcome(proc, rc)
+
+    def _outcome(self, proc: _Proc, rc: int) -> RunStatus:
+        handle = RunHandle(self.name, proc.spec.run_key, self._job_id(proc.spec))
+        if rc == 0:
+            return RunStatus(handle, RunState.SUCCEEDED)
+        context = FailureContext(
+            provider=self.name, job_id=str(proc.pid), node=self._host,
+            exit_code=rc if rc > 0 else None, signal=-rc if rc < 0 else None,
+            reason="cancelled" if proc.cancelled else "",
+            stderr_tail=tail(meta_dir(proc.spec.run_dir) / STDERR_FILE))
+        state = RunState.CANCELLED if proc.cancelled else RunState.FAILED
+        return RunStatus(handle, state, context)
+
+    @staticmethod
+    def _signal(proc: _Proc, sig: int) -> None:
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            # The child may not have called setsid() yet: signal it alone.
+            try:
+                os.kill(proc.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def tail(path: os.PathLike[str] | str, lines: int = 20, max_bytes: int = 16384) -> str:
+    """The last `lines` lines of a text file ('' if it does not exist)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - max_bytes))
+            data = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(data.splitlines()[-lines:])

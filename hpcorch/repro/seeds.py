@@ -1,0 +1,73 @@
+"""Per-run seeds: derived deterministically, identical on every provider.
+
+A run's seed is the explicit `seed=` override when there is one; otherwise it
+is derived from the base seed (the config's `seed`, 0 when absent) and the
+run's own overrides, so the runs of a sweep get distinct, stable seeds.
+Overrides that only say where a run executes (provider, container,
+resources, hpcorch, hydra) are left out, so moving a sweep between
+providers keeps every seed.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from collections.abc import Iterable, Sequence
+
+from hpcorch.identity import DEFAULT_KEY_EXCLUDE, canonical_json, short_hash
+
+#: The environment variable through which a job (and its child processes) learns its seed.
+SEED_ENV = "HPCORCH_SEED"
+SEED_OVERRIDE_KEY = "seed"
+_SEED_MODULUS = 2**31 - 1
+
+
+def _parsed(overrides: Sequence[str]) -> list[tuple[str, object]]:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    return [(o.key_or_group.lstrip("+~"), o.value()) for o in parsed if not o.is_delete()]
+
+
+def derive_seed(base_seed: int, overrides: Sequence[str],
+                exclude: Iterable[str] = DEFAULT_KEY_EXCLUDE) -> int:
+    """The seed of the run with these task overrides."""
+    dropped = set(exclude)
+    relevant: dict[str, object] = {}
+    for key, value in _parsed(overrides):
+        if key == SEED_OVERRIDE_KEY:
+            return int(value)  # type: ignore[call-overload]
+        if key.split(".")[0].split("/")[0] in dropped:
+            continue
+        relevant[key] = value
+    if not relevant:
+        return int(base_seed)
+    digest = short_hash(canonical_json({"base": int(base_seed), "overrides": relevant}), 15)
+    return int(digest, 16) % _SEED_MODULUS
+
+
+def apply_seed(seed: int) -> list[str]:
+    """Seed every generator this process uses; returns the names of what was seeded.
+
+    PYTHONHASHSEED only takes effect in processes started after it is set:
+    it is exported here so that the job's children inherit it, and providers
+    that start a fresh interpreter set it in the job's environment.
+    """
+    seeded = ["random"]
+    random.seed(seed)
+    os.environ[SEED_ENV] = str(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    seeded.append("PYTHONHASHSEED(env)")
+    try:
+        import numpy as np
+    except ImportError:  # numpy is a dependency, but seeding must not require it
+        pass
+    else:
+        np.random.seed(seed % 2**32)
+        seeded.append("numpy")
+    torch = sys.modules.get("torch")
+    if torch is not None:  # seed torch only when the research code already uses it
+        torch.manual_seed(seed)
+        seeded.append("torch")
+    return seeded

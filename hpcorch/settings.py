@@ -1,0 +1,145 @@
+"""Typed settings parsed from config nodes, with errors that name key, value and what is allowed.
+
+Hydra hands us plain mappings; each layer declares a frozen dataclass of the
+settings it accepts and `parse_settings` turns the mapping into it, refusing
+unknown keys (with a did-you-mean) and wrong types before anything runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+from hpcorch.errors import ConfigError
+from hpcorch.identity import DEFAULT_KEY_EXCLUDE
+
+T = TypeVar("T")
+
+
+def parse_settings(cls: type[T], values: Mapping[str, Any], prefix: str,
+                   ignore: tuple[str, ...] = ()) -> T:
+    """Build `cls` (a dataclass) from `values`, validating every key and value.
+
+    `prefix` is the config path of the node (e.g. `provider`), used in messages.
+    Keys in `ignore` are accepted and dropped.
+    """
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls!r} is not a dataclass")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in ignore:
+            continue
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise ConfigError(f"{prefix}.{key}", value,
+                              f"unknown setting; {hint}allowed: {', '.join(sorted(fields))}")
+        kwargs[key] = _coerce(f"{prefix}.{key}", value, hints[key])
+    instance = cls(**kwargs)
+    check = getattr(instance, "validate", None)
+    if callable(check):
+        check(prefix)
+    return instance
+
+
+def _describe(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in get_args(tp))
+    if tp is type(None):
+        return "null"
+    if origin in (tuple, list):
+        return f"a list of {_describe(get_args(tp)[0])}"
+    if origin in (dict, Mapping):
+        return "a mapping"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp)))
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    origin = get_origin(tp)
+    if origin is Literal:
+        if value in get_args(tp):
+            return value
+        raise ConfigError(key, value, f"must be {_describe(tp)}")
+    if origin in (Union, types.UnionType):
+        for option in get_args(tp):
+            try:
+                return _coerce(key, value, option)
+            except ConfigError:
+                continue
+        raise ConfigError(key, value, f"must be {_describe(tp)}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(key, value, "must be null")
+    if tp is Any:
+        return value
+    if origin in (tuple, list):
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise ConfigError(key, value, f"must be {_describe(tp)}")
+        inner = get_args(tp)[0]
+        return tuple(_coerce(f"{key}[{i}]", v, inner) for i, v in enumerate(value))
+    if origin in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            raise ConfigError(key, value, "must be a mapping")
+        return {str(k): v for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(key, value, "must be true or false")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(key, value, "must be an integer")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(key, value, "must be a number")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(key, value, "must be a string")
+    return value
+
+
+def require(condition: bool, key: str, value: Any, allowed: str) -> None:
+    """Raise ConfigError(key, value, allowed) unless `condition` holds."""
+    if not condition:
+        raise ConfigError(key, value, allowed)
+
+
+@dataclass(frozen=True)
+class HpcorchSettings:
+    """The `hpcorch` config node: how a sweep is orchestrated, whatever the provider."""
+
+    rerun: bool = False
+    """Run again even the runs whose run key already SUCCEEDED."""
+    detach: bool = False
+    """Return right after submission; follow the sweep with `hpcorch status|wait`."""
+    dry_run: bool = False
+    """Print what would be submitted and submit nothing."""
+    progress: Literal["auto", "on", "off"] = "auto"
+    """Live progress display: auto shows it only on a terminal."""
+    home: str | None = None
+    """Where the index lives (default: $HPCORCH_HOME or ./.hpcorch)."""
+    key_exclude: tuple[str, ...] = field(default=DEFAULT_KEY_EXCLUDE)
+    """Top-level config keys left out of run keys and seeds (they say where, not what)."""
+    summary_metrics: int = 4
+    """How many metrics the summary table shows per run."""
+
+    def validate(self, prefix: str) -> None:
+        """Range checks beyond types."""
+        require(self.summary_metrics >= 0, f"{prefix}.summary_metrics", self.summary_metrics,
+                "must be >= 0")
+        require("hydra" in self.key_exclude, f"{prefix}.key_exclude", list(self.key_exclude),
+                "must contain 'hydra' (Hydra's bookkeeping is never part of a run key)")

@@ -1,0 +1,174 @@
+"""The data that crosses layer boundaries: run specs, resources, handles and states.
+
+Everything here is a frozen dataclass or an enum and round-trips through JSON,
+because a RunSpec is what a job receives instead of a pickled process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class RunState(str, Enum):
+    """Where a run is in its life. Terminal states never change again (except on rerun)."""
+
+    PENDING = "PENDING"
+    """Planned, not yet handed to a provider."""
+    SUBMITTED = "SUBMITTED"
+    """Accepted by the provider, waiting for resources."""
+    RUNNING = "RUNNING"
+    """Executing."""
+    SUCCEEDED = "SUCCEEDED"
+    """Finished and wrote its record; never run again unless forced."""
+    FAILED = "FAILED"
+    """Finished with an error; carries a FailureContext."""
+    CANCELLED = "CANCELLED"
+    """Stopped by a person or by an interrupted sweep; resume runs it again."""
+    TIMEOUT = "TIMEOUT"
+    """Killed at its time limit."""
+    PREEMPTED = "PREEMPTED"
+    """Taken off its resources and requeued by the engine; not a failure."""
+    SKIPPED = "SKIPPED"
+    """Not run because an identical run (same run key) already SUCCEEDED."""
+    UNKNOWN = "UNKNOWN"
+    """The engine no longer knows the job and no record says how it ended."""
+
+    @property
+    def terminal(self) -> bool:
+        """True when the run will not change state by itself any more."""
+        return self in _TERMINAL
+
+    @property
+    def ok(self) -> bool:
+        """True for the states whose results can be used."""
+        return self in (RunState.SUCCEEDED, RunState.SKIPPED)
+
+
+_TERMINAL = frozenset(
+    {
+        RunState.SUCCEEDED,
+        RunState.FAILED,
+        RunState.CANCELLED,
+        RunState.TIMEOUT,
+        RunState.SKIPPED,
+        RunState.UNKNOWN,
+    }
+)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one run needs. Providers translate it into their own terms."""
+
+    cpus: int = 1
+    """CPU cores per task."""
+    gpus: int = 0
+    """GPUs per node."""
+    mem_gb: float | None = None
+    """Memory per node in GiB; None leaves it to the provider's default."""
+    time_min: int = 60
+    """Wall-clock limit in minutes."""
+    nodes: int = 1
+    tasks_per_node: int = 1
+    """Ranks per node; nodes * tasks_per_node > 1 makes the run an MPI program."""
+
+    @property
+    def tasks(self) -> int:
+        """Total number of ranks."""
+        return self.nodes * self.tasks_per_node
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything needed to run one job anywhere, as data.
+
+    `command` is the portable artifact: the argv that runs this job from a
+    fresh process (`python train.py <overrides> hydra.run.dir=<run_dir>`).
+    """
+
+    run_key: str
+    sweep_id: str
+    num: int
+    overrides: tuple[str, ...]
+    config: dict[str, Any]
+    seed: int
+    run_dir: str
+    command: tuple[str, ...]
+    resources: Resources = field(default_factory=Resources)
+    env: tuple[tuple[str, str], ...] = ()
+    workdir: str = ""
+    """Directory the command starts in (the submitting directory); empty = run_dir."""
+    image: str | None = None
+    code_version: str = ""
+    stage: str = "main"
+    depends_on: tuple[str, ...] = ()
+    priority: int = 0
+    attempt: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; `RunSpec.from_dict` reverses it."""
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        """Canonical JSON text of this spec."""
+        return json.dumps(self.to_dict(), sort_keys=True, indent=1)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunSpec:
+        """Rebuild a spec written by `to_dict` (lists become tuples again)."""
+        values = dict(data)
+        values["resources"] = Resources(**values.get("resources", {}))
+        for name in ("overrides", "command", "depends_on"):
+            values[name] = tuple(values.get(name, ()))
+        values["env"] = tuple((str(k), str(v)) for k, v in values.get("env", ()))
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+@dataclass(frozen=True)
+class RunHandle:
+    """How a provider finds one submitted run again."""
+
+    provider: str
+    run_key: str
+    job_id: str
+
+
+@dataclass(frozen=True)
+class FailureContext:
+    """Why a run did not succeed, with what a person needs to go and look."""
+
+    provider: str
+    job_id: str = ""
+    node: str = ""
+    exit_code: int | None = None
+    signal: int | None = None
+    reason: str = ""
+    stderr_tail: str = ""
+
+    def one_line(self) -> str:
+        """`[local job=1234 node=host] exit=1: ValueError: ...`"""
+        where = " ".join(
+            p for p in (self.provider, f"job={self.job_id}" if self.job_id else "",
+                        f"node={self.node}" if self.node else "") if p
+        )
+        how = []
+        if self.exit_code is not None:
+            how.append(f"exit={self.exit_code}")
+        if self.signal is not None:
+            how.append(f"signal={self.signal}")
+        last = self.reason or (self.stderr_tail.strip().splitlines() or [""])[-1]
+        return f"[{where}] {' '.join(how)}: {last}".replace(" :", ":")
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """A provider's answer for one handle."""
+
+    handle: RunHandle
+    state: RunState
+    context: FailureContext | None = None

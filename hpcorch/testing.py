@@ -1,0 +1,144 @@
+"""The provider conformance suite: every provider's tests subclass `ProviderContract`.
+
+    class TestLocalContract(ProviderContract):
+        @pytest.fixture
+        def provider(self):
+            return LocalProvider(LocalSettings(workers=2))
+
+Runs are real commands (`python -c ...`) that exit 0, exit 1, or sleep until
+cancelled; a provider that cannot run commands (the fake) reads the intended
+behaviour from the spec's environment (`HPCORCH_CONTRACT_BEHAVIOUR`).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from hpcorch.providers.base import Provider
+from hpcorch.spec import RunHandle, RunSpec, RunState, RunStatus
+
+BEHAVIOUR_ENV = "HPCORCH_CONTRACT_BEHAVIOUR"
+
+_SCRIPTS = {
+    "succeed": "print('contract run ok')",
+    "fail": "import sys; print('contract run failing', file=sys.stderr); sys.exit(3)",
+    "hang": "import time; time.sleep(600)",
+}
+
+
+def contract_spec(tmp_path: Path, num: int, behaviour: str = "succeed",
+                  python: str = sys.executable) -> RunSpec:
+    """A RunSpec whose command does what `behaviour` says."""
+    run_dir = tmp_path / "sweep" / str(num)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return RunSpec(run_key=f"contract{num:04d}{behaviour}", sweep_id="contract", num=num,
+                   overrides=(f"n={num}",), config={"n": num}, seed=num, run_dir=str(run_dir),
+                   command=(python, "-c", _SCRIPTS[behaviour]),
+                   env=((BEHAVIOUR_ENV, behaviour),), workdir=str(tmp_path))
+
+
+def wait_terminal(provider: Provider, handles: Sequence[RunHandle],
+                  timeout: float = 120.0) -> list[RunStatus]:
+    """Poll until every handle is terminal (or fail the test after `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    interval = provider.poll_interval
+    while True:
+        statuses = provider.status(handles)
+        if all(s.state.terminal for s in statuses):
+            return statuses
+        if time.monotonic() > deadline:
+            pytest.fail(f"runs not terminal after {timeout}s: {[s.state for s in statuses]}")
+        time.sleep(interval)
+        interval = min(interval * 1.5, provider.max_poll_interval)
+
+
+def wait_state(provider: Provider, handle: RunHandle, state: RunState,
+               timeout: float = 120.0) -> None:
+    """Poll until `handle` reaches `state`."""
+    deadline = time.monotonic() + timeout
+    while provider.status([handle])[0].state is not state:
+        if time.monotonic() > deadline:
+            pytest.fail(f"{handle} never reached {state.value}")
+        time.sleep(provider.poll_interval)
+
+
+class ProviderContract:
+    """What every provider must do. Subclasses supply the `provider` fixture."""
+
+    timeout: float = 120.0
+    """Seconds a contract run may take on this provider."""
+
+    @pytest.fixture
+    def provider(self) -> Provider:  # pragma: no cover - always overridden
+        raise NotImplementedError
+
+    @pytest.fixture
+    def make_spec(self, tmp_path: Path):  # type: ignore[no-untyped-def]
+        def make(num: int, behaviour: str = "succeed") -> RunSpec:
+            return contract_spec(tmp_path, num, behaviour)
+        return make
+
+    def test_is_a_provider(self, provider: Provider) -> None:
+        assert isinstance(provider, Provider)
+        assert provider.name and provider.poll_interval > 0
+        assert provider.max_poll_interval >= provider.poll_interval
+
+    def test_check_passes(self, provider: Provider) -> None:
+        provider.check()
+
+    def test_render_names_every_run(self, provider: Provider, make_spec) -> None:  # type: ignore[no-untyped-def]
+        specs = [make_spec(0), make_spec(1)]
+        text = provider.render(specs)
+        assert isinstance(text, str)
+        for spec in specs:
+            assert spec.run_dir in text or spec.run_key in text
+
+    def test_empty_batch(self, provider: Provider) -> None:
+        assert provider.submit([]) == []
+        assert provider.status([]) == []
+        provider.cancel([])
+
+    def test_submit_runs_and_succeeds(self, provider: Provider, make_spec) -> None:  # type: ignore[no-untyped-def]
+        specs = [make_spec(i) for i in range(3)]
+        handles = provider.submit(specs)
+        assert [h.run_key for h in handles] == [s.run_key for s in specs]
+        assert len({h.job_id for h in handles}) == 3
+        statuses = wait_terminal(provider, handles, self.timeout)
+        assert [s.state for s in statuses] == [RunState.SUCCEEDED] * 3
+        assert [s.handle for s in statuses] == handles
+
+    def test_failure_carries_context(self, provider: Provider, make_spec) -> None:  # type: ignore[no-untyped-def]
+        handles = provider.submit([make_spec(0, "fail"), make_spec(1)])
+        statuses = wait_terminal(provider, handles, self.timeout)
+        assert [s.state for s in statuses] == [RunState.FAILED, RunState.SUCCEEDED]
+        context = statuses[0].context
+        assert context is not None and context.provider == provider.name
+        assert context.exit_code == 3
+        assert "contract run failing" in context.stderr_tail
+
+    def test_cancel_is_idempotent_and_final(self, provider: Provider, make_spec) -> None:  # type: ignore[no-untyped-def]
+        [handle] = provider.submit([make_spec(0, "hang")])
+        wait_state(provider, handle, RunState.RUNNING, self.timeout)
+        provider.cancel([handle])
+        provider.cancel([handle])
+        [status] = wait_terminal(provider, [handle], self.timeout)
+        assert status.state is RunState.CANCELLED
+
+    def test_lookup_finds_open_submissions(self, provider: Provider, make_spec) -> None:  # type: ignore[no-untyped-def]
+        spec = make_spec(0, "hang")
+        [handle] = provider.submit([spec])
+        try:
+            found = provider.lookup([spec.run_key, "no-such-key"])
+            assert [h.run_key for h in found] == [spec.run_key]
+        finally:
+            provider.cancel([handle])
+
+    def test_unknown_handle_is_unknown(self, provider: Provider) -> None:
+        handle = RunHandle(provider.name, "never-submitted", "999999999")
+        [status] = provider.status([handle])
+        assert status.state is RunState.UNKNOWN

@@ -1,0 +1,1 @@
+"""What runs inside every job: seeding before the research code, the record after it."""

@@ -1,0 +1,179 @@
+"""The Hydra callback that hpcorch's defaults install into every app.
+
+Through Hydra's own callback mechanism a plain `@hydra.main` app gets, with
+no hpcorch import: its per-run seed applied before the task function, and
+its run record (state, metrics, return value, error, fingerprint, timings)
+written atomically into the run directory after it. The same code runs in
+a sweep's warm worker, in a cold `python train.py ...` job on any provider,
+and in a plain single run.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from hpcorch.identity import DEFAULT_KEY_EXCLUDE, run_key
+from hpcorch.repro.fingerprint import fingerprint
+from hpcorch.repro.seeds import apply_seed, derive_seed
+from hpcorch.spec import RunSpec, RunState
+from hpcorch.store.records import (
+    ErrorInfo,
+    RunRecord,
+    jsonable,
+    meta_dir,
+    metrics_from,
+    read_json,
+    write_record,
+)
+
+SPEC_ENV = "HPCORCH_SPEC"
+RETURN_PICKLE = "return.pkl"
+
+
+def plain(node: Any) -> Any:
+    """A config node as plain, resolved Python data."""
+    if isinstance(node, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(node, resolve=True)
+    return node
+
+
+def task_config(config: DictConfig) -> dict[str, Any]:
+    """The resolved config the task function sees (Hydra's node removed), as plain data.
+
+    Resolved key by key so that Hydra's own node, whose sweep paths may not
+    resolve outside a sweep, is never touched. HydraConfig must be set.
+    """
+    return {str(k): plain(config[k]) for k in config if k != "hydra"}
+
+
+def key_exclude(config: DictConfig) -> tuple[str, ...]:
+    """The configured key exclusions (`hpcorch.key_exclude`), or the defaults."""
+    value = OmegaConf.select(config, "hpcorch.key_exclude", default=None)
+    return tuple(value) if value is not None else DEFAULT_KEY_EXCLUDE
+
+
+def seed_for(config: DictConfig, overrides: list[str]) -> int:
+    """This run's seed: explicit `seed=` override, else derived from base seed + overrides."""
+    base = OmegaConf.select(config, "seed", default=0)
+    return derive_seed(int(base or 0), overrides, key_exclude(config))
+
+
+def _load_spec() -> RunSpec | None:
+    path = os.environ.get(SPEC_ENV)
+    if not path or not Path(path).exists():
+        return None
+    return RunSpec.from_dict(read_json(path))
+
+
+class HpcorchCallback(Callback):
+    """Seeds before the job, writes the run record after it."""
+
+    def __init__(self, **_: Any) -> None:
+        self._started = 0.0
+        self._seed = 0
+        self._seeded: list[str] = []
+        self._spec: RunSpec | None = None
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Apply the run's seed to random, numpy, PYTHONHASHSEED (and torch if in use)."""
+        self._started = time.time()
+        self._spec = _load_spec()
+        overrides = list(config.hydra.overrides.task)
+        self._seed = self._spec.seed if self._spec else seed_for(config, overrides)
+        self._seeded = apply_seed(self._seed)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        """Write the run record atomically into the run directory."""
+        ended = time.time()
+        run_dir = str(HydraConfig.get().runtime.output_dir)
+        spec = self._spec
+        cfg = task_config(config)
+        fp = fingerprint()
+        code = spec.code_version if spec else fp["git"]["label"]
+        key = run_key(cfg, code_version=code, seed=self._seed,
+                      image=spec.image if spec else None, exclude=key_exclude(config))
+        ok = job_return.status == JobStatus.COMPLETED
+        value = job_return._return_value  # the property would re-raise a failure
+        error = None
+        if not ok and isinstance(value, BaseException):
+            error = ErrorInfo(type(value).__name__, str(value),
+                              "".join(traceback.format_exception(value)))
+        returned = jsonable(value) if ok else None
+        if ok and returned is not None and not _json_exact(value):
+            _save_pickle(run_dir, value)
+        hydra_job = HydraConfig.get().job
+        record = RunRecord(
+            run_key=key,
+            sweep_id=spec.sweep_id if spec else "",
+            num=spec.num if spec else int(OmegaConf.select(config, "hydra.job.num", default=0) or 0),
+            state=RunState.SUCCEEDED if ok else RunState.FAILED,
+            run_dir=os.path.abspath(run_dir),
+            overrides=tuple(config.hydra.overrides.task),
+            seed=self._seed,
+            metrics=metrics_from(value) if ok else {},
+            return_value=returned,
+            error=error,
+            job_id=spec_job_id(spec),
+            node=socket.gethostname(),
+            started=self._started,
+            ended=ended,
+            code_version=code,
+            config=cfg,
+            fingerprint={**fp, "job_name": hydra_job.name},
+            seeded=tuple(self._seeded),
+            attempt=spec.attempt if spec else 0,
+        )
+        if spec is not None and spec.run_key != key:
+            # The job computed another identity than the planner: say so, never hide it.
+            record = _with_warning(record, f"run key mismatch: planned {spec.run_key}, ran {key}")
+        write_record(record)
+
+
+def spec_job_id(spec: RunSpec | None) -> str:
+    """The engine's job id as the job sees it (Slurm/Ray set their own variables)."""
+    for var in ("SLURM_ARRAY_JOB_ID", "SLURM_JOB_ID"):
+        if os.environ.get(var):
+            task = os.environ.get("SLURM_ARRAY_TASK_ID")
+            return f"{os.environ[var]}_{task}" if task and var == "SLURM_ARRAY_JOB_ID" else os.environ[var]
+    return ""
+
+
+def _json_exact(value: Any) -> bool:
+    import json
+
+    try:
+        return json.loads(json.dumps(value)) == value
+    except (TypeError, ValueError):
+        return False
+
+
+def _save_pickle(run_dir: str, value: Any) -> None:
+    """Keep a return value JSON cannot hold exactly, so the launcher can hand it back."""
+    try:
+        data = pickle.dumps(value)
+    except Exception:  # noqa: BLE001 - an unpicklable value just is not kept
+        return
+    path = meta_dir(run_dir) / RETURN_PICKLE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _with_warning(record: RunRecord, message: str) -> RunRecord:
+    import dataclasses
+
+    fp = dict(record.fingerprint)
+    fp.setdefault("warnings", []).append(message)
+    return dataclasses.replace(record, fingerprint=fp)

@@ -1,0 +1,227 @@
+"""The launcher's work: turn Hydra's job overrides into RunSpecs, orchestrate, hand back JobReturns.
+
+Imported only when a sweep actually launches (see hpcorch_launcher.py).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import pickle
+import re
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from hpcorch.errors import RunFailed
+from hpcorch.identity import code_version, run_key, script_directory, short_hash
+from hpcorch.orchestrate.summary import print_summary
+from hpcorch.orchestrate.sweep import Orchestrator
+from hpcorch.providers import create_provider
+from hpcorch.repro.fingerprint import distributions
+from hpcorch.settings import HpcorchSettings, parse_settings
+from hpcorch.spec import Resources, RunSpec, RunState
+from hpcorch.store.index import StoreIndex, default_home
+from hpcorch.store.ledger import SweepInfo, read_ledger
+from hpcorch.store.records import RunRecord, meta_dir
+from hpcorch.worker.callback import RETURN_PICKLE, plain, seed_for, task_config
+from hydra_plugins.hpcorch_launcher._compose import CachedComposer
+
+log = logging.getLogger(__name__)
+
+_SAFE_OVERRIDE_VALUE = re.compile(r"^[\w/.\-:@+,]*$")
+
+
+def hydra_quote(value: str) -> str:
+    """Quote a value for Hydra's override grammar (not for a shell: argv never meets one)."""
+    if _SAFE_OVERRIDE_VALUE.match(value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class WarmExecutor:
+    """Runs one spec inside a forked child of the launcher, exactly as the basic launcher would."""
+
+    def __init__(self, hydra_context: HydraContext, task_function: TaskFunction,
+                 configs: dict[str, DictConfig]) -> None:
+        self.hydra_context = hydra_context
+        self.task_function = task_function
+        self.configs = configs
+
+    def __call__(self, spec: RunSpec) -> int:
+        """Run the job; exit code 0 when the task function returned."""
+        ret = run_job(hydra_context=self.hydra_context, task_function=self.task_function,
+                      config=self.configs[f"{spec.sweep_id}/{spec.num}"],
+                      job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+        return 0 if ret.status == JobStatus.COMPLETED else 1
+
+
+def _provider_kwargs(cls: type, **available: Any) -> dict[str, Any]:
+    params = inspect.signature(cls).parameters
+    return {k: v for k, v in available.items() if k in params}
+
+
+def launch(hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig,
+           job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+    """One batch of a sweep, start to finish."""
+    setup_globals()
+    configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+    # Validate everything before anything starts.
+    settings = parse_settings(HpcorchSettings, plain(config.get("hpcorch", {})) or {}, "hpcorch")
+    provider_settings = plain(config.get("provider", {"name": "local"}))
+    from hpcorch.providers import provider_class
+
+    provider_cls = provider_class(str(provider_settings.get("name")))
+    resources = parse_settings(Resources, plain(config.get("resources", {})) or {}, "resources")
+
+    sweep_dir = os.path.abspath(str(config.hydra.sweep.dir))
+    Path(sweep_dir).mkdir(parents=True, exist_ok=True)
+    sweep_id = short_hash(sweep_dir, 10)
+    code = code_version(script_directory(sys.argv[0])).label()
+    distributions()  # warm the fingerprint cache once; forked runs inherit it
+
+    composer = CachedComposer(hydra_context.config_loader, config)
+    configs: dict[str, DictConfig] = {}
+    specs: list[RunSpec] = []
+    original_hydra_cfg = HydraConfig.instance().cfg
+    try:
+        for offset, overrides in enumerate(job_overrides):
+            idx = initial_job_idx + offset
+            job_cfg = composer.load(list(overrides))
+            with open_dict(job_cfg):
+                job_cfg.hydra.job.id = idx
+                job_cfg.hydra.job.num = idx
+            HydraConfig.instance().set_config(job_cfg)
+            run_dir = os.path.abspath(os.path.join(str(job_cfg.hydra.sweep.dir),
+                                                   str(job_cfg.hydra.sweep.subdir)))
+            data = task_config(job_cfg)
+            seed = seed_for(job_cfg, list(overrides))
+            exclude = settings.key_exclude
+            spec = RunSpec(
+                run_key=run_key(data, code_version=code, seed=seed, exclude=exclude),
+                sweep_id=sweep_id, num=idx, overrides=tuple(overrides), config=data, seed=seed,
+                run_dir=run_dir, command=tuple(_cold_command(config, overrides, run_dir)),
+                resources=resources, workdir=str(config.hydra.runtime.cwd), code_version=code)
+            configs[f"{sweep_id}/{idx}"] = job_cfg
+            specs.append(spec)
+    finally:
+        HydraConfig.instance().cfg = original_hydra_cfg
+
+    executor = WarmExecutor(hydra_context, task_function, configs)
+    provider = create_provider(
+        provider_settings, **_provider_kwargs(provider_cls, executor=executor))
+    previous = read_ledger(sweep_dir)
+    info = SweepInfo(sweep_id=sweep_id, sweep_dir=sweep_dir, provider=provider.name,
+                     created=previous.created if previous else time.time(),
+                     cwd=str(config.hydra.runtime.cwd), argv=tuple(sys.argv),
+                     app=os.path.abspath(sys.argv[0]), provider_settings=provider_settings)
+    info = (previous or info).with_specs(specs)
+
+    if settings.dry_run:
+        sys.stdout.write(provider.render(specs))
+        sys.stdout.write(f"# dry run: {len(specs)} run(s) rendered, nothing submitted\n")
+        sys.stdout.flush()
+        raise SystemExit(0)
+
+    log.info(f"Launching {len(specs)} jobs on provider={provider.name} (sweep {sweep_id})")
+    for spec in specs:
+        log.info(f"\t#{spec.num} : {' '.join(filter_overrides(spec.overrides))}")
+    provider.check()
+    home = Path(settings.home).expanduser() if settings.home else default_home()
+    orchestrator = Orchestrator(provider, StoreIndex(home), rerun=settings.rerun,
+                                progress=settings.progress)
+    try:
+        records = orchestrator.run(info, specs)
+    finally:
+        provider.close()
+        configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+
+    _report(records, sweep_id, provider.name, settings)
+    return [_job_return(rec, configs[f"{sweep_id}/{rec.num}"]) for rec in records]
+
+
+def _cold_command(config: DictConfig, overrides: Sequence[str], run_dir: str) -> list[str]:
+    """`python train.py <hydra overrides> <job overrides> hydra.run.dir=<run_dir>`."""
+    argv = [sys.executable, os.path.abspath(sys.argv[0])]
+    for source in config.hydra.runtime.config_sources:
+        if source.provider == "command-line":
+            argv += ["--config-dir", str(source.path)]
+    argv += ["--config-name", str(config.hydra.job.config_name)]
+    argv += [o for o in config.hydra.overrides.hydra
+             if not o.startswith(("hydra/launcher", "hydra.launcher", "hydra.sweep"))]
+    argv += list(overrides)
+    argv.append("hydra.run.dir=" + hydra_quote(run_dir))
+    return argv
+
+
+def _job_return(record: RunRecord, job_cfg: DictConfig) -> JobReturn:
+    ret = JobReturn()
+    ret.overrides = list(record.overrides)
+    task_cfg = job_cfg.copy()
+    with open_dict(task_cfg):
+        del task_cfg["hydra"]
+    ret.cfg = task_cfg
+    ret.hydra_cfg = OmegaConf.create({"hydra": job_cfg.hydra})
+    ret.working_dir = record.run_dir if job_cfg.hydra.job.chdir else str(job_cfg.hydra.runtime.cwd)
+    ret.task_name = str(job_cfg.hydra.job.name)
+    if record.state.ok:
+        ret.status = JobStatus.COMPLETED
+        ret.return_value = _return_value(record)
+    else:
+        ret.status = JobStatus.FAILED
+        ret.return_value = RunFailed(_failure_message(record))
+    return ret
+
+
+def _return_value(record: RunRecord) -> Any:
+    for run_dir in (record.run_dir, record.reused_from):
+        path = meta_dir(run_dir) / RETURN_PICKLE if run_dir else None
+        if path is not None and path.exists():
+            try:
+                return pickle.loads(path.read_bytes())
+            except Exception:  # noqa: BLE001 - fall back to the JSON form
+                break
+    return record.return_value
+
+
+def _failure_message(record: RunRecord) -> str:
+    what = " ".join(record.overrides) or "(no overrides)"
+    if record.error is not None:
+        cause = f"{record.error.type}: {record.error.message}"
+    elif record.failure is not None:
+        cause = record.failure.one_line()
+    else:
+        cause = record.state.value
+    return f"run #{record.num} ({what}) {record.state.value}: {cause}  [{record.run_dir}]"
+
+
+def _report(records: list[RunRecord], sweep_id: str, provider: str,
+            settings: HpcorchSettings) -> None:
+    counts: dict[RunState, int] = {}
+    for rec in records:
+        counts[rec.state] = counts.get(rec.state, 0) + 1
+    parts = ", ".join(f"{n} {s.value.lower()}" for s, n in counts.items())
+    rows = []
+    for rec in records:
+        failure = ""
+        if not rec.state.ok:
+            failure = _failure_message(rec).split(": ", 1)[-1]
+        rows.append({"num": rec.num, "overrides": list(rec.overrides), "state": rec.state.value,
+                     "duration_s": rec.duration_s, "job_id": rec.job_id,
+                     "metrics": rec.metrics, "failure": failure})
+    print_summary(rows, title=f"sweep {sweep_id} on {provider}: {parts}",
+                  metrics=settings.summary_metrics)
+    skipped = counts.get(RunState.SKIPPED, 0)
+    if skipped:
+        print(f"skipped {skipped} run(s) that already SUCCEEDED with the same run key "
+              "(hpcorch.rerun=true runs them again)")
+    print(f"details: hpcorch status {sweep_id}")
+    sys.stdout.flush()

@@ -1,0 +1,46 @@
+"""The `hydra/launcher=hpcorch` plugin. Light on purpose: Hydra imports this module
+for plugin discovery in every app, so the heavy work lives in `_core`."""
+
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.utils import JobReturn
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+
+@dataclass
+class HpcorchLauncherConf:
+    """Launcher config; hpcorch's own settings live in the `hpcorch` and `provider` nodes."""
+
+    _target_: str = "hydra_plugins.hpcorch_launcher.hpcorch_launcher.HpcorchLauncher"
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="hpcorch", node=HpcorchLauncherConf,
+                             provider="hpcorch")
+
+
+class HpcorchLauncher(Launcher):
+    """Hands a sweep's jobs to hpcorch's orchestrator and the selected provider."""
+
+    def __init__(self) -> None:
+        # Hydra scans plugin modules without registering them, so no PEP 563 here.
+        self._context: "tuple[HydraContext, TaskFunction, DictConfig] | None" = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
+              config: DictConfig) -> None:
+        """Hydra's two-phase init: remember what launch() needs."""
+        self._context = (hydra_context, task_function, config)
+
+    def launch(self, job_overrides: Sequence[Sequence[str]],
+               initial_job_idx: int) -> Sequence[JobReturn]:
+        """Run one batch of the sweep; JobReturns come back in sweep order."""
+        from hydra_plugins.hpcorch_launcher import _core
+
+        if self._context is None:
+            raise RuntimeError("HpcorchLauncher.launch() called before setup()")
+        hydra_context, task_function, config = self._context
+        return _core.launch(hydra_context, task_function, config, job_overrides, initial_job_idx)
