@@ -5,6 +5,12 @@ its seed and data split). It runs unchanged on every hpcorch provider.
 
     python train.py                          # one run
     python train.py -m lr=0.1,0.01           # a sweep on the local provider
+    python train.py -m resources.tasks=4     # each run as 4 MPI ranks (data-parallel SGD)
+
+With more than one rank (hpcorch starts them under mpirun or srun), every
+global mini-batch is split into equal shards, one per rank, and the gradient
+sums are added up with an MPI allreduce before the step: the same update as
+one process, so the same metrics up to floating-point rounding.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from hpcorch import repro
+from hpcorch.worker import ranks
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +63,20 @@ def gradients(params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> di
             "w1": x.T @ d_hidden, "b1": d_hidden.sum(0)}
 
 
+def allreduce_sum(comm: object, grads: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every rank's gradient sums added up, on every rank, in one allreduce call."""
+    names = sorted(grads)
+    flat = np.concatenate([grads[n].ravel() for n in names])
+    total = np.empty_like(flat)
+    comm.Allreduce(flat, total)  # type: ignore[attr-defined]  # MPI.SUM by default
+    out, offset = {}, 0
+    for name in names:
+        size = grads[name].size
+        out[name] = total[offset:offset + size].reshape(grads[name].shape)
+        offset += size
+    return out
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train and evaluate; returns the metrics."""
     x, y = two_moons(cfg.data.n, cfg.data.noise, cfg.data.seed)
@@ -68,12 +89,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
         "w2": init.normal(0, 1 / np.sqrt(cfg.hidden), size=(cfg.hidden, 1)),
         "b2": np.zeros(1),
     }
-    order_rng = repro.rng("batches")
+    world = ranks.current()
+    comm = None
+    if world.size > 1:  # only a multi-rank run needs MPI
+        from mpi4py import MPI
+
+        comm = MPI.COMM_WORLD
+    order_rng = repro.rng("batches")  # same seed on every rank: same batches everywhere
     for epoch in range(cfg.epochs):
         order = order_rng.permutation(train_idx)
         for start in range(0, len(order), cfg.batch_size):
             batch = order[start:start + cfg.batch_size]
-            grads = gradients(params, x[batch], y[batch])
+            shard = np.array_split(batch, world.size)[world.rank]
+            grads = gradients(params, x[shard], y[shard])
+            if comm is not None:
+                grads = allreduce_sum(comm, grads)
             for name in params:
                 params[name] -= cfg.lr * grads[name] / len(batch)
         if epoch == cfg.epochs - 1 or epoch % 5 == 0:

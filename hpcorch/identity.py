@@ -67,7 +67,10 @@ class CodeVersion:
 
 def code_version(directory: str, runner: CommandRunner = run_command) -> CodeVersion:
     """The git state of the repository holding `directory` (tracked files only)."""
-    top = runner(["git", "-C", directory, "rev-parse", "--show-toplevel"])
+    try:
+        top = runner(["git", "-C", directory, "rev-parse", "--show-toplevel"])
+    except FileNotFoundError:  # no git here (e.g. in a container image): the spec carries it
+        return CodeVersion()
     if top.returncode != 0:
         return CodeVersion()
     root = top.stdout.strip()

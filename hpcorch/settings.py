@@ -136,6 +136,8 @@ class HpcorchSettings:
     """Top-level config keys left out of run keys and seeds (they say where, not what)."""
     summary_metrics: int = 4
     """How many metrics the summary table shows per run."""
+    repro: dict[str, Any] = field(default_factory=dict)
+    """Determinism options and default tolerances (hpcorch.repro.settings.ReproSettings)."""
 
     def validate(self, prefix: str) -> None:
         """Range checks beyond types."""
@@ -143,3 +145,6 @@ class HpcorchSettings:
                 "must be >= 0")
         require("hydra" in self.key_exclude, f"{prefix}.key_exclude", list(self.key_exclude),
                 "must contain 'hydra' (Hydra's bookkeeping is never part of a run key)")
+        from hpcorch.repro.settings import ReproSettings  # here: hpcorch.repro imports us
+
+        parse_settings(ReproSettings, self.repro, f"{prefix}.repro")

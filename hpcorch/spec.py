@@ -73,13 +73,43 @@ class Resources:
     time_min: int = 60
     """Wall-clock limit in minutes."""
     nodes: int = 1
-    tasks_per_node: int = 1
-    """Ranks per node; nodes * tasks_per_node > 1 makes the run an MPI program."""
+    """Nodes the ranks are spread over."""
+    tasks: int = 0
+    """Total ranks (`resources.tasks=N`); 0 means nodes * tasks_per_node. More than one
+    rank makes the run an MPI program (see hpcorch.launch)."""
+    tasks_per_node: int = 0
+    """Most ranks on one node; 0 means ceil(tasks / nodes), or 1 when tasks is 0 too."""
 
-    @property
-    def tasks(self) -> int:
-        """Total number of ranks."""
-        return self.nodes * self.tasks_per_node
+    def __post_init__(self) -> None:
+        # Normalise once, so every consumer sees concrete counts and a spec read back
+        # from JSON (both already set) stays exactly the same.
+        if self.nodes >= 1 and self.tasks >= 0 and self.tasks_per_node >= 0:
+            per_node = self.tasks_per_node or -(-self.tasks // self.nodes) or 1
+            object.__setattr__(self, "tasks_per_node", per_node)
+            object.__setattr__(self, "tasks", self.tasks or self.nodes * per_node)
+
+    def validate(self, prefix: str) -> None:
+        """Range checks, called by parse_settings: counts positive and consistent."""
+        from hpcorch.errors import ConfigError
+
+        for key in ("cpus", "nodes", "tasks", "tasks_per_node"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{prefix}.{key}", getattr(self, key), "must be >= 1 "
+                                  "(tasks and tasks_per_node: or 0 to derive one from the other)")
+        if self.gpus < 0:
+            raise ConfigError(f"{prefix}.gpus", self.gpus, "must be >= 0")
+        if not self.nodes <= self.tasks <= self.nodes * self.tasks_per_node:
+            raise ConfigError(f"{prefix}.tasks", self.tasks,
+                              f"must be between nodes ({self.nodes}) and nodes * tasks_per_node "
+                              f"({self.nodes * self.tasks_per_node}): every node runs >= 1 rank")
+
+    def ranks_per_node(self) -> tuple[int, ...]:
+        """How the ranks fill the nodes: tasks_per_node each, the remainder on the last."""
+        counts, left = [], self.tasks
+        for _ in range(self.nodes):
+            counts.append(min(self.tasks_per_node, left - (self.nodes - len(counts) - 1)))
+            left -= counts[-1]
+        return tuple(counts)
 
 
 @dataclass(frozen=True)

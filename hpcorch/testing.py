@@ -142,3 +142,80 @@ class ProviderContract:
         handle = RunHandle(provider.name, "never-submitted", "999999999")
         [status] = provider.status([handle])
         assert status.state is RunState.UNKNOWN
+
+
+class FakeProvider:
+    """An in-memory provider for unit tests: runs nothing, follows each spec's
+    `HPCORCH_CONTRACT_BEHAVIOUR` (succeed, fail, hang) one state per status call."""
+
+    name = "fake"
+    poll_interval = 0.001
+    max_poll_interval = 0.01
+
+    def __init__(self) -> None:
+        self.submitted: list[RunSpec] = []
+        self.calls: dict[str, int] = {"submit": 0, "status": 0, "cancel": 0, "lookup": 0}
+        self._state: dict[str, RunState] = {}
+        self._specs: dict[str, RunSpec] = {}
+
+    def check(self) -> None:
+        """Always reachable."""
+
+    def render(self, runs: Sequence[RunSpec]) -> str:
+        """One line per run."""
+        return "".join(f"fake run {s.run_key} in {s.run_dir}\n" for s in runs)
+
+    def submit(self, runs: Sequence[RunSpec]) -> list[RunHandle]:
+        """Accept the runs."""
+        self.calls["submit"] += 1
+        handles = []
+        for spec in runs:
+            job_id = f"fake-{len(self._specs)}"
+            self._specs[job_id] = spec
+            self._state[job_id] = RunState.SUBMITTED
+            self.submitted.append(spec)
+            handles.append(RunHandle(self.name, spec.run_key, job_id))
+        return handles
+
+    def lookup(self, run_keys: Sequence[str]) -> list[RunHandle]:
+        """Open runs with these keys."""
+        self.calls["lookup"] += 1
+        wanted = set(run_keys)
+        return [RunHandle(self.name, s.run_key, j) for j, s in self._specs.items()
+                if s.run_key in wanted and not self._state[j].terminal]
+
+    def status(self, handles: Sequence[RunHandle]) -> list[RunStatus]:
+        """Advance every run one step: SUBMITTED -> RUNNING -> outcome."""
+        from hpcorch.spec import FailureContext
+
+        self.calls["status"] += 1
+        out = []
+        for handle in handles:
+            state = self._state.get(handle.job_id)
+            if state is None:
+                out.append(RunStatus(handle, RunState.UNKNOWN))
+                continue
+            behaviour = dict(self._specs[handle.job_id].env).get(BEHAVIOUR_ENV, "succeed")
+            if state is RunState.SUBMITTED:
+                state = RunState.RUNNING
+            elif state is RunState.RUNNING and behaviour == "succeed":
+                state = RunState.SUCCEEDED
+            elif state is RunState.RUNNING and behaviour == "fail":
+                state = RunState.FAILED
+            self._state[handle.job_id] = state
+            context = None
+            if state is RunState.FAILED:
+                context = FailureContext(self.name, job_id=handle.job_id, exit_code=3,
+                                         stderr_tail="contract run failing")
+            out.append(RunStatus(handle, state, context))
+        return out
+
+    def cancel(self, handles: Sequence[RunHandle]) -> None:
+        """Mark open runs CANCELLED."""
+        self.calls["cancel"] += 1
+        for handle in handles:
+            if handle.job_id in self._state and not self._state[handle.job_id].terminal:
+                self._state[handle.job_id] = RunState.CANCELLED
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from hpcorch import __version__
-from hpcorch.cli import inspect_cmds
+from hpcorch.cli import container_cmds, inspect_cmds, repro_cmds
 from hpcorch.errors import HpcorchError
 
 
@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--home", help="index directory (default: $HPCORCH_HOME or ./.hpcorch)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     inspect_cmds.register(sub)
+    repro_cmds.register(sub)
+    container_cmds.register(sub)
     return parser
 
 

@@ -10,6 +10,7 @@ sweep again finishes the rest.
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 import signal
 import threading
@@ -25,7 +26,14 @@ from hpcorch.providers.base import Provider
 from hpcorch.spec import FailureContext, RunHandle, RunSpec, RunState, RunStatus
 from hpcorch.store.index import StoreIndex
 from hpcorch.store.ledger import SweepInfo, write_ledger
-from hpcorch.store.records import RunRecord, atomic_write_json, read_record, spec_path, write_record
+from hpcorch.store.records import (
+    RunRecord,
+    atomic_write_json,
+    read_record,
+    record_path,
+    spec_path,
+    write_record,
+)
 
 
 class SweepInterrupted(HpcorchError):
@@ -132,13 +140,19 @@ class Orchestrator:
                finished: dict[str, RunRecord], progress: SweepProgress, already: int) -> None:
         interval = self.provider.poll_interval
         states: dict[str, RunState] = {}
+        unindexed: list[RunRecord] = []
+        last_flush = time.monotonic()
+        record_files = {jid: str(record_path(spec.run_dir)) for jid, (spec, _) in open_runs.items()}
         while open_runs:
             changed = False
             # Record files first: a finished run says so without asking the scheduler.
             for jid, (spec, handle) in list(open_runs.items()):
+                if not os.path.exists(record_files[jid]):
+                    continue
                 record = read_record(spec.run_dir)
                 if record is not None and record.state.terminal and record.sweep_id == spec.sweep_id:
                     finished[jid] = self._with_handle(record, handle)
+                    unindexed.append(finished[jid])
                     del open_runs[jid]
                     changed = True
             if open_runs:
@@ -147,16 +161,18 @@ class Orchestrator:
                         pairs, self.provider.status([h for _, (_, h) in pairs]), strict=True):
                     if st.state.terminal:
                         finished[jid] = self._finish(spec, handle, st)
+                        unindexed.append(finished[jid])
                         del open_runs[jid]
                         changed = True
                     elif states.get(jid) is not st.state:
                         states[jid] = st.state
                         changed = True
+            now = time.monotonic()
+            # The index is for queries, not truth: write it in batches, at most twice a second.
+            if unindexed and (not open_runs or now - last_flush > 0.5):
+                self.index.put_records(unindexed)
+                unindexed, last_flush = [], now
             if changed:
-                self.index.put_records(r for j, r in finished.items() if j not in states
-                                       or states[j] is not RunState.SUCCEEDED)
-                for jid in finished:
-                    states[jid] = RunState.SUCCEEDED  # marks "indexed"
                 running = sum(1 for j in open_runs if states.get(j) is RunState.RUNNING)
                 failed = sum(1 for r in finished.values() if not r.state.ok)
                 progress.update(already + len(finished), running, failed)
@@ -164,7 +180,17 @@ class Orchestrator:
             else:
                 interval = min(interval * 1.5, self.provider.max_poll_interval)
             if open_runs:
-                self._sleep(interval * random.uniform(0.9, 1.1))
+                self._pause(interval * random.uniform(0.9, 1.1))
+        if unindexed:
+            self.index.put_records(unindexed)
+
+    def _pause(self, seconds: float) -> None:
+        """Wait between polls: on the provider's own wake-up signal when it has one."""
+        wait = getattr(self.provider, "wait", None)
+        if callable(wait) and self._sleep is time.sleep:
+            wait(seconds)
+        else:
+            self._sleep(seconds)
 
     def _finish(self, spec: RunSpec, handle: RunHandle, st: RunStatus) -> RunRecord:
         """The record of a run the provider reports terminal (the job's own record wins)."""

@@ -16,10 +16,12 @@ from hpcorch.providers.base import Provider
 #: name -> ("module:Class", pip extra that brings its dependencies, or "")
 PROVIDERS: dict[str, tuple[str, str]] = {
     "local": ("hpcorch.providers.local:LocalProvider", ""),
+    "slurm": ("hpcorch.providers.slurm.provider:SlurmProvider", "slurm"),
+    "mpi": ("hpcorch.providers.mpi:MpiProvider", ""),
 }
 
 #: Providers that have a config but no implementation in this version.
-PLANNED: tuple[str, ...] = ("slurm", "ray", "mpi")
+PLANNED: tuple[str, ...] = ("ray",)
 
 
 def provider_class(name: str) -> Any:

@@ -1,5 +1,9 @@
 """The provider contract: one small, batched interface in front of every engine.
 
+Optionally a provider may also define `wait(timeout)`: block until something
+may have changed (a child exited, an event arrived) or `timeout` passes. The
+orchestrator then waits on it instead of sleeping between polls.
+
 A provider receives RunSpecs (data) and its own typed settings, never Hydra
 objects. Every call takes a whole batch, so an engine is asked once per
 interval, not once per run. Constructors do no I/O; `check()` does.

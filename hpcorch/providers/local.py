@@ -13,6 +13,7 @@ tree it started and leaves no orphans.
 from __future__ import annotations
 
 import os
+import select
 import shlex
 import signal
 import socket
@@ -25,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from hpcorch.launch import LaunchOptions, launch_argv, preflight, rank_failure
 from hpcorch.settings import require
 from hpcorch.spec import FailureContext, RunHandle, RunSpec, RunState, RunStatus
 from hpcorch.store.records import STDERR_FILE, STDOUT_FILE, meta_dir, spec_path
@@ -68,9 +70,9 @@ class _Proc:
     pid: int
     popen: subprocess.Popen[bytes] | None
     started: float
-    exit_status: int | None = None  # raw wait status semantics: see _finish
     cancelled: bool = False
-    term_sent: float | None = None
+    pidfd: int | None = None
+    """A pollable descriptor that becomes readable when the process exits (Linux >= 5.3)."""
 
 
 def job_environment(spec: RunSpec) -> dict[str, str]:
@@ -114,11 +116,12 @@ class LocalProvider:
             prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))
             workdir = shlex.quote(spec.workdir or spec.run_dir)
             lines.append(f"# run #{spec.num} key={spec.run_key} dir={spec.run_dir}")
-            lines.append(f"(cd {workdir} && env {prefix} {shlex.join(spec.command)})")
+            lines.append(f"(cd {workdir} && env {prefix} {shlex.join(self._argv(spec))})")
         return "\n".join(lines) + "\n"
 
     def submit(self, runs: Sequence[RunSpec]) -> list[RunHandle]:
         """Queue the runs and start as many as there are free workers."""
+        preflight(runs, LaunchOptions(self.name), one_machine=True)  # before anything starts
         handles = []
         for spec in runs:
             job_id = self._job_id(spec)
@@ -176,10 +179,25 @@ class LocalProvider:
                 deadline = float("inf")
             time.sleep(0.01)
 
+    def wait(self, timeout: float) -> None:
+        """Block until a running child exits (or `timeout`), so a free worker is refilled at once."""
+        fds = [p.pidfd for p in self._running.values() if p.pidfd is not None]
+        if not fds:
+            time.sleep(timeout)
+            return
+        select.select(fds, [], [], timeout)
+
     def close(self) -> None:
-        """Cancel whatever still runs: a closed provider leaves no processes behind."""
+        """Leave no processes behind: runs that already wrote their record get a moment
+        to exit by themselves; whatever still runs after that is cancelled."""
+        deadline = time.monotonic() + 2.0
+        while self._running and time.monotonic() < deadline:
+            self._reap()
+            if self._running:
+                self.wait(0.05)
         self.cancel([RunHandle(self.name, s.run_key, j) for j, s in self._known.items()
                      if j not in self._finished])
+        self._queue.clear()
 
     # -- internals -------------------------------------------------------
     @staticmethod
@@ -189,7 +207,12 @@ class LocalProvider:
     def _pump(self) -> None:
         while self._queue and len(self._running) < self.workers:
             spec = self._queue.popleft()
-            self._running[self._job_id(spec)] = self._start(spec)
+            proc = self._start(spec)
+            try:
+                proc.pidfd = os.pidfd_open(proc.pid)
+            except (AttributeError, OSError):  # old kernel or not Linux: wait() sleeps instead
+                proc.pidfd = None
+            self._running[self._job_id(spec)] = proc
 
     def _start(self, spec: RunSpec) -> _Proc:
         meta = meta_dir(spec.run_dir)
@@ -197,9 +220,10 @@ class LocalProvider:
         out = open(meta / STDOUT_FILE, "ab")  # noqa: SIM115 - handed to the child
         err = open(meta / STDERR_FILE, "ab")  # noqa: SIM115
         try:
-            if self._executor is None:
+            # Ranks and runs inside an image start cold: the warm fork runs on the host.
+            if self._executor is None or spec.resources.tasks > 1 or spec.image:
                 popen = subprocess.Popen(
-                    list(spec.command), cwd=spec.workdir or spec.run_dir,
+                    self._argv(spec), cwd=spec.workdir or spec.run_dir,
                     env=job_environment(spec), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                     start_new_session=True)
                 return _Proc(spec, popen.pid, popen, time.time())
@@ -250,6 +274,8 @@ class LocalProvider:
                     continue
                 rc = os.waitstatus_to_exitcode(status)
             del self._running[job_id]
+            if proc.pidfd is not None:
+                os.close(proc.pidfd)
             self._finished[job_id] = self._outcome(proc, rc)
 
     def _outcome(self, proc: _Proc, rc: int) -> RunStatus:
@@ -262,7 +288,17 @@ class LocalProvider:
             reason="cancelled" if proc.cancelled else "",
             stderr_tail=tail(meta_dir(proc.spec.run_dir) / STDERR_FILE))
         state = RunState.CANCELLED if proc.cancelled else RunState.FAILED
+        if state is RunState.FAILED:
+            context = self._failure(proc.spec, context)
         return RunStatus(handle, state, context)
+
+    def _argv(self, spec: RunSpec) -> list[str]:
+        """A cold start's argv: the portable command, under mpirun when it has several ranks."""
+        return launch_argv(spec, LaunchOptions.here(self.name, slots=usable_cores()))
+
+    def _failure(self, spec: RunSpec, context: FailureContext) -> FailureContext:
+        """A multi-rank run's failure names its rank, host and that rank's stderr."""
+        return rank_failure(spec, context) if spec.resources.tasks > 1 else context
 
     @staticmethod
     def _signal(proc: _Proc, sig: int) -> None:

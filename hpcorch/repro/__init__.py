@@ -10,12 +10,14 @@ config's base seed semantics: seed 0.
 from __future__ import annotations
 
 import os
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from hpcorch.identity import short_hash
 from hpcorch.repro.seeds import SEED_ENV, apply_seed, derive_seed
 from hpcorch.repro.splits import Split, split
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["seed", "rng", "split", "Split", "apply_seed", "derive_seed"]
 
@@ -31,5 +33,7 @@ def rng(purpose: str = "default") -> np.random.Generator:
     Each purpose has its own stream, so adding a new random draw for one
     purpose does not shift the numbers any other purpose gets.
     """
+    import numpy as np  # here, not at the top: the CLI imports hpcorch.repro without numpy
+
     stream = int(short_hash(purpose, 8), 16)
     return np.random.default_rng([seed(), stream])

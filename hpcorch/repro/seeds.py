@@ -14,6 +14,7 @@ import os
 import random
 import sys
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from hpcorch.identity import DEFAULT_KEY_EXCLUDE, canonical_json, short_hash
 
@@ -21,6 +22,11 @@ from hpcorch.identity import DEFAULT_KEY_EXCLUDE, canonical_json, short_hash
 SEED_ENV = "HPCORCH_SEED"
 SEED_OVERRIDE_KEY = "seed"
 _SEED_MODULUS = 2**31 - 1
+
+#: PYTHONHASHSEED as this interpreter started with it ('' = random). Python reads the
+#: variable only at start-up, so a warm (forked) run keeps its launcher's value even
+#: after apply_seed() exports the run's seed; the fingerprint records this one.
+STARTUP_HASH_SEED = os.environ.get("PYTHONHASHSEED", "")
 
 
 def _parsed(overrides: Sequence[str]) -> list[tuple[str, object]]:
@@ -60,14 +66,30 @@ def apply_seed(seed: int) -> list[str]:
     os.environ["PYTHONHASHSEED"] = str(seed)
     seeded.append("PYTHONHASHSEED(env)")
     try:
-        import numpy as np
+        import numpy.random as np_random
     except ImportError:  # numpy is a dependency, but seeding must not require it
         pass
     else:
-        np.random.seed(seed % 2**32)
+        np_random.seed(seed % 2**32)
         seeded.append("numpy")
     torch = sys.modules.get("torch")
     if torch is not None:  # seed torch only when the research code already uses it
-        torch.manual_seed(seed)
-        seeded.append("torch")
+        seeded += seed_torch(torch, seed)
+    return seeded
+
+
+def seed_torch(torch: Any, seed: int) -> list[str]:
+    """Seed torch's CPU generator and every CUDA device's; returns what was seeded.
+
+    hpcorch never imports torch itself (it costs seconds of start-up in runs
+    that do not use it): the worker seeds it when it is already imported, or
+    the moment it is (see hpcorch.repro.determinism).
+    """
+    torch.manual_seed(seed)
+    seeded = ["torch"]
+    cuda = getattr(torch, "cuda", None)
+    if cuda is not None:
+        cuda.manual_seed_all(seed)  # lazy: queued until CUDA initialises, so it costs nothing
+        if cuda.is_available():
+            seeded.append("torch.cuda")
     return seeded

@@ -121,6 +121,9 @@ class StoreIndex:
             raise StoreError(f"{self.path}: cannot open the index: {exc}") from exc
         try:
             conn.execute("PRAGMA journal_mode=WAL")
+            # The record files are the durable truth; the index may lose its last
+            # transaction on power loss (rebuild recovers it), so skip the per-commit fsync.
+            conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=30000")
             conn.executescript(_SCHEMA)
             with conn:

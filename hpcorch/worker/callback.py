@@ -23,9 +23,11 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from hpcorch.containers.inside import container_fingerprint
 from hpcorch.identity import DEFAULT_KEY_EXCLUDE, run_key
+from hpcorch.repro.determinism import run_facts, start_run
 from hpcorch.repro.fingerprint import fingerprint
-from hpcorch.repro.seeds import apply_seed, derive_seed
+from hpcorch.repro.seeds import derive_seed
 from hpcorch.spec import RunSpec, RunState
 from hpcorch.store.records import (
     ErrorInfo,
@@ -36,6 +38,7 @@ from hpcorch.store.records import (
     read_json,
     write_record,
 )
+from hpcorch.worker import ranks
 
 SPEC_ENV = "HPCORCH_SPEC"
 RETURN_PICKLE = "return.pkl"
@@ -55,6 +58,13 @@ def task_config(config: DictConfig) -> dict[str, Any]:
     resolve outside a sweep, is never touched. HydraConfig must be set.
     """
     return {str(k): plain(config[k]) for k in config if k != "hydra"}
+
+
+def raw_overrides(config: DictConfig, which: str) -> list[str]:
+    """`hydra.overrides.<which>` as typed, never resolved (a value may be `${...}` text)."""
+    value = OmegaConf.to_container(config.hydra.overrides[which], resolve=False)
+    assert isinstance(value, list)
+    return [str(v) for v in value]
 
 
 def key_exclude(config: DictConfig) -> tuple[str, ...]:
@@ -84,19 +94,28 @@ class HpcorchCallback(Callback):
         self._seed = 0
         self._seeded: list[str] = []
         self._spec: RunSpec | None = None
+        self._rank = ranks.RankInfo()
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """In a multi-rank run, keep ranks > 0 off rank 0's Hydra outputs (see ranks.py)."""
+        ranks.prepare_hydra(config)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Apply the run's seed to random, numpy, PYTHONHASHSEED (and torch if in use)."""
         self._started = time.time()
         self._spec = _load_spec()
-        overrides = list(config.hydra.overrides.task)
+        overrides = raw_overrides(config, "task")
         self._seed = self._spec.seed if self._spec else seed_for(config, overrides)
-        self._seeded = apply_seed(self._seed)
+        self._seeded = start_run(self._seed, OmegaConf.select(config, "hpcorch.repro"))
+        self._rank = ranks.job_started(str(HydraConfig.get().runtime.output_dir))
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         """Write the run record atomically into the run directory."""
         ended = time.time()
         run_dir = str(HydraConfig.get().runtime.output_dir)
+        rank_files = ranks.job_finished(run_dir, self._rank, ranks.job_error(job_return))
+        if not self._rank.is_root:
+            return  # only rank 0 writes the record (and metrics)
         spec = self._spec
         cfg = task_config(config)
         fp = fingerprint()
@@ -119,7 +138,7 @@ class HpcorchCallback(Callback):
             num=spec.num if spec else int(OmegaConf.select(config, "hydra.job.num", default=0) or 0),
             state=RunState.SUCCEEDED if ok else RunState.FAILED,
             run_dir=os.path.abspath(run_dir),
-            overrides=tuple(config.hydra.overrides.task),
+            overrides=tuple(raw_overrides(config, "task")),
             seed=self._seed,
             metrics=metrics_from(value) if ok else {},
             return_value=returned,
@@ -130,13 +149,16 @@ class HpcorchCallback(Callback):
             ended=ended,
             code_version=code,
             config=cfg,
-            fingerprint={**fp, "job_name": hydra_job.name},
-            seeded=tuple(self._seeded),
+            fingerprint={**fp, "job_name": hydra_job.name, "repro": run_facts(),
+                         "container": {**fp.get("container", {}), **container_fingerprint()}},
+            seeded=tuple(run_facts()["seeded"]),  # torch may have been seeded late
             attempt=spec.attempt if spec else 0,
         )
         if spec is not None and spec.run_key != key:
             # The job computed another identity than the planner: say so, never hide it.
             record = _with_warning(record, f"run key mismatch: planned {spec.run_key}, ran {key}")
+        if self._rank.multi:
+            record = ranks.with_ranks(record, self._rank, rank_files)
         write_record(record)
 
 

@@ -21,6 +21,24 @@ from hydra.core.utils import JobRuntime
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 
+#: A cached composition: config, group choices, config sources, task part (or None).
+_Entry = tuple[DictConfig, dict[str, Any], list[Any], "DictConfig | None"]
+
+
+def _task_base(cfg: DictConfig) -> DictConfig | None:
+    """The composed config without `hydra`, or None if it interpolates Hydra's node
+    (then only a full composition resolves it exactly)."""
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    assert isinstance(raw, dict)
+    raw.pop("hydra", None)
+    if "${hydra" in repr(raw):
+        return None
+    task = copy.deepcopy(cfg)
+    with open_dict(task):
+        del task["hydra"]
+    return task
+
+
 class CachedComposer:
     """`load(job_overrides)` == `config_loader.load_sweep_config(master, job_overrides)`."""
 
@@ -28,27 +46,62 @@ class CachedComposer:
         self._loader = config_loader
         self._master = master
         self._config_name = master.hydra.job.config_name
-        self._hydra_overrides = list(master.hydra.overrides.hydra)
+        # Not list(...): iterating a ListConfig would resolve `${...}` inside override text.
+        self._hydra_overrides = [str(o) for o in OmegaConf.to_container(
+            master.hydra.overrides.hydra, resolve=False)]  # type: ignore[union-attr]
         self._repo: Any = None
-        self._cache: dict[tuple[str, ...], tuple[DictConfig, dict[str, Any], list[Any]]] = {}
+        self._cache: dict[tuple[str, ...], _Entry] = {}
         self.compositions = 0
         """How many full compositions were needed (the rest were cache hits)."""
 
-    def load(self, job_overrides: list[str]) -> DictConfig:
-        """The job's config, as Hydra's basic launcher would compose it."""
-        overrides = self._hydra_overrides + list(job_overrides)
-        if any(o.split("=", 1)[0].lstrip("+~") == "hydra.searchpath" for o in job_overrides):
+    def load(self, job_overrides: list[str], *, reuse: bool = False) -> DictConfig:
+        """The job's config, as Hydra's basic launcher would compose it.
+
+        With `reuse=True` the cached composition itself is modified instead of
+        a copy: only for a forked child that runs exactly one job.
+        """
+        if self._needs_hydra(job_overrides):
             # A job that changes the search path needs a fresh repository: let Hydra do it.
             return self._loader.load_sweep_config(self._master, list(job_overrides))
-        parsed, repo = self._parse(overrides)
-        group = [o for o in parsed if self._is_group(repo, o)]
-        key = tuple(o.input_line for o in group)
+        parsed, repo, entry = self._entry(job_overrides)
+        composed, choices, sources, _ = entry
+        cfg = composed if reuse else copy.deepcopy(composed)
+        return self._finish(cfg, parsed, repo, choices, sources)
+
+    def task_view(self, job_overrides: list[str]) -> DictConfig | None:
+        """The job's task config (no `hydra` node), built without composing Hydra's node.
+
+        This is the cheap path the launcher plans with. It returns None when it
+        cannot be exact: when the app's config interpolates Hydra's node or a
+        job overrides Hydra settings; then the caller uses `load`.
+        """
+        if self._needs_hydra(job_overrides) or any(
+                o.split("=", 1)[0].lstrip("+~").startswith("hydra") for o in job_overrides):
+            return None
+        parsed, repo, entry = self._entry(job_overrides)
+        task_base = entry[3]
+        if task_base is None:
+            return None
+        task = copy.deepcopy(task_base)
+        from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+        ConfigLoaderImpl._apply_overrides_to_config(
+            [o for o in parsed[len(self._hydra_overrides):]
+             if not o.is_sweep_override() and not self._is_group(repo, o)], task)
+        OmegaConf.copy_cache(from_config=self._master, to_config=task)
+        return task
+
+    @staticmethod
+    def _needs_hydra(job_overrides: list[str]) -> bool:
+        return any(o.split("=", 1)[0].lstrip("+~") == "hydra.searchpath" for o in job_overrides)
+
+    def _entry(self, job_overrides: list[str]) -> tuple[list[Override], Any, _Entry]:
+        parsed, repo = self._parse(self._hydra_overrides + list(job_overrides))
+        key = tuple(o.input_line for o in parsed if self._is_group(repo, o))
         if key not in self._cache:
             self._cache[key] = self._compose(repo, parsed)
             self.compositions += 1
-        composed, choices, sources = self._cache[key]
-        cfg = copy.deepcopy(composed)
-        return self._finish(cfg, parsed, repo, choices, sources)
+        return parsed, repo, self._cache[key]
 
     # -- the steps of ConfigLoaderImpl._load_configuration_impl -------------
     def _parse(self, overrides: list[str]) -> tuple[list[Override], Any]:
@@ -66,7 +119,7 @@ class CachedComposer:
             return False
         return repo.group_exists(override.key_or_group) and not isinstance(override.value(), dict)
 
-    def _compose(self, repo: Any, parsed: list[Override]) -> tuple[DictConfig, dict[str, Any], list[Any]]:
+    def _compose(self, repo: Any, parsed: list[Override]) -> _Entry:
         from hydra._internal.defaults_list import create_defaults_list
 
         defaults_list = create_defaults_list(repo=repo, config_name=self._config_name,
@@ -76,7 +129,8 @@ class CachedComposer:
                                                               repo=repo)
         OmegaConf.set_struct(cfg, True)
         OmegaConf.set_readonly(cfg.hydra, False)
-        return cfg, dict(defaults_list.overrides.known_choices), list(repo.get_sources())
+        return (cfg, dict(defaults_list.overrides.known_choices), list(repo.get_sources()),
+                _task_base(cfg))
 
     def _finish(self, cfg: DictConfig, parsed: list[Override], repo: Any,
                 choices: dict[str, Any], sources: list[Any]) -> DictConfig:

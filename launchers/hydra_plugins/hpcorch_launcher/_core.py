@@ -21,18 +21,20 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrid
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from hpcorch.containers import sweep_context
 from hpcorch.errors import RunFailed
 from hpcorch.identity import code_version, run_key, script_directory, short_hash
 from hpcorch.orchestrate.summary import print_summary
 from hpcorch.orchestrate.sweep import Orchestrator
 from hpcorch.providers import create_provider
-from hpcorch.repro.fingerprint import distributions
+from hpcorch.repro.fingerprint import fingerprint
+from hpcorch.repro.settings import job_env_pairs
 from hpcorch.settings import HpcorchSettings, parse_settings
 from hpcorch.spec import Resources, RunSpec, RunState
 from hpcorch.store.index import StoreIndex, default_home
 from hpcorch.store.ledger import SweepInfo, read_ledger
 from hpcorch.store.records import RunRecord, meta_dir
-from hpcorch.worker.callback import RETURN_PICKLE, plain, seed_for, task_config
+from hpcorch.worker.callback import RETURN_PICKLE, plain, raw_overrides, seed_for, task_config
 from hydra_plugins.hpcorch_launcher._compose import CachedComposer
 
 log = logging.getLogger(__name__)
@@ -48,25 +50,83 @@ def hydra_quote(value: str) -> str:
 
 
 class WarmExecutor:
-    """Runs one spec inside a forked child of the launcher, exactly as the basic launcher would."""
+    """Runs one spec inside a forked child of the launcher, exactly as the basic launcher would.
+
+    The child composes its own job config (in parallel with its siblings) from
+    the composition cache it inherited, modifying its private copy in place.
+    """
 
     def __init__(self, hydra_context: HydraContext, task_function: TaskFunction,
-                 configs: dict[str, DictConfig]) -> None:
+                 composer: CachedComposer) -> None:
         self.hydra_context = hydra_context
         self.task_function = task_function
-        self.configs = configs
+        self.composer = composer
 
     def __call__(self, spec: RunSpec) -> int:
         """Run the job; exit code 0 when the task function returned."""
         ret = run_job(hydra_context=self.hydra_context, task_function=self.task_function,
-                      config=self.configs[f"{spec.sweep_id}/{spec.num}"],
+                      config=job_config(self.composer, spec.overrides, spec.num, reuse=True),
                       job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
         return 0 if ret.status == JobStatus.COMPLETED else 1
+
+
+class LazyJobReturn(JobReturn):
+    """A JobReturn whose `hydra_cfg` is composed only if somebody reads it."""
+
+    def __init__(self, composer: CachedComposer, overrides: Sequence[str], num: int) -> None:
+        super().__init__()
+        self._lazy = (composer, tuple(overrides), num)
+        self._hydra_cfg: DictConfig | None = None
+
+    @property  # type: ignore[override]
+    def hydra_cfg(self) -> DictConfig | None:
+        """The job's Hydra config, as the basic launcher hands it back."""
+        if self._hydra_cfg is None and getattr(self, "_lazy", None) is not None:
+            composer, overrides, num = self._lazy
+            cfg = job_config(composer, overrides, num)
+            self._hydra_cfg = OmegaConf.create({"hydra": cfg.hydra})
+        return self._hydra_cfg
+
+    @hydra_cfg.setter
+    def hydra_cfg(self, value: DictConfig | None) -> None:
+        self._hydra_cfg = value
+
+
+def job_config(composer: CachedComposer, overrides: Sequence[str], num: int,
+               reuse: bool = False) -> DictConfig:
+    """The full config of job `num`, identical to the basic launcher's."""
+    cfg = composer.load(list(overrides), reuse=reuse)
+    with open_dict(cfg):
+        cfg.hydra.job.id = num
+        cfg.hydra.job.num = num
+    return cfg
 
 
 def _provider_kwargs(cls: type, **available: Any) -> dict[str, Any]:
     params = inspect.signature(cls).parameters
     return {k: v for k, v in available.items() if k in params}
+
+
+def _plan_job(composer: CachedComposer, master: DictConfig, overrides: Sequence[str],
+              num: int, sweep_dir: str) -> tuple[DictConfig, str]:
+    """(task config, run directory) of one job, by the cheap path when it is exact."""
+    task = composer.task_view(list(overrides))
+    subdir_node = master.hydra.sweep._get_node("subdir")
+    simple_subdir = subdir_node is not None and subdir_node._value() == "${hydra.job.num}"
+    if task is not None and simple_subdir:
+        return task, os.path.join(sweep_dir, str(num))
+    cfg = job_config(composer, overrides, num)
+    saved = HydraConfig.instance().cfg
+    try:
+        HydraConfig.instance().set_config(cfg)
+        run_dir = os.path.abspath(os.path.join(str(cfg.hydra.sweep.dir), str(cfg.hydra.sweep.subdir)))
+        task = cfg.copy()
+        with open_dict(task):
+            del task["hydra"]
+        # Resolve now, while this job's Hydra config is the current one.
+        return OmegaConf.create(task_config(cfg)), run_dir
+    finally:
+        HydraConfig.instance().cfg = saved
 
 
 def launch(hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig,
@@ -86,36 +146,32 @@ def launch(hydra_context: HydraContext, task_function: TaskFunction, config: Dic
     Path(sweep_dir).mkdir(parents=True, exist_ok=True)
     sweep_id = short_hash(sweep_dir, 10)
     code = code_version(script_directory(sys.argv[0])).label()
-    distributions()  # warm the fingerprint cache once; forked runs inherit it
+    fingerprint()  # warm the fingerprint caches once; forked runs inherit them
+    # The container (if any) is checked and its image pinned once, before any spec exists.
+    container = sweep_context(plain(config.get("container")), key=sweep_dir,
+                              app=os.path.abspath(sys.argv[0]),
+                              workdir=str(config.hydra.runtime.cwd), dry_run=settings.dry_run)
 
-    composer = CachedComposer(hydra_context.config_loader, config)
-    configs: dict[str, DictConfig] = {}
+    composer = get_composer(hydra_context, config)
+    tasks: dict[int, DictConfig] = {}
     specs: list[RunSpec] = []
-    original_hydra_cfg = HydraConfig.instance().cfg
-    try:
-        for offset, overrides in enumerate(job_overrides):
-            idx = initial_job_idx + offset
-            job_cfg = composer.load(list(overrides))
-            with open_dict(job_cfg):
-                job_cfg.hydra.job.id = idx
-                job_cfg.hydra.job.num = idx
-            HydraConfig.instance().set_config(job_cfg)
-            run_dir = os.path.abspath(os.path.join(str(job_cfg.hydra.sweep.dir),
-                                                   str(job_cfg.hydra.sweep.subdir)))
-            data = task_config(job_cfg)
-            seed = seed_for(job_cfg, list(overrides))
-            exclude = settings.key_exclude
-            spec = RunSpec(
-                run_key=run_key(data, code_version=code, seed=seed, exclude=exclude),
-                sweep_id=sweep_id, num=idx, overrides=tuple(overrides), config=data, seed=seed,
-                run_dir=run_dir, command=tuple(_cold_command(config, overrides, run_dir)),
-                resources=resources, workdir=str(config.hydra.runtime.cwd), code_version=code)
-            configs[f"{sweep_id}/{idx}"] = job_cfg
-            specs.append(spec)
-    finally:
-        HydraConfig.instance().cfg = original_hydra_cfg
+    for offset, overrides in enumerate(job_overrides):
+        idx = initial_job_idx + offset
+        task, run_dir = _plan_job(composer, config, overrides, idx, sweep_dir)
+        data = plain(task)
+        seed = seed_for(task, list(overrides))
+        spec = RunSpec(
+            run_key=run_key(data, code_version=code, seed=seed, image=container.image,
+                            exclude=settings.key_exclude),
+            sweep_id=sweep_id, num=idx, overrides=tuple(overrides), config=data, seed=seed,
+            run_dir=run_dir, command=tuple(_cold_command(config, overrides, run_dir)),
+            resources=resources, workdir=str(config.hydra.runtime.cwd), code_version=code,
+            env=job_env_pairs((data.get("hpcorch") or {}).get("repro")))  # threads pinned at start
+        spec = container.wrap(spec)  # inside out: providers add srun/mpirun around it
+        tasks[idx] = task
+        specs.append(spec)
 
-    executor = WarmExecutor(hydra_context, task_function, configs)
+    executor = WarmExecutor(hydra_context, task_function, composer)
     provider = create_provider(
         provider_settings, **_provider_kwargs(provider_cls, executor=executor))
     previous = read_ledger(sweep_dir)
@@ -145,33 +201,52 @@ def launch(hydra_context: HydraContext, task_function: TaskFunction, config: Dic
         configure_log(config.hydra.hydra_logging, config.hydra.verbose)
 
     _report(records, sweep_id, provider.name, settings)
-    return [_job_return(rec, configs[f"{sweep_id}/{rec.num}"]) for rec in records]
+    return [_job_return(rec, composer, tasks[rec.num], config) for rec in records]
+
+
+_COMPOSERS: dict[int, CachedComposer] = {}
+
+
+def get_composer(hydra_context: HydraContext, config: DictConfig) -> CachedComposer:
+    """One composer per sweep (keyed by the master config), shared by sweeper and launcher."""
+    key = id(config)
+    if key not in _COMPOSERS:
+        _COMPOSERS.clear()
+        _COMPOSERS[key] = CachedComposer(hydra_context.config_loader, config)
+    return _COMPOSERS[key]
+
+
+#: Hydra overrides of the sweeping process that must not reach a single job's command:
+#: the job runs in RUN mode, in its own run dir, with Hydra's default launcher/sweeper.
+_SWEEP_ONLY = ("hydra.mode", "hydra.run.dir", "hydra.sweep.", "hydra/launcher", "hydra.launcher",
+               "hydra/sweeper", "hydra.sweeper", "hydra.job.num", "hydra.job.id")
 
 
 def _cold_command(config: DictConfig, overrides: Sequence[str], run_dir: str) -> list[str]:
-    """`python train.py <hydra overrides> <job overrides> hydra.run.dir=<run_dir>`."""
+    """`python train.py <hydra overrides> <job overrides> hydra.run.dir=<run_dir>`.
+
+    The job is a single run: `hydra.mode=RUN` is explicit, so the command can
+    never start a sweep of its own, whatever the sweeping process was given.
+    """
     argv = [sys.executable, os.path.abspath(sys.argv[0])]
     for source in config.hydra.runtime.config_sources:
         if source.provider == "command-line":
             argv += ["--config-dir", str(source.path)]
     argv += ["--config-name", str(config.hydra.job.config_name)]
-    argv += [o for o in config.hydra.overrides.hydra
-             if not o.startswith(("hydra/launcher", "hydra.launcher", "hydra.sweep"))]
+    argv += [o for o in raw_overrides(config, "hydra")
+             if not o.lstrip("+~").startswith(_SWEEP_ONLY)]
     argv += list(overrides)
-    argv.append("hydra.run.dir=" + hydra_quote(run_dir))
+    argv += ["hydra.mode=RUN", "hydra.run.dir=" + hydra_quote(run_dir)]
     return argv
 
 
-def _job_return(record: RunRecord, job_cfg: DictConfig) -> JobReturn:
-    ret = JobReturn()
+def _job_return(record: RunRecord, composer: CachedComposer, task: DictConfig,
+                master: DictConfig) -> JobReturn:
+    ret = LazyJobReturn(composer, record.overrides, record.num)
     ret.overrides = list(record.overrides)
-    task_cfg = job_cfg.copy()
-    with open_dict(task_cfg):
-        del task_cfg["hydra"]
-    ret.cfg = task_cfg
-    ret.hydra_cfg = OmegaConf.create({"hydra": job_cfg.hydra})
-    ret.working_dir = record.run_dir if job_cfg.hydra.job.chdir else str(job_cfg.hydra.runtime.cwd)
-    ret.task_name = str(job_cfg.hydra.job.name)
+    ret.cfg = task
+    ret.working_dir = record.run_dir if master.hydra.job.chdir else str(master.hydra.runtime.cwd)
+    ret.task_name = str(master.hydra.job.name)
     if record.state.ok:
         ret.status = JobStatus.COMPLETED
         ret.return_value = _return_value(record)

@@ -1,0 +1,142 @@
+"""What every runtime shares: the pinned image identity, the run to wrap, mounts and variables.
+
+A runtime turns a `ContainerRun` (pure data: argv inside, working directory,
+mounts, variables) and an `ImageIdentity` into the argv that starts it, so
+the same run renders for podman, docker and apptainer from one description.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from hpcorch.containers.inside import IMAGE_DIGEST_ENV, IMAGE_ENV, RUNTIME_ENV
+from hpcorch.containers.settings import Bind, ContainerSettings
+from hpcorch.errors import HpcorchError
+from hpcorch.spec import RunSpec
+from hpcorch.store.records import spec_path
+
+__all__ = ["IMAGE_DIGEST_ENV", "IMAGE_ENV", "RUNTIME_ENV", "ContainerError", "ContainerRun",
+           "ImageIdentity", "container_run"]
+
+#: Host variables a run may need at run time (scheduler, MPI launcher, GPU allocation):
+#: their values are only known on the compute node, so they are passed by name.
+PASS_PREFIXES: tuple[str, ...] = ("SLURM_", "OMPI_", "PMIX_", "PMI_")
+PASS_NAMES: tuple[str, ...] = ("HPCORCH_PROVIDER", "CUDA_VISIBLE_DEVICES", "TZ")
+#: Docker passes no patterns: the scheduler variables a run reads, by name.
+DOCKER_PASS_NAMES: tuple[str, ...] = (
+    "SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT",
+    "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NODEID", "SLURM_NTASKS", "SLURM_JOB_NODELIST",
+    "SLURM_STEP_ID", "SLURM_CPUS_PER_TASK", "SLURM_JOB_NUM_NODES", "SLURMD_NODENAME",
+    "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
+    "PMIX_RANK", "PMIX_NAMESPACE",
+)
+
+
+class ContainerError(HpcorchError):
+    """The container runtime or image cannot run the sweep; raised before anything is submitted."""
+
+
+@dataclass(frozen=True)
+class ImageIdentity:
+    """An image reference resolved, once per sweep, to the content every run uses."""
+
+    runtime: str
+    reference: str
+    """What the configuration named (`hpcorch:latest`, `/images/x.sif`)."""
+    digest: str
+    """`sha256:<hex>`: the image ID (OCI config digest) or the SIF file's content hash.
+    Part of every run key and written into every record."""
+    run_ref: str
+    """What the commands name: the image ID, or the content-addressed SIF path."""
+    repo_digest: str = ""
+    """The registry manifest digest, when the image came from one."""
+    pinned: bool = True
+    """False only in a dry run that could not resolve the image (nothing is submitted)."""
+
+
+@dataclass(frozen=True)
+class ContainerRun:
+    """One command to run inside an image, as data."""
+
+    argv: tuple[str, ...]
+    workdir: str
+    binds: tuple[Bind, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    """Variables set to these values inside (known when the sweep is planned)."""
+    pass_env: tuple[str, ...] = ()
+    """Host variables passed by name or PREFIX* pattern (known only when the job starts)."""
+    gpus: int = 0
+    ranks: int = 1
+    time_limit_s: int | None = None
+    name: str = ""
+    """A name for the container (podman), unique per run attempt."""
+
+
+def inner_argv(command: Sequence[str], python: str) -> tuple[str, ...]:
+    """The run's command with the submitting interpreter replaced by the image's."""
+    argv = list(command)
+    if argv and (argv[0] == sys.executable
+                 or os.path.basename(argv[0]).startswith("python")):
+        argv[0] = python
+    return tuple(argv)
+
+
+def command_paths(command: Sequence[str]) -> list[str]:
+    """Host directories the command refers to: its script's and its --config-dir ones."""
+    paths = []
+    if len(command) > 1 and command[1].startswith("/") and command[1].endswith(".py"):
+        paths.append(os.path.dirname(command[1]))
+    for i, arg in enumerate(command[:-1]):
+        if arg in ("--config-dir", "-cd") and command[i + 1].startswith("/"):
+            paths.append(command[i + 1])
+    return paths
+
+
+def plan_binds(spec: RunSpec, extra: Sequence[Bind]) -> tuple[Bind, ...]:
+    """Every mount of a run: its working directory, script and config directories and run
+    directory read-write at their own paths, then `extra`; nested duplicates dropped."""
+    workdir = spec.workdir or spec.run_dir
+    wanted = [Bind(p, p) for p in (workdir, *command_paths(spec.command), spec.run_dir)]
+    wanted += list(extra)
+    kept: list[Bind] = []
+    for bind in wanted:
+        covered = any(k.source == k.target and bind.source == bind.target
+                      and k.read_only == bind.read_only
+                      and (bind.source + "/").startswith(k.source.rstrip("/") + "/")
+                      for k in kept)
+        if not covered and bind not in kept:
+            kept.append(bind)
+    return tuple(kept)
+
+
+def run_env(spec: RunSpec, identity: ImageIdentity) -> tuple[tuple[str, str], ...]:
+    """The variables a run needs inside, with the values the provider would give it."""
+    env = dict(spec.env)
+    env.update({
+        "HPCORCH_SPEC": str(spec_path(spec.run_dir)),
+        "HPCORCH_SEED": str(spec.seed),
+        "PYTHONHASHSEED": str(spec.seed),
+        IMAGE_ENV: identity.reference,
+        IMAGE_DIGEST_ENV: identity.digest,
+        RUNTIME_ENV: identity.runtime,
+    })
+    return tuple(sorted(env.items()))
+
+
+def container_run(spec: RunSpec, settings: ContainerSettings,
+                  identity: ImageIdentity) -> ContainerRun:
+    """The `ContainerRun` of one spec under these settings."""
+    return ContainerRun(
+        argv=inner_argv(spec.command, settings.python),
+        workdir=spec.workdir or spec.run_dir,
+        binds=plan_binds(spec, settings.bind_list()),
+        env=run_env(spec, identity),
+        pass_env=(*PASS_NAMES, *(p + "*" for p in PASS_PREFIXES), *settings.env),
+        gpus=spec.resources.gpus,
+        ranks=spec.resources.tasks,
+        time_limit_s=spec.resources.time_min * 60,
+        name=f"hpcorch-{spec.sweep_id}-{spec.num}-{spec.attempt}",
+    )

@@ -1,0 +1,97 @@
+"""Which rank failed? Turning a multi-rank run's failure into a context that names it.
+
+Three witnesses, best first: the launcher's own report at the end of the
+run's stderr (mpirun names the first rank that exited non-zero or died of a
+signal; srun names host and task), the rank files the worker wrote (host,
+and the exception of a rank whose research code raised), and the provider's
+placement (the host of every rank). The stderr tail becomes the failing
+rank's own stderr when mpirun kept one per rank.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hpcorch.spec import FailureContext, RunSpec
+from hpcorch.store.records import STDERR_FILE, meta_dir
+from hpcorch.worker.ranks import rank_stderr, read_rank_files
+
+_MPIRUN_EXIT = re.compile(r"Process name:\s*\[\[\d+,\d+\],(\d+)\]\s*\n\s*Exit code:\s*(-?\d+)")
+_MPIRUN_SIGNAL = re.compile(
+    r"process rank (\d+) with PID \d+ on node (\S+) exited on signal (\d+)")
+_MPI_ABORT = re.compile(r"MPI_ABORT was invoked on rank (\d+) in communicator \S+\s+"
+                        r"with errorcode (-?\d+)")
+_SRUN = re.compile(r"srun: error: (\S+): tasks? (\d+)[-,\d]*: (.*)")
+_SRUN_EXIT = re.compile(r"Exited with exit code (\d+)")
+
+
+@dataclass(frozen=True)
+class LauncherReport:
+    """What the launcher said about the first rank that failed."""
+
+    rank: int
+    host: str = ""
+    exit_code: int | None = None
+    signal: int | None = None
+
+
+def parse_report(stderr: str) -> LauncherReport | None:
+    """The failing rank named by mpirun's or srun's own messages, if any."""
+    found: list[tuple[int, LauncherReport]] = []
+    if m := _MPIRUN_EXIT.search(stderr):
+        found.append((m.start(), LauncherReport(int(m[1]), exit_code=int(m[2]))))
+    if m := _MPIRUN_SIGNAL.search(stderr):
+        found.append((m.start(), LauncherReport(int(m[1]), m[2], signal=int(m[3]))))
+    if m := _MPI_ABORT.search(stderr):
+        found.append((m.start(), LauncherReport(int(m[1]), exit_code=int(m[2]))))
+    if m := _SRUN.search(stderr):
+        code = _SRUN_EXIT.search(m[3])
+        found.append((m.start(), LauncherReport(int(m[2]), m[1],
+                                                exit_code=int(code[1]) if code else None)))
+    return min(found, key=lambda pair: pair[0])[1] if found else None
+
+
+def _tail_text(path: Path | None, lines: int = 20, max_bytes: int = 65536) -> str:
+    if path is None:
+        return ""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - max_bytes))
+            data = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(data.splitlines()[-lines:]) if lines else data
+
+
+def rank_failure(spec: RunSpec, context: FailureContext,
+                 rank_hosts: Sequence[str] = ()) -> FailureContext:
+    """`context` of a failed run, completed with the failing rank, its host and its stderr."""
+    run_dir = spec.run_dir
+    report = parse_report(_tail_text(meta_dir(run_dir) / STDERR_FILE, lines=0))
+    files = {int(d.get("rank", -1)): d for d in read_rank_files(run_dir)}
+    failed = [r for r, d in sorted(files.items()) if d.get("state") == "FAILED"]
+    rank = report.rank if report is not None else (failed[0] if failed else None)
+    size = spec.resources.tasks
+    if rank is None:
+        reason = context.reason or f"one of {size} rank(s) failed; no launcher report names it"
+        return dataclasses.replace(context, reason=reason)
+    info = files.get(rank, {})
+    host = ((report.host if report else "") or str(info.get("host") or "")
+            or (rank_hosts[rank] if rank < len(rank_hosts) else "") or context.node)
+    how = ""
+    if report is not None and report.signal is not None:
+        how = f" died of signal {report.signal}"
+    elif report is not None and report.exit_code is not None:
+        how = f" exited {report.exit_code}"
+    error = str(info.get("error") or "")
+    reason = f"rank {rank} of {size} on {host or '?'}{how}" + (f": {error}" if error else "")
+    stderr_tail = _tail_text(rank_stderr(run_dir, rank)) or context.stderr_tail
+    return dataclasses.replace(
+        context, node=host or context.node, reason=reason, stderr_tail=stderr_tail,
+        signal=context.signal if report is None or report.signal is None else report.signal)

@@ -1,0 +1,200 @@
+"""The entrypoint of hpcorch's Ray jobs (runs inside the cluster, started by the Jobs API).
+
+    python -m hpcorch.providers.ray.driver batch BATCH.json   # a sweep job: one named task per run
+    python -m hpcorch.providers.ray.driver run SPEC.json SUBMISSION_ID   # a job that is one run
+
+A sweep job reads its runs' specs from the files the orchestrator wrote (no
+pickled state from the submitting process), runs each as a Ray task named
+`run-<num>-<key>` with the run's own resources, and leaves every run's
+outcome in its run directory. It keeps running when the submitting shell is
+gone. A run whose resources no node of the cluster has is failed at once
+(Ray would leave it pending forever); a run whose `.hpcorch/ray-cancel` file
+appears is cancelled; SIGTERM (Ray's stop_job) cancels every open run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hpcorch.providers.ray import execute
+from hpcorch.spec import RunSpec
+
+#: Seconds between two looks for cancel files while runs are open.
+CANCEL_POLL_S = 0.5
+
+
+def task_name(spec: RunSpec) -> str:
+    """The name a run's task has in the dashboard."""
+    return f"run-{spec.num}-{spec.run_key[:12]}"
+
+
+def task_options(spec: RunSpec) -> dict[str, Any]:
+    """Ray task options from the run's Resources."""
+    res = spec.resources
+    options: dict[str, Any] = {"name": task_name(spec), "num_cpus": res.cpus,
+                               "num_gpus": res.gpus, "max_retries": 0, "retry_exceptions": False}
+    if res.mem_gb:
+        options["memory"] = int(res.mem_gb * 2**30)
+    return options
+
+
+def infeasible_reason(spec: RunSpec, nodes: Sequence[dict[str, float]]) -> str:
+    """Why no node of the cluster can ever hold this run ('' when one can)."""
+    res = spec.resources
+    need = {"CPU": float(res.cpus), "GPU": float(res.gpus)}
+    if res.mem_gb:
+        need["memory"] = float(res.mem_gb) * 2**30
+    need = {k: v for k, v in need.items() if v > 0}
+    for node in nodes:
+        if all(node.get(k, 0.0) >= v for k, v in need.items()):
+            return ""
+    def fmt(key: str, value: float) -> str:
+        return f"{value / 2**30:g} GiB memory" if key == "memory" else f"{value:g} {key}"
+    best = {k: max((n.get(k, 0.0) for n in nodes), default=0.0) for k in need}
+    return ("infeasible on this Ray cluster: the run needs " +
+            ", ".join(fmt(k, v) for k, v in need.items()) + " on one node; the largest node has " +
+            ", ".join(fmt(k, v) for k, v in best.items()) + " (lower resources.* or add nodes)")
+
+
+def _alive_node_resources() -> list[dict[str, float]]:
+    import ray
+
+    return [dict(n.get("Resources", {})) for n in ray.nodes() if n.get("Alive")]
+
+
+def _remote_run(spec_file: str, submission_id: str, warm: bool, job_id: str) -> dict[str, Any]:
+    """The body of a run's Ray task."""
+    spec = execute.load_spec(spec_file)
+    return execute.run_spec(spec, submission_id, warm=warm, job_id=job_id)
+
+
+def run_batch(batch_file: str) -> int:
+    """Run every spec of a batch as a named task; exit 0 once all have an outcome."""
+    import ray
+
+    batch = json.loads(Path(batch_file).read_text(encoding="utf-8"))
+    submission_id = batch["submission_id"]
+    warm = bool(batch.get("warm", True))
+    specs = [execute.load_spec(p) for p in batch["specs"]]
+    ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), log_to_driver=False,
+             logging_level="WARNING")
+    nodes = _alive_node_resources()
+    remote = ray.remote(_remote_run)
+    open_refs: dict[Any, RunSpec] = {}
+    for spec in specs:
+        job_id = f"{submission_id}#{spec.num}"
+        reason = infeasible_reason(spec, nodes)
+        if reason:
+            execute.write_outcome(spec, submission_id, "FAILED", reason=reason, job_id=job_id,
+                                  node="", exit_code=None, signal=None)
+            print(f"[hpcorch] run #{spec.num} {task_name(spec)} FAILED: {reason}", flush=True)
+            continue
+        ref = remote.options(**task_options(spec)).remote(
+            str(execute.spec_path(spec.run_dir)), submission_id, warm, job_id)
+        open_refs[ref] = spec
+    print(f"[hpcorch] sweep {specs[0].sweep_id if specs else '?'}: {len(open_refs)} task(s) "
+          f"submitted as {submission_id}", flush=True)
+
+    def stop(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        _watch(open_refs, submission_id)
+    except KeyboardInterrupt:
+        _cancel(open_refs, submission_id, "sweep job stopped")
+        return 0
+    return 0
+
+
+def _watch(open_refs: dict[Any, RunSpec], submission_id: str) -> None:
+    import ray
+
+    cancelling: dict[Any, float] = {}
+    while open_refs:
+        done, _ = ray.wait(list(open_refs), num_returns=1, timeout=CANCEL_POLL_S)
+        for ref in done:
+            spec = open_refs.pop(ref)
+            cancelling.pop(ref, None)
+            _collect(ref, spec, submission_id)
+        for ref, spec in list(open_refs.items()):
+            if ref not in cancelling and execute.cancel_path(spec.run_dir).exists():
+                ray.cancel(ref)  # KeyboardInterrupt in the task: it stops its run's tree
+                cancelling[ref] = time.monotonic()
+            elif ref in cancelling and time.monotonic() - cancelling[ref] > execute.KILL_WAIT_S * 2:
+                ray.cancel(ref, force=True)
+
+
+def _collect(ref: Any, spec: RunSpec, submission_id: str) -> None:
+    import ray
+
+    job_id = f"{submission_id}#{spec.num}"
+    try:
+        outcome = ray.get(ref)
+    except ray.exceptions.TaskCancelledError:
+        outcome = {"state": "CANCELLED"}
+        current = execute.read_outcome(spec.run_dir) or {}
+        if current.get("submission_id") != submission_id or current.get("state") == "RUNNING":
+            execute.write_outcome(spec, submission_id, "CANCELLED", reason="cancelled",
+                                  job_id=job_id)
+    except Exception as exc:  # noqa: BLE001 - a dead worker or a bug: the run failed, say why
+        reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc) else ''}"
+        outcome = {"state": "FAILED", "reason": reason}
+        execute.write_outcome(spec, submission_id, "FAILED", reason=reason, job_id=job_id)
+    print(f"[hpcorch] run #{spec.num} {task_name(spec)} {execute.outcome_summary(outcome)}",
+          flush=True)
+
+
+def _cancel(open_refs: dict[Any, RunSpec], submission_id: str, reason: str) -> None:
+    import ray
+
+    for ref in open_refs:
+        ray.cancel(ref)
+    for spec in open_refs.values():
+        current = execute.read_outcome(spec.run_dir) or {}
+        if current.get("submission_id") != submission_id or current.get("state") == "RUNNING":
+            execute.write_outcome(spec, submission_id, "CANCELLED", reason=reason,
+                                  job_id=f"{submission_id}#{spec.num}")
+
+
+def run_one(spec_file: str, submission_id: str, warm: bool) -> int:
+    """A job that is one run: run it in this process's child; exit with its exit code."""
+    spec = execute.load_spec(spec_file)
+
+    def stop(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, stop)
+    outcome = execute.run_spec(spec, submission_id, warm=warm, job_id=submission_id)
+    if outcome["state"] == "CANCELLED":
+        return 130
+    code = outcome.get("exit_code")
+    return code if isinstance(code, int) else 128 + int(outcome.get("signal") or 9)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line of the job entrypoint."""
+    parser = argparse.ArgumentParser(prog="python -m hpcorch.providers.ray.driver")
+    sub = parser.add_subparsers(dest="mode", required=True)
+    p = sub.add_parser("batch", help="run a batch of runs as named tasks")
+    p.add_argument("batch_file")
+    p = sub.add_parser("run", help="run one run in this job")
+    p.add_argument("spec_file")
+    p.add_argument("submission_id")
+    p.add_argument("--cold", action="store_true", help="start the portable command, not a fork")
+    args = parser.parse_args(argv)
+    if args.mode == "batch":
+        return run_batch(args.batch_file)
+    return run_one(args.spec_file, args.submission_id, warm=not args.cold)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

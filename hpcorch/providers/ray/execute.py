@@ -1,0 +1,317 @@
+"""Inside the Ray cluster: run one RunSpec and leave its outcome in the run directory.
+
+Used by the sweep driver's named tasks and by a one-run job alike, so every
+mode leaves the same files: `<run_dir>/.hpcorch/stdout.log`, `stderr.log` and
+`ray.json` (this module's outcome file, read by `RayProvider.status`). It
+imports neither Ray nor Hydra at module level: a task pays only for what it uses.
+
+Two ways to start the run, as for the local provider:
+- cold: the portable command (`python train.py ... hydra.run.dir=...`) as a
+  child process, with the job environment (HPCORCH_SPEC, PYTHONHASHSEED, ...);
+- warm: fork the (already warmed-up) Ray worker and execute the same script
+  with the same argv in the child, in-process. It saves an interpreter and
+  import start-up per run; the child never touches Ray and dies with its
+  parent (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import ctypes
+import importlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from hpcorch.spec import RunSpec
+from hpcorch.store.records import (
+    STDERR_FILE,
+    STDOUT_FILE,
+    atomic_write_json,
+    meta_dir,
+    read_json,
+    spec_path,
+)
+
+#: The outcome file this provider keeps next to the run record.
+OUTCOME_FILE = "ray.json"
+#: A file whose presence asks the sweep driver to cancel this run.
+CANCEL_FILE = "ray-cancel"
+#: Seconds a cancelled run gets between SIGTERM and SIGKILL.
+KILL_WAIT_S = 5.0
+#: Lines of the run's output echoed into the Ray task's own log (the dashboard shows them).
+ECHO_LINES = 200
+
+_PR_SET_PDEATHSIG = 1
+
+
+def outcome_path(run_dir: str | Path) -> Path:
+    """`<run_dir>/.hpcorch/ray.json`."""
+    return meta_dir(run_dir) / OUTCOME_FILE
+
+
+def cancel_path(run_dir: str | Path) -> Path:
+    """`<run_dir>/.hpcorch/ray-cancel`."""
+    return meta_dir(run_dir) / CANCEL_FILE
+
+
+def write_outcome(spec: RunSpec, submission_id: str, state: str, **fields: Any) -> None:
+    """Record where this run is, for this submission (a later submission overwrites it)."""
+    data = {"submission_id": submission_id, "run_key": spec.run_key, "num": spec.num,
+            "state": state, "time": time.time(), **fields}
+    atomic_write_json(outcome_path(spec.run_dir), data)
+
+
+def read_outcome(run_dir: str | Path) -> dict[str, Any] | None:
+    """The outcome file of a run directory, or None (also for a torn or foreign file)."""
+    path = outcome_path(run_dir)
+    try:
+        data = read_json(path)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def load_spec(path: str | Path) -> RunSpec:
+    """A RunSpec written by the orchestrator (`<run_dir>/.hpcorch/spec.json`)."""
+    return RunSpec.from_dict(read_json(path))
+
+
+def job_environment(spec: RunSpec, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The run's environment: the worker's, the spec's, its seed and where its spec is."""
+    env = dict(os.environ if base is None else base)
+    env.update(dict(spec.env))
+    env["HPCORCH_SPEC"] = str(spec_path(spec.run_dir))
+    env["PYTHONHASHSEED"] = str(spec.seed)
+    env["HPCORCH_SEED"] = str(spec.seed)
+    return env
+
+
+def node_name() -> str:
+    """This node's host name (what a person types to go and look)."""
+    return socket.gethostname()
+
+
+# -- warm start --------------------------------------------------------------------------
+def script_of(spec: RunSpec) -> str | None:
+    """The Python script the command runs (`python SCRIPT ...`), if it is one."""
+    if len(spec.command) >= 2 and Path(spec.command[0]).name.startswith("python") \
+            and spec.command[1].endswith(".py"):
+        return spec.command[1]
+    return None
+
+
+_warmed: set[str] = set()
+
+
+def warm_up(script: str) -> None:
+    """Import, once per worker, what the script imports at top level (never run it).
+
+    The forked children then start with Hydra, numpy and the app's libraries loaded.
+    """
+    if script in _warmed:
+        return
+    _warmed.add(script)
+    try:
+        tree = ast.parse(Path(script).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return
+    names: list[str] = ["hydra", "omegaconf", "hpcorch.worker.callback"]
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+    added = str(Path(script).parent)
+    sys.path.insert(0, added)
+    try:
+        for name in names:
+            with contextlib.suppress(Exception):  # a bad import shows up in the run itself
+                importlib.import_module(name)
+        with contextlib.suppress(Exception):
+            from hpcorch.repro.fingerprint import distributions
+
+            distributions()
+    finally:
+        sys.path.remove(added)
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when its parent (the Ray worker) dies."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _child_warm(spec: RunSpec, script: str, out_fd: int, err_fd: int) -> None:
+    """In the forked child: become the run, exactly as `python SCRIPT ARGS` would. Never returns."""
+    code = 1
+    try:
+        os.setsid()
+        _die_with_parent()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        os.dup2(out_fd, 1)
+        os.dup2(err_fd, 2)
+        sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+        sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+        os.chdir(spec.workdir or spec.run_dir)
+        env = job_environment(spec)
+        os.environ.clear()
+        os.environ.update(env)
+        sys.argv = [script, *spec.command[2:]]
+        sys.path.insert(0, str(Path(script).parent))
+        import runpy
+
+        try:
+            runpy.run_path(script, run_name="__main__")
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:  # the child must report, then exit, whatever happened
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+@contextlib.contextmanager
+def _log_files(spec: RunSpec) -> Iterator[tuple[Any, Any]]:
+    meta = meta_dir(spec.run_dir)
+    meta.mkdir(parents=True, exist_ok=True)
+    with open(meta / STDOUT_FILE, "ab") as out, open(meta / STDERR_FILE, "ab") as err:
+        yield out, err
+
+
+class RunProcess:
+    """One started run: a forked warm child or a cold subprocess, in its own session."""
+
+    def __init__(self, spec: RunSpec, warm: bool) -> None:
+        self.spec = spec
+        script = script_of(spec) if warm else None
+        sys.stdout.flush()
+        sys.stderr.flush()
+        with _log_files(spec) as (out, err):
+            if script is not None:
+                warm_up(script)
+                pid = os.fork()
+                if pid == 0:
+                    _child_warm(spec, script, out.fileno(), err.fileno())
+                self.pid = pid
+                self._popen: subprocess.Popen[bytes] | None = None
+            else:
+                self._popen = subprocess.Popen(
+                    list(spec.command), cwd=spec.workdir or spec.run_dir,
+                    env=job_environment(spec), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                    start_new_session=True, preexec_fn=_die_with_parent)  # noqa: PLW1509
+                self.pid = self._popen.pid
+
+    def poll(self) -> int | None:
+        """The exit code (negative: killed by that signal), or None while it runs."""
+        if self._popen is not None:
+            return self._popen.poll()
+        pid, status = os.waitpid(self.pid, os.WNOHANG)
+        if pid == 0:
+            return None
+        self._code = os.waitstatus_to_exitcode(status)
+        return self._code
+
+    def wait(self, interval: float = 0.01) -> int:
+        """Block until the run ends; returns its exit code."""
+        while True:
+            code = self.poll()
+            if code is not None:
+                return code
+            time.sleep(interval)
+            interval = min(interval * 1.5, 0.2)
+
+    def terminate(self) -> int:
+        """SIGTERM the run's whole session, SIGKILL after KILL_WAIT_S; returns the exit code."""
+        self._killpg(signal.SIGTERM)
+        deadline = time.monotonic() + KILL_WAIT_S
+        while (code := self.poll()) is None:
+            if time.monotonic() > deadline:
+                self._killpg(signal.SIGKILL)
+                deadline = float("inf")
+            time.sleep(0.02)
+        return code
+
+    def _killpg(self, sig: int) -> None:
+        for kill in (os.killpg, os.kill):  # before setsid() the group is not there yet
+            try:
+                kill(self.pid, sig)
+                return
+            except (ProcessLookupError, PermissionError):
+                continue
+
+
+def tail_text(path: str | Path, lines: int = ECHO_LINES, max_bytes: int = 65536) -> str:
+    """The last `lines` lines of a text file ('' when missing)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - max_bytes))
+            data = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(data.splitlines()[-lines:])
+
+
+def run_spec(spec: RunSpec, submission_id: str, *, warm: bool, echo: bool = True,
+             job_id: str = "") -> dict[str, Any]:
+    """Run one spec to the end, keeping its outcome file current; returns the final outcome.
+
+    A KeyboardInterrupt (Ray's way of cancelling a task) stops the run's whole
+    process tree and records it CANCELLED.
+    """
+    node = node_name()
+    started = time.time()
+    write_outcome(spec, submission_id, "RUNNING", node=node, started=started, job_id=job_id,
+                  pid=os.getpid())
+    proc = RunProcess(spec, warm)
+    cancelled = False
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:
+        cancelled = True
+        code = proc.terminate()
+    state = "CANCELLED" if cancelled else ("SUCCEEDED" if code == 0 else "FAILED")
+    outcome = {"node": node, "started": started, "ended": time.time(), "job_id": job_id,
+               "exit_code": code if code >= 0 else None, "signal": -code if code < 0 else None,
+               "reason": "cancelled" if cancelled else ""}
+    write_outcome(spec, submission_id, state, **outcome)
+    if echo:
+        _echo(spec, state, code)
+    return {"state": state, **outcome}
+
+
+def _echo(spec: RunSpec, state: str, code: int) -> None:
+    """Copy the run's output into this task's own log, so the dashboard shows it per run."""
+    meta = meta_dir(spec.run_dir)
+    head = f"[hpcorch] run #{spec.num} key={spec.run_key} {state} exit={code} dir={spec.run_dir}"
+    print(head, flush=True)
+    out = tail_text(meta / STDOUT_FILE)
+    if out:
+        print(out, flush=True)
+    err = tail_text(meta / STDERR_FILE)
+    if err:
+        print(err, file=sys.stderr, flush=True)
+
+
+def outcome_summary(outcome: dict[str, Any]) -> str:
+    """One line for the driver's log."""
+    return json.dumps({k: outcome.get(k) for k in ("state", "exit_code", "signal", "node")})

@@ -1,0 +1,406 @@
+"""The Slurm provider: job arrays in, one batched scheduler query per interval out.
+
+- submit: one sbatch per array (plan_arrays splits at MaxArraySize and
+  MaxJobCount, read once from `scontrol show config`); transient sbatch
+  failures are retried with backoff and jitter, after checking that the
+  failed-looking submission did not get through after all.
+- status: each run's task-state file first (written inside the job, no
+  scheduler involved); for the rest ONE `sacct` call, at most every
+  `query_interval` seconds and backing off, or ONE `squeue` when accounting
+  is off. A job sacct does not list yet is asked of squeue once.
+- lookup: `squeue` of this user's `hpcorch-*` jobs; the job's work dir holds
+  the map file that says which run keys each array index runs.
+- cancel: one `scancel` for every handle; cancelling what ended is fine.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from hpcorch.errors import ProviderError, ProviderUnavailable
+from hpcorch.providers.local import tail
+from hpcorch.providers.slurm.accounting import (
+    SACCT_FIELDS,
+    SQUEUE_FORMAT,
+    ClusterLimits,
+    JobInfo,
+    array_ids,
+    parse_config,
+    parse_lookup,
+    parse_sacct,
+    parse_squeue,
+)
+from hpcorch.providers.slurm.script import (
+    ArrayPlan,
+    job_name_token,
+    map_data,
+    plan_arrays,
+    render_script,
+)
+from hpcorch.providers.slurm.settings import SlurmSettings
+from hpcorch.runner import CommandRunner, run_command
+from hpcorch.spec import FailureContext, RunHandle, RunSpec, RunState, RunStatus
+from hpcorch.store.records import (
+    STDERR_FILE,
+    atomic_write_json,
+    atomic_write_text,
+    meta_dir,
+    read_json,
+    spec_path,
+)
+from hpcorch.worker.slurm_task import TaskState, read_task_state
+
+log = logging.getLogger("hpcorch.slurm")
+
+#: sbatch errors worth another try: the controller was busy, not the request wrong.
+TRANSIENT_ERRORS = ("socket timed out", "resource temporarily unavailable",
+                    "unable to contact slurm controller", "connection refused",
+                    "temporarily unable to accept job", "slurm_persist_conn")
+#: scancel complaints that mean "nothing left to cancel".
+_ALREADY_GONE = ("already completing or completed", "invalid job id", "job/step already")
+#: Seconds a job we submitted may be missing from sacct and squeue before it is UNKNOWN.
+_SUBMIT_GRACE_S = 60.0
+_COMMAND_TIMEOUT_S = 120.0
+
+
+class SlurmProvider:
+    """Runs specs as Slurm job arrays (see the module docstring)."""
+
+    Settings = SlurmSettings
+    name = "slurm"
+
+    def __init__(self, settings: SlurmSettings | None = None, *,
+                 runner: CommandRunner = run_command, limits: ClusterLimits | None = None,
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings or SlurmSettings()
+        self.poll_interval = self.settings.poll_interval
+        self.max_poll_interval = self.settings.max_poll_interval
+        self.python = self.settings.python or sys.executable
+        self._runner = runner
+        self._limits = limits
+        self._sleep = sleep
+        self._clock = clock
+        self._run_dirs: dict[str, dict[str, str]] = {}  # job id -> run key -> run dir
+        self._maps: dict[str, dict[str, object]] = {}  # map file path -> its data
+        self._jobs: dict[str, JobInfo] = {}  # job id -> the scheduler's latest word
+        self._gone: set[str] = set()  # job ids neither sacct nor squeue knows
+        self._submitted: dict[str, float] = {}  # array job id -> clock at submission
+        self._interval = self.settings.query_interval
+        self._next_query = 0.0
+        self._accounting: bool | None = None
+        self.calls: dict[str, int] = {}
+        """How often each Slurm command ran (sbatch, sacct, squeue, scancel, scontrol)."""
+
+    # -- contract ----------------------------------------------------------------
+    def check(self) -> None:
+        """Reach slurmctld (`scontrol show config`) and read the cluster's limits."""
+        self._limits = self._read_limits(strict=True)
+
+    def render(self, runs: Sequence[RunSpec]) -> str:
+        """Every sbatch script `submit` would write and submit, exactly."""
+        limits = self.limits
+        plans = plan_arrays(runs, self.settings, limits)
+        head = [f"# provider=slurm: {len(runs)} run(s) in {len(plans)} job array(s), one "
+                f"`sbatch --parsable SCRIPT` each; MaxArraySize={limits.max_array_size} "
+                f"MaxJobCount={limits.max_job_count}"
+                + ("" if limits.read_from_cluster else " (defaults: cluster not reachable)")]
+        parts = ["\n".join(head) + "\n"]
+        for plan in plans:
+            parts.append(f"# ==> {plan.script_path} <==\n")
+            parts.append(render_script(plan, self.settings, self.python))
+        return "".join(parts)
+
+    def submit(self, runs: Sequence[RunSpec]) -> list[RunHandle]:
+        """One sbatch per array; all or nothing (arrays of a failed batch are cancelled)."""
+        if not runs:
+            return []
+        plans = plan_arrays(runs, self.settings, self.limits)
+        handles: dict[str, RunHandle] = {}
+        submitted: list[str] = []
+        try:
+            for plan in plans:
+                array_id = self._submit_array(plan)
+                submitted.append(array_id)
+                self._submitted[array_id] = self._clock()
+                for index, task in enumerate(plan.tasks):
+                    job_id = f"{array_id}_{index}"
+                    self._jobs[job_id] = JobInfo(job_id, "PENDING", name=plan.job_name,
+                                                 workdir=plan.slurm_dir)
+                    for spec in task:
+                        self._run_dirs.setdefault(job_id, {})[spec.run_key] = spec.run_dir
+                        handles[f"{spec.sweep_id}/{spec.num}"] = RunHandle(
+                            self.name, spec.run_key, job_id)
+        except BaseException:
+            if submitted:
+                self._scancel(submitted)
+            raise
+        # Just submitted: the scheduler can only say PENDING; ask it later.
+        self._interval = self.settings.query_interval
+        self._next_query = self._clock() + self._interval
+        return [handles[f"{s.sweep_id}/{s.num}"] for s in runs]
+
+    def lookup(self, run_keys: Sequence[str]) -> list[RunHandle]:
+        """Open (queued or running) jobs of these run keys, found through squeue."""
+        wanted = set(run_keys)
+        if not wanted:
+            return []
+        done = self._slurm(["squeue", "--me", "-h", "-r", "-o", "%i|%j|%Z"])
+        if done.returncode != 0:
+            raise ProviderError(self.name, "cannot list jobs", argv=done.args,
+                                returncode=done.returncode, stderr_tail=done.stderr)
+        found: dict[str, tuple[int, RunHandle]] = {}
+        for job_id, job_name, workdir in parse_lookup(done.stdout):
+            for run_key, run_dir in self._runs_of(job_id, job_name, workdir):
+                if run_key in wanted:
+                    order = int(job_id.split("_", 1)[0])
+                    if run_key not in found or order > found[run_key][0]:  # newest wins
+                        found[run_key] = (order, RunHandle(self.name, run_key, job_id))
+                    self._run_dirs.setdefault(job_id, {})[run_key] = run_dir
+        return [found[k][1] for k in run_keys if k in found]
+
+    def status(self, handles: Sequence[RunHandle]) -> list[RunStatus]:
+        """Task-state files first; then at most one scheduler query for what is still open."""
+        out: list[RunStatus | None] = [None] * len(handles)
+        hints: dict[int, TaskState | None] = {}
+        for i, handle in enumerate(handles):
+            run_dir = self._run_dir(handle)
+            state = read_task_state(run_dir) if run_dir else None
+            if state is not None and state.job_id != handle.job_id:
+                state = None  # written by an earlier submission of the same run
+            if state is not None and state.exited and state.signal != 9:
+                out[i] = self._from_task_state(handle, state, run_dir or "")
+            else:  # SIGKILL may be Slurm's (memory, time): its word decides
+                hints[i] = state
+        if hints:
+            open_ids = [handles[i].job_id for i in hints]
+            if self._query_due(open_ids):
+                self._query(open_ids)
+            for i, state in hints.items():
+                out[i] = self._from_scheduler(handles[i], state)
+        return [s for s in out if s is not None]
+
+    def cancel(self, handles: Sequence[RunHandle]) -> None:
+        """One scancel for all; already finished or unknown jobs are not an error."""
+        ids = sorted({h.job_id for h in handles})
+        if not ids:
+            return
+        self._scancel(ids)
+        # The next status() should see the cancellation soon: query again, briefly fast.
+        self._interval = min(1.0, self.settings.query_interval)
+        self._next_query = 0.0
+
+    def close(self) -> None:
+        """Nothing to release; jobs belong to Slurm (an interrupted sweep cancels them)."""
+
+    # -- cluster limits ------------------------------------------------------------
+    @property
+    def limits(self) -> ClusterLimits:
+        """MaxArraySize & co, read once (defaults, marked as such, when unreachable)."""
+        if self._limits is None:
+            self._limits = self._read_limits(strict=False)
+        return self._limits
+
+    def _read_limits(self, strict: bool) -> ClusterLimits:
+        try:
+            done = self._slurm(["scontrol", "show", "config"])
+        except ProviderUnavailable:
+            if strict:
+                raise
+            return ClusterLimits(read_from_cluster=False)
+        if done.returncode != 0:
+            if strict:
+                raise ProviderUnavailable(
+                    f"slurm: cannot reach slurmctld (`scontrol show config` rc="
+                    f"{done.returncode}: {done.stderr.strip()[-300:]}); is Slurm up? "
+                    "(locally: scripts/slurm-up.sh, and run inside scripts/in-netns.sh)")
+            return ClusterLimits(read_from_cluster=False)
+        return parse_config(done.stdout)
+
+    # -- submission ----------------------------------------------------------------
+    def _submit_array(self, plan: ArrayPlan) -> str:
+        Path(plan.log_dir).mkdir(parents=True, exist_ok=True)
+        for spec in plan.runs:
+            path = spec_path(spec.run_dir)
+            if not path.exists():  # the orchestrator writes it; direct callers may not
+                atomic_write_json(path, spec.to_dict())
+            meta_dir(spec.run_dir).mkdir(parents=True, exist_ok=True)
+        data = map_data(plan, self.settings)
+        atomic_write_json(plan.map_path, data)
+        self._maps[plan.map_path] = data
+        atomic_write_text(plan.script_path, render_script(plan, self.settings, self.python))
+        argv = ["sbatch", "--parsable", plan.script_path]
+        retries = self.settings.submit_retries
+        for attempt in range(retries + 1):
+            try:
+                done = self._slurm(argv)
+            except subprocess.TimeoutExpired:
+                done = subprocess.CompletedProcess(argv, 1, "", "sbatch: Socket timed out "
+                                                   f"(no answer in {_COMMAND_TIMEOUT_S:.0f} s)")
+            if done.returncode == 0 and done.stdout.strip():
+                return done.stdout.strip().split(";", 1)[0]
+            transient = any(t in done.stderr.lower() for t in TRANSIENT_ERRORS)
+            if not transient or attempt == retries:
+                raise ProviderError(self.name, f"submitting {plan.job_name} failed"
+                                    f"{f' after {attempt + 1} tries' if attempt else ''}",
+                                    argv=argv, returncode=done.returncode,
+                                    stderr_tail=done.stderr or done.stdout)
+            # A timed-out sbatch may have been accepted: never submit the same array twice.
+            earlier = self._find_by_name(plan.job_name)
+            if earlier:
+                return earlier
+            delay = min(30.0, 2.0 ** attempt) * random.uniform(0.5, 1.5)
+            log.warning("sbatch failed transiently (%s); retry %d/%d in %.1f s",
+                        done.stderr.strip().splitlines()[-1:], attempt + 1, retries, delay)
+            self._sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _find_by_name(self, job_name: str) -> str | None:
+        done = self._slurm(["squeue", "--me", "-h", "--name", job_name, "-o", "%F"])
+        ids = [line.strip() for line in done.stdout.splitlines() if line.strip().isdigit()]
+        return ids[0] if done.returncode == 0 and ids else None
+
+    def _scancel(self, ids: Sequence[str]) -> None:
+        done = self._slurm(["scancel", *ids])
+        if done.returncode != 0:
+            lines = [ln for ln in done.stderr.lower().splitlines() if ln.strip()]
+            if not all(any(g in ln for g in _ALREADY_GONE) for ln in lines):
+                raise ProviderError(self.name, "cancel failed", job_id=",".join(ids[:5]),
+                                    argv=done.args, returncode=done.returncode,
+                                    stderr_tail=done.stderr)
+
+    # -- status ------------------------------------------------------------------------
+    def _query_due(self, job_ids: Sequence[str]) -> bool:
+        if self._clock() >= self._next_query:
+            return True
+        # A job this process never heard of (another process submitted it): ask now.
+        return any(j not in self._jobs and j not in self._gone for j in job_ids)
+
+    def _query(self, job_ids: Sequence[str]) -> None:
+        arrays = array_ids(job_ids)
+        infos: dict[str, JobInfo] | None = None
+        if self._accounting is None:
+            self._accounting = self.limits.accounting
+        if self._accounting:
+            infos = self._sacct(arrays)
+        if infos is None:
+            infos = self._squeue(arrays)
+        if infos is not None:
+            self._jobs.update(infos)
+            missing = [j for j in job_ids if j not in infos]
+            seen_arrays = {j.split("_", 1)[0] for j in infos}
+            # sacct lags behind slurmctld: ask squeue about arrays sacct has not heard of.
+            unheard = [a for a in array_ids(missing) if a not in seen_arrays]
+            if unheard and self._accounting:
+                more = self._squeue(unheard) or {}
+                self._jobs.update(more)
+                infos = {**infos, **more}
+            now = self._clock()
+            for job_id in job_ids:
+                array = job_id.split("_", 1)[0]
+                if job_id in infos:
+                    self._gone.discard(job_id)
+                elif array not in {j.split("_", 1)[0] for j in infos} and \
+                        now - self._submitted.get(array, -1e18) > _SUBMIT_GRACE_S:
+                    self._gone.add(job_id)
+        self._next_query = self._clock() + self._interval * random.uniform(0.9, 1.1)
+        self._interval = min(self._interval * 1.5, self.settings.max_query_interval)
+
+    def _sacct(self, arrays: Sequence[str]) -> dict[str, JobInfo] | None:
+        done = self._slurm(["sacct", "-P", "-n", "-X", "-D", "-j", ",".join(arrays),
+                            "-o", ",".join(SACCT_FIELDS)])
+        if done.returncode == 0:
+            return parse_sacct(done.stdout)
+        if "accounting storage is disabled" in done.stderr.lower():
+            log.warning("slurm accounting is disabled: watching with squeue instead")
+            self._accounting = False
+        else:
+            log.warning("sacct failed (rc=%s): %s", done.returncode, done.stderr.strip()[-200:])
+        return None
+
+    def _squeue(self, arrays: Sequence[str]) -> dict[str, JobInfo] | None:
+        done = self._slurm(["squeue", "-h", "-r", "-t", "all", "-j", ",".join(arrays),
+                            "-O", SQUEUE_FORMAT])
+        if done.returncode == 0:
+            return parse_squeue(done.stdout)
+        if "invalid job id" in done.stderr.lower():
+            return {}
+        log.warning("squeue failed (rc=%s): %s", done.returncode, done.stderr.strip()[-200:])
+        return None
+
+    def _from_task_state(self, handle: RunHandle, state: TaskState, run_dir: str) -> RunStatus:
+        if state.exit_code == 0 and state.signal is None:
+            return RunStatus(handle, RunState.SUCCEEDED)
+        return RunStatus(handle, RunState.FAILED, FailureContext(
+            provider=self.name, job_id=handle.job_id, node=state.node,
+            exit_code=state.exit_code, signal=state.signal,
+            stderr_tail=tail(meta_dir(run_dir) / STDERR_FILE)))
+
+    def _from_scheduler(self, handle: RunHandle, hint: TaskState | None) -> RunStatus:
+        info = self._jobs.get(handle.job_id)
+        if info is None:
+            state = RunState.UNKNOWN if handle.job_id in self._gone else RunState.SUBMITTED
+            if hint is not None and hint.state == "RUNNING":
+                state = RunState.RUNNING
+            return RunStatus(handle, state)
+        self._learn_runs(handle.job_id, info)
+        state, _ = info.run_state()
+        if state is RunState.SUBMITTED and hint is not None and hint.state == "RUNNING" \
+                and not info.requeued:
+            state = RunState.RUNNING  # the job said so before the scheduler's next answer
+        if not state.terminal:
+            return RunStatus(handle, state)
+        if state is RunState.SUCCEEDED and (hint is None or not hint.exited):
+            return RunStatus(handle, state)
+        run_dir = self._run_dir(handle)
+        stderr = tail(meta_dir(run_dir) / STDERR_FILE) if run_dir else ""
+        context = info.context(stderr, handle.job_id)
+        if hint is not None and hint.exited:  # the run's own exit beats the task's
+            context = FailureContext(context.provider, context.job_id, hint.node or context.node,
+                                     hint.exit_code, hint.signal, context.reason, stderr)
+            if state is RunState.SUCCEEDED:
+                state = RunState.FAILED
+        return RunStatus(handle, state, context)
+
+    # -- map files -------------------------------------------------------------------
+    def _runs_of(self, job_id: str, job_name: str, workdir: str) -> list[tuple[str, str]]:
+        """(run key, run dir) of the runs one array task runs, from its map file."""
+        token = job_name_token(job_name)
+        if token is None or "_" not in job_id:
+            return []
+        path = str(Path(workdir) / f"{token}.json")
+        if path not in self._maps:
+            try:
+                self._maps[path] = read_json(path)
+            except (OSError, ValueError):
+                self._maps[path] = {}
+        tasks = self._maps[path].get("tasks", [])
+        index = int(job_id.split("_", 1)[1])
+        if not isinstance(tasks, list) or index >= len(tasks):
+            return []
+        return [(str(e["run_key"]), str(e["run_dir"])) for e in tasks[index]]
+
+    def _learn_runs(self, job_id: str, info: JobInfo) -> None:
+        """Handles from another process: find their run dirs through the job's map file."""
+        if job_id not in self._run_dirs:
+            self._run_dirs[job_id] = dict(self._runs_of(job_id, info.name, info.workdir))
+
+    def _run_dir(self, handle: RunHandle) -> str:
+        return self._run_dirs.get(handle.job_id, {}).get(handle.run_key, "")
+
+    # -- commands ------------------------------------------------------------------------
+    def _slurm(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
+        self.calls[argv[0]] = self.calls.get(argv[0], 0) + 1
+        try:
+            return self._runner(argv, timeout=_COMMAND_TIMEOUT_S)
+        except FileNotFoundError as exc:
+            raise ProviderUnavailable(
+                f"slurm: `{argv[0]}` not found on PATH; run on a login node with the Slurm "
+                "client commands (locally: scripts/slurm-up.sh, then scripts/in-netns.sh CMD)"
+            ) from exc

@@ -1,0 +1,192 @@
+"""Plan job arrays for a batch of runs and render their sbatch scripts and map files.
+
+One array per group of runs with equal Resources, split so that no array
+index reaches MaxArraySize and the task count stays within MaxJobCount. Each
+array task runs `pack` runs; which ones is written, as data, into a map file
+next to the script (`<sweep dir>/.hpcorch/slurm/<token>.json`), which is also
+how a later process finds the runs of a job it sees in squeue again.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from submitit.slurm.slurm import _as_sbatch_flag, _convert_mem
+
+from hpcorch.identity import canonical_json, short_hash
+from hpcorch.launch.wrappers import slurm_allocation_args
+from hpcorch.providers.slurm.accounting import ClusterLimits
+from hpcorch.providers.slurm.settings import SlurmSettings, normalized_extra
+from hpcorch.spec import Resources, RunSpec
+from hpcorch.store.records import META_DIR
+
+#: Every job hpcorch submits is named `hpcorch-<sweep id>-<token>`.
+JOB_PREFIX = "hpcorch-"
+SLURM_DIR = "slurm"
+#: The signal a job gets `signal_grace_s` before its time limit (to the batch shell: B:).
+PREEMPT_SIGNAL = "USR1"
+MAP_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ArrayPlan:
+    """One sbatch submission: an array of tasks, each running one or more runs."""
+
+    sweep_id: str
+    token: str
+    slurm_dir: str
+    resources: Resources
+    tasks: tuple[tuple[RunSpec, ...], ...]
+    pack: int
+
+    @property
+    def job_name(self) -> str:
+        """`hpcorch-<sweep id>-<token>`: what squeue shows and lookup searches."""
+        return f"{JOB_PREFIX}{self.sweep_id}-{self.token}"
+
+    @property
+    def map_path(self) -> str:
+        """The map file: array index -> the runs it executes."""
+        return os.path.join(self.slurm_dir, f"{self.token}.json")
+
+    @property
+    def script_path(self) -> str:
+        """Where the rendered script is written before `sbatch` reads it."""
+        return os.path.join(self.slurm_dir, f"{self.token}.sbatch")
+
+    @property
+    def log_dir(self) -> str:
+        """Slurm's own per-task logs (the runs log into their run directories)."""
+        return os.path.join(self.slurm_dir, "logs")
+
+    @property
+    def runs(self) -> list[RunSpec]:
+        """Every run of the array, in task order."""
+        return [spec for task in self.tasks for spec in task]
+
+
+def job_name_token(job_name: str) -> str | None:
+    """The token of an hpcorch job name (None for any other job)."""
+    if not job_name.startswith(JOB_PREFIX) or "-" not in job_name[len(JOB_PREFIX):]:
+        return None
+    return job_name.rsplit("-", 1)[1] or None
+
+
+def slurm_dir_for(specs: Sequence[RunSpec]) -> str:
+    """`<sweep dir>/.hpcorch/slurm`: the sweep dir is the common parent of the run dirs."""
+    parents = [os.path.dirname(os.path.abspath(s.run_dir)) for s in specs]
+    return os.path.join(os.path.commonpath(parents), META_DIR, SLURM_DIR)
+
+
+def plan_arrays(specs: Sequence[RunSpec], settings: SlurmSettings,
+                limits: ClusterLimits) -> list[ArrayPlan]:
+    """Split a batch into arrays that the cluster accepts, one sbatch each."""
+    if not specs:
+        return []
+    slurm_dir = slurm_dir_for(specs)
+    max_tasks = min(limits.max_array_size, limits.max_job_count,
+                    settings.max_array_size or limits.max_array_size)
+    # Too many tasks for the controller: pack more runs per task rather than fail.
+    pack = max(settings.pack, math.ceil(len(specs) / max(1, limits.max_job_count)))
+    groups: dict[Resources, list[RunSpec]] = {}
+    for spec in specs:
+        groups.setdefault(spec.resources, []).append(spec)
+    plans = []
+    for resources, runs in groups.items():
+        tasks = [tuple(runs[i:i + pack]) for i in range(0, len(runs), pack)]
+        for start in range(0, len(tasks), max_tasks):
+            chunk = tuple(tasks[start:start + max_tasks])
+            first = chunk[0][0]
+            digest = short_hash(canonical_json(
+                [first.sweep_id, pack, [[(s.run_key, s.run_dir) for s in t] for t in chunk]]), 8)
+            plans.append(ArrayPlan(first.sweep_id, f"a{first.num}x{digest}", slurm_dir,
+                                   resources, chunk, pack))
+    return plans
+
+
+def time_limit(plan: ArrayPlan, settings: SlurmSettings) -> int:
+    """Minutes: the provider's time_min, else the runs' own."""
+    return settings.time_min or plan.resources.time_min
+
+
+def signal_grace(plan: ArrayPlan, settings: SlurmSettings) -> int:
+    """Seconds before the limit for the checkpoint signal; at most half of a short limit."""
+    limit_s = time_limit(plan, settings) * 60
+    return min(settings.signal_grace_s, max(1, limit_s // 2))
+
+
+def sbatch_options(plan: ArrayPlan, settings: SlurmSettings) -> dict[str, Any]:
+    """The #SBATCH options of an array, in script order (submitit's names)."""
+    res = plan.resources
+    throttle = f"%{settings.array_throttle}" if settings.array_throttle else ""
+    opts: dict[str, Any] = {
+        "job_name": plan.job_name,
+        "array": f"0-{len(plan.tasks) - 1}{throttle}",
+        "chdir": plan.slurm_dir,
+        "output": os.path.join(plan.log_dir, "%A_%a.log"),
+        "open_mode": "append",
+        "partition": settings.partition,
+        "account": settings.account,
+        "qos": settings.qos,
+        "time": time_limit(plan, settings),
+    }
+    # nodes / ntasks / cpus exactly as the srun launch wrapper (hpcorch.launch) expects them.
+    for arg in slurm_allocation_args(res):
+        key, _, value = arg.lstrip("-").partition("=")
+        opts[key.replace("-", "_")] = value if value else True
+    opts |= {
+        "gpus_per_node": res.gpus or None,
+        "mem": _convert_mem(res.mem_gb) if res.mem_gb else None,
+        "constraint": settings.constraint,
+        "exclusive": True if settings.exclusive else None,
+        "signal": f"B:{PREEMPT_SIGNAL}@{signal_grace(plan, settings)}",
+        "requeue": True if settings.max_requeues > 0 else None,
+    }
+    opts.update(sorted(normalized_extra(settings.extra).items()))
+    return {k: v for k, v in opts.items() if v is not None}
+
+
+def render_script(plan: ArrayPlan, settings: SlurmSettings, python: str) -> str:
+    """The exact sbatch script of one array."""
+    runs = plan.runs
+    lines = [
+        "#!/bin/bash",
+        f"# hpcorch sweep {plan.sweep_id}: {len(runs)} run(s) in {len(plan.tasks)} array "
+        f"task(s), {plan.pack} per task",
+    ]
+    lines += [_as_sbatch_flag(key, value) for key, value in sbatch_options(plan, settings).items()]
+    lines += ["", f"# array index -> runs (num run_key run_dir); as data in {plan.map_path}"]
+    for index, task in enumerate(plan.tasks):
+        for spec in task:
+            lines.append(f"#   {index}: #{spec.num} {spec.run_key} {spec.run_dir}")
+    if settings.setup:
+        lines += ["", "# setup (provider.setup)", *settings.setup]
+    lines += [
+        "",
+        "# Runs this task's run(s) from their spec files, each with its own logs and record.",
+        f"exec {shlex.quote(python)} -m hpcorch.worker.slurm_task {shlex.quote(plan.map_path)}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def map_data(plan: ArrayPlan, settings: SlurmSettings) -> dict[str, Any]:
+    """The map file's content: what the array task (hpcorch.worker.slurm_task) reads."""
+    return {
+        "version": MAP_VERSION,
+        "sweep_id": plan.sweep_id,
+        "job_name": plan.job_name,
+        "pack": plan.pack,
+        "warm": settings.warm,
+        "srun": settings.srun,
+        "srun_args": list(settings.srun_args),
+        "max_requeues": settings.max_requeues,
+        "grace_s": signal_grace(plan, settings),
+        "tasks": [[{"num": s.num, "run_key": s.run_key, "run_dir": s.run_dir} for s in task]
+                  for task in plan.tasks],
+    }

@@ -1,0 +1,174 @@
+"""`provider=slurm` settings: a typed, validated view of the `provider` config node.
+
+Resources (nodes, tasks, cpus, gpus, memory, time) come from each run's
+`Resources`; these settings say how and where the cluster runs them. Every
+value is checked before anything is submitted, so a typo fails on the login
+node, not after an hour in the queue.
+"""
+
+from __future__ import annotations
+
+import difflib
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from hpcorch.errors import ConfigError
+from hpcorch.settings import require
+
+#: sbatch options hpcorch sets itself (from the settings above or from Resources);
+#: `extra` may not set them, so one value never has two sources.
+MANAGED_OPTIONS: dict[str, str] = {
+    "job_name": "set by hpcorch (it carries the sweep id)",
+    "partition": "use provider.partition",
+    "account": "use provider.account",
+    "qos": "use provider.qos",
+    "time": "use provider.time_min or resources.time_min",
+    "constraint": "use provider.constraint",
+    "exclusive": "use provider.exclusive",
+    "nodes": "use resources.nodes",
+    "ntasks_per_node": "use resources.tasks_per_node",
+    "cpus_per_task": "use resources.cpus",
+    "gpus_per_node": "use resources.gpus",
+    "num_gpus": "use resources.gpus",
+    "mem": "use resources.mem_gb",
+    "setup": "use provider.setup",
+    "srun_args": "use provider.srun_args",
+    "use_srun": "use provider.srun",
+    "array_parallelism": "use provider.array_throttle",
+    "signal_delay_s": "use provider.signal_grace_s",
+}
+
+#: submitit parameters that are not sbatch options (submitit's own `nonslurm` list).
+_NOT_SBATCH = frozenset({"folder", "command", "map_count", "additional_parameters",
+                         "teardown", "stderr_to_stdout"})
+
+
+def sbatch_parameters() -> frozenset[str]:
+    """The sbatch parameter names submitit knows (underscore form), derived, not mirrored."""
+    from submitit.slurm.slurm import _get_default_parameters
+
+    return frozenset(_get_default_parameters()) - _NOT_SBATCH
+
+
+def _no_newline(key: str, value: str) -> None:
+    # A newline would end the #SBATCH line and start a shell line in the script.
+    require("\n" not in value and "\r" not in value, key, value, "must be a single line")
+
+
+@dataclass(frozen=True)
+class SlurmSettings:
+    """`provider=slurm` settings (site profiles extend `provider/slurm.yaml`)."""
+
+    name: Literal["slurm"] = "slurm"
+    partition: str | None = None
+    """Partition (`--partition`); null: the cluster's default partition."""
+    account: str | None = None
+    """Account to charge (`--account`)."""
+    qos: str | None = None
+    """Quality of service (`--qos`)."""
+    time_min: int | None = None
+    """Time limit in minutes (`--time`); null: each run's `resources.time_min`."""
+    constraint: str | None = None
+    """Node features (`--constraint`), e.g. `a100&ib`."""
+    exclusive: bool = False
+    """Whole nodes only (`--exclusive`)."""
+    setup: tuple[str, ...] = ()
+    """Shell lines run before the runs in every job (`module load ...`, env activation)."""
+    srun: Literal["auto", "always", "never"] = "auto"
+    """Start each run through srun: auto = only runs of more than one task (MPI)."""
+    srun_args: tuple[str, ...] = ()
+    """Extra srun arguments (an argv list, e.g. ['--mpi=pmix'])."""
+    array_throttle: int | None = None
+    """At most this many array tasks at once (`--array=...%N`); null: no limit."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """More sbatch options by submitit's names, e.g. {mail_type: END, gres: 'gpu:1'}."""
+    max_requeues: int = 3
+    """How often a run that reaches its time limit is requeued to resume (SLURM_RESTART_COUNT)."""
+    signal_grace_s: int = 90
+    """Seconds before the time limit at which a job gets SIGUSR1 to save a checkpoint."""
+    pack: int = 1
+    """Runs per array task: > 1 starts the app once per task and forks per run."""
+    warm: bool = True
+    """With pack > 1: import the app once and fork per run (else one interpreter per run)."""
+    python: str | None = None
+    """Interpreter that runs hpcorch's array task; null: the one submitting the sweep."""
+    max_array_size: int | None = None
+    """Lower the cluster's MaxArraySize (e.g. a QOS limit); null: the cluster's value."""
+    poll_interval: float = 0.25
+    """Seconds between checks of the runs' record files (cheap, no scheduler call)."""
+    max_poll_interval: float = 2.0
+    """The longest pause between two record-file checks."""
+    query_interval: float = 5.0
+    """Seconds before the first scheduler query (sacct/squeue) after a submission."""
+    max_query_interval: float = 60.0
+    """Scheduler queries back off (x1.5) up to this many seconds apart."""
+    submit_retries: int = 4
+    """Retries of an sbatch that failed transiently (socket time-outs), with backoff."""
+
+    def validate(self, prefix: str) -> None:
+        """Range checks and the `extra` / `setup` / `srun_args` checks."""
+        for key in ("max_requeues", "submit_retries"):
+            value = getattr(self, key)
+            require(value >= 0, f"{prefix}.{key}", value, "must be >= 0")
+        for key in ("pack", "signal_grace_s"):
+            value = getattr(self, key)
+            require(value >= 1, f"{prefix}.{key}", value, "must be >= 1")
+        for key in ("time_min", "array_throttle", "max_array_size"):
+            value = getattr(self, key)
+            require(value is None or value >= 1, f"{prefix}.{key}", value,
+                    "must be a positive integer or null")
+        for key in ("poll_interval", "query_interval"):
+            value = getattr(self, key)
+            require(value > 0, f"{prefix}.{key}", value, "must be > 0 seconds")
+        require(self.max_poll_interval >= self.poll_interval, f"{prefix}.max_poll_interval",
+                self.max_poll_interval, f"must be >= poll_interval ({self.poll_interval})")
+        require(self.max_query_interval >= self.query_interval, f"{prefix}.max_query_interval",
+                self.max_query_interval, f"must be >= query_interval ({self.query_interval})")
+        for key in ("partition", "account", "qos", "constraint", "python"):
+            value = getattr(self, key)
+            if value is not None:
+                require(bool(value.strip()), f"{prefix}.{key}", value, "must not be empty")
+                _no_newline(f"{prefix}.{key}", value)
+        for i, line in enumerate(self.setup):
+            _check_setup_line(f"{prefix}.setup[{i}]", line)
+        for i, arg in enumerate(self.srun_args):
+            _no_newline(f"{prefix}.srun_args[{i}]", arg)
+        normalized_extra(self.extra, f"{prefix}.extra")
+
+
+def _check_setup_line(key: str, line: str) -> None:
+    """A setup line is the user's own shell line: one line, with balanced quotes."""
+    _no_newline(key, line)
+    try:
+        shlex.split(line, comments=True)
+    except ValueError as exc:
+        raise ConfigError(key, line, f"is not a complete shell line ({exc})") from None
+
+
+def normalized_extra(extra: Mapping[str, Any], prefix: str = "provider.extra") -> dict[str, Any]:
+    """`extra` with names in submitit's underscore form, validated; False/None dropped.
+
+    Unknown names fail with the closest known ones, options hpcorch manages
+    name the setting to use instead.
+    """
+    known = sbatch_parameters()
+    out: dict[str, Any] = {}
+    for raw_key, value in extra.items():
+        key = str(raw_key).strip().lstrip("-").replace("-", "_")
+        full = f"{prefix}.{raw_key}"
+        if key in MANAGED_OPTIONS:
+            raise ConfigError(full, value, f"not allowed in extra: {MANAGED_OPTIONS[key]}")
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=3, cutoff=0.6)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            raise ConfigError(full, value, f"unknown sbatch option; {hint}known (submitit's "
+                              f"names): {', '.join(sorted(set(known) - set(MANAGED_OPTIONS)))}")
+        if value is None or value is False:
+            continue
+        if isinstance(value, (list, tuple, dict)):
+            raise ConfigError(full, value, "must be a string, a number or true")
+        _no_newline(full, str(value))
+        out[key] = value
+    return out

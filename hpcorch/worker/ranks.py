@@ -1,0 +1,317 @@
+"""Which rank is this process? Rank detection, per-rank devices, rank files and the rank shim.
+
+A run with more than one rank is started by a launcher (mpirun, srun) that
+tells every process its place through environment variables; which ones
+depends on the launcher, so detection tries them in a fixed order:
+
+    Open MPI's mpirun   OMPI_COMM_WORLD_RANK / _SIZE / _LOCAL_RANK / _LOCAL_SIZE
+    srun --mpi=pmix     PMIX_RANK with SLURM_STEP_NUM_TASKS / SLURM_LOCALID
+    srun (any step)     SLURM_PROCID / SLURM_STEP_NUM_TASKS / SLURM_LOCALID
+    MPICH's hydra       PMI_RANK / PMI_SIZE / MPI_LOCALRANKID / MPI_LOCALNRANKS
+
+Nothing here imports MPI: research code asks `current()` and imports mpi4py
+only when `size > 1`. Every rank writes a small rank file
+(`<run_dir>/.hpcorch/ranks/rank.<r>.json`: host, local rank, the devices it
+saw, how it ended); rank 0 puts them into the run record and a provider reads
+them to name the rank and host of a failure.
+
+Run as a module it is the rank shim, the innermost launch wrapper when a run
+declares GPUs: it gives each rank its own devices, then execs the command.
+
+    python -m hpcorch.worker.ranks --gpus 2 [--rank-devices '0;1'] -- python train.py ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+#: Sub-directory of a run's `.hpcorch` folder that holds per-rank files (and mpirun's output).
+RANKS_DIR = "ranks"
+#: Set by the launch wrapper: the provider's name, for failure contexts written inside the job.
+PROVIDER_ENV = "HPCORCH_PROVIDER"
+DEVICES_ENV = "CUDA_VISIBLE_DEVICES"
+
+
+@dataclass(frozen=True)
+class _Source:
+    name: str
+    rank: str
+    size: tuple[str, ...]
+    local_rank: str
+    local_size: str
+
+
+_SOURCES = (
+    _Source("openmpi", "OMPI_COMM_WORLD_RANK", ("OMPI_COMM_WORLD_SIZE",),
+            "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"),
+    _Source("pmix", "PMIX_RANK", ("SLURM_STEP_NUM_TASKS",), "SLURM_LOCALID", ""),
+    # SLURM_NTASKS alone is not enough: a batch script sees the allocation's task
+    # count but runs as one process; only a step (srun) sets SLURM_STEP_NUM_TASKS.
+    _Source("slurm", "SLURM_PROCID", ("SLURM_STEP_NUM_TASKS",), "SLURM_LOCALID", ""),
+    _Source("pmi", "PMI_RANK", ("PMI_SIZE",), "MPI_LOCALRANKID", "MPI_LOCALNRANKS"),
+)
+
+
+@dataclass(frozen=True)
+class RankInfo:
+    """This process's place in its run."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    """Rank among the run's processes on this host."""
+    local_size: int = 1
+    host: str = ""
+    source: str = "single"
+    """Which launcher's variables said so (openmpi, pmix, slurm, pmi), or single."""
+
+    @property
+    def is_root(self) -> bool:
+        """True for rank 0, the rank that writes the run record and metrics."""
+        return self.rank == 0
+
+    @property
+    def multi(self) -> bool:
+        """True when the run has more than one rank."""
+        return self.size > 1
+
+
+def _int(env: Mapping[str, str], name: str) -> int | None:
+    value = env.get(name, "") if name else ""
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def _slurm_local_size(env: Mapping[str, str]) -> int | None:
+    """Tasks on this node from SLURM_STEP_TASKS_PER_NODE ('2(x3),1') and SLURM_NODEID."""
+    spec, node = env.get("SLURM_STEP_TASKS_PER_NODE", ""), _int(env, "SLURM_NODEID")
+    if not spec or node is None:
+        return None
+    counts: list[int] = []
+    for part in spec.split(","):
+        count, _, repeat = part.partition("(x")
+        try:
+            counts += [int(count)] * (int(repeat.rstrip(")")) if repeat else 1)
+        except ValueError:
+            return None
+    return counts[node] if node < len(counts) else None
+
+
+def current(environ: Mapping[str, str] | None = None) -> RankInfo:
+    """This process's rank, from the first launcher whose variables are all present."""
+    env = os.environ if environ is None else environ
+    host = socket.gethostname()
+    for source in _SOURCES:
+        rank = _int(env, source.rank)
+        size = next((s for s in (_int(env, n) for n in source.size) if s is not None), None)
+        if rank is None or size is None or not 0 <= rank < size:
+            continue
+        local_rank = _int(env, source.local_rank)
+        local_size = _int(env, source.local_size) or (
+            _slurm_local_size(env) if source.name in ("pmix", "slurm") else None)
+        if local_rank is None:  # no per-node numbering: treat the run as one node
+            local_rank, local_size = rank, size
+        return RankInfo(rank, size, local_rank, max(local_size or size, local_rank + 1),
+                        host, source.name)
+    return RankInfo(host=host)
+
+
+def devices_for(local_rank: int, local_size: int, available: Sequence[str]) -> tuple[str, ...]:
+    """The devices of one rank: an equal, disjoint share when there are enough for every
+    rank on the node, else one device shared round-robin."""
+    if not available or local_size < 1:
+        return ()
+    if len(available) >= local_size:
+        share = len(available) // local_size
+        return tuple(available[local_rank * share:(local_rank + 1) * share])
+    return (available[local_rank % len(available)],)
+
+
+# -- rank files -----------------------------------------------------------------
+def ranks_dir(run_dir: str | os.PathLike[str]) -> Path:
+    """`<run_dir>/.hpcorch/ranks`: rank files, per-rank logs and mpirun's per-rank output."""
+    return Path(run_dir) / ".hpcorch" / RANKS_DIR
+
+
+def rank_file(run_dir: str | os.PathLike[str], rank: int) -> Path:
+    """Where rank `rank` writes what it saw and how it ended."""
+    return ranks_dir(run_dir) / f"rank.{rank}.json"
+
+
+def write_rank_file(run_dir: str | os.PathLike[str], info: RankInfo, **extra: Any) -> Path:
+    """Write (atomically) this rank's file: its place, host, pid, devices, plus `extra`."""
+    path = rank_file(run_dir, info.rank)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {**asdict(info), "pid": os.getpid(), "devices": os.environ.get(DEVICES_ENV), **extra}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def read_rank_files(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every rank file of a run, by rank (unreadable ones are skipped)."""
+    found = []
+    for path in ranks_dir(run_dir).glob("rank.*.json"):
+        try:
+            found.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue
+    return sorted(found, key=lambda d: int(d.get("rank", 0)))
+
+
+def rank_stderr(run_dir: str | os.PathLike[str], rank: int) -> Path | None:
+    """The stderr file mpirun (--output-filename) wrote for one rank, if there is one."""
+    return next(iter(sorted(ranks_dir(run_dir).glob(f"*/rank.{rank}/stderr"))), None)
+
+
+# -- inside a Hydra job (called by hpcorch.worker.callback) ------------------------
+def prepare_hydra(config: Any, info: RankInfo | None = None) -> None:
+    """Keep ranks other than 0 off rank 0's Hydra outputs, before Hydra writes them.
+
+    Called from the callback's on_run_start, which gets the very config the job
+    then runs with: ranks > 0 skip `.hydra/` and log to their own file
+    (`.hpcorch/ranks/rank.<r>.log`) instead of the run's log and console.
+    """
+    info = info or current()
+    if not info.multi or info.is_root:
+        return
+    from omegaconf import open_dict, read_write
+
+    log_file = ranks_dir(str(config.hydra.run.dir)) / f"rank.{info.rank}.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with read_write(config.hydra), open_dict(config.hydra):
+        config.hydra.output_subdir = None
+        logging_cfg = config.hydra.job_logging
+        handlers = logging_cfg.get("handlers") if logging_cfg is not None else None
+        if not handlers:
+            return
+        files = [name for name, h in handlers.items() if h is not None and "filename" in h]
+        for name in files:
+            handlers[name].filename = str(log_file)
+        if logging_cfg.get("root") is not None and "handlers" in logging_cfg.root:
+            logging_cfg.root.handlers = [h for h in logging_cfg.root.handlers if h in files]
+
+
+def job_started(run_dir: str) -> RankInfo:
+    """This rank's info; in a multi-rank run its rank file is written now."""
+    info = current()
+    if info.multi:
+        write_rank_file(run_dir, info, state="RUNNING")
+    return info
+
+
+def job_finished(run_dir: str, info: RankInfo, error: str | None) -> list[dict[str, Any]]:
+    """Record how this rank ended; on success wait for every other rank (see below).
+
+    A rank that failed returns at once and its process exits non-zero, which
+    makes the launcher (mpirun; srun --kill-on-bad-exit) stop the whole run, so
+    rank 0 never writes a SUCCEEDED record for a run one of whose ranks failed.
+    Ranks that succeeded meet in a barrier when the research code already
+    started MPI; after it every rank file is there and rank 0 returns them all.
+    """
+    if not info.multi:
+        return []
+    write_rank_file(run_dir, info, state="FAILED" if error else "SUCCEEDED", error=error or "")
+    if error is None:
+        mpi = sys.modules.get("mpi4py.MPI")
+        if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
+            mpi.COMM_WORLD.Barrier()
+    return read_rank_files(run_dir) if info.is_root else []
+
+
+def job_error(job_return: Any) -> str | None:
+    """'Type: message' of a failed Hydra job return; None when it completed."""
+    from hydra.core.utils import JobStatus
+
+    if job_return.status == JobStatus.COMPLETED:
+        return None
+    value = job_return._return_value  # the property would re-raise
+    return f"{type(value).__name__}: {value}" if isinstance(value, BaseException) else "failed"
+
+
+def mpi_library() -> str:
+    """The MPI library this process uses (first line of its version), if MPI is loaded."""
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is None:
+        return ""
+    try:
+        return str(mpi.Get_library_version()).replace("\0", "").strip().splitlines()[0]
+    except Exception:  # noqa: BLE001 - a fingerprint detail must never fail a run
+        return ""
+
+
+def with_ranks(record: Any, info: RankInfo, files: Sequence[Mapping[str, Any]]) -> Any:
+    """Rank 0's run record with every rank's place and devices (fingerprint['ranks']) and,
+    when rank 0 itself failed, a failure context naming it."""
+    import dataclasses
+
+    from hpcorch.spec import FailureContext
+
+    keep = ("rank", "host", "local_rank", "local_size", "devices", "pid", "state")
+    summary = {"size": info.size, "launcher": info.source, "mpi": mpi_library(),
+               "ranks": [{k: f.get(k) for k in keep} for f in files]}
+    updates: dict[str, Any] = {"fingerprint": {**record.fingerprint, "ranks": summary}}
+    if not record.state.ok and record.failure is None:
+        error = record.error
+        what = f": {error.type}: {error.message}" if error is not None else ""
+        updates["failure"] = FailureContext(
+            provider=os.environ.get(PROVIDER_ENV, ""), node=info.host,
+            reason=f"rank {info.rank} of {info.size} on {info.host}{what}",
+            stderr_tail="\n".join((error.traceback if error else "").splitlines()[-20:]))
+    return dataclasses.replace(record, **updates)
+
+
+# -- the rank shim ------------------------------------------------------------
+def shim_devices(info: RankInfo, gpus: int, rank_devices: str | None,
+                 environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The devices the shim gives this rank.
+
+    `rank_devices` ('0;1;2,3', one entry per global rank) comes from a provider
+    that placed the ranks itself; otherwise the node's devices (what the
+    scheduler already exported in CUDA_VISIBLE_DEVICES, else 0..gpus-1) are
+    shared out by local rank.
+    """
+    if rank_devices:
+        entries = rank_devices.split(";")
+        if info.rank >= len(entries):
+            raise SystemExit(f"hpcorch rank shim: --rank-devices has {len(entries)} entries, "
+                             f"rank {info.rank} of {info.size} has none")
+        return tuple(d for d in entries[info.rank].split(",") if d)
+    inherited = [d for d in environ.get(DEVICES_ENV, "").split(",") if d]
+    available = inherited or [str(i) for i in range(gpus)]
+    return devices_for(info.local_rank, info.local_size, available)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m hpcorch.worker.ranks [--gpus N] [--rank-devices SPEC] -- COMMAND...`"""
+    parser = argparse.ArgumentParser(
+        prog="python -m hpcorch.worker.ranks",
+        description="Give this rank its own devices, then exec COMMAND.")
+    parser.add_argument("--gpus", type=int, default=0, help="GPUs per node declared by the run")
+    parser.add_argument("--rank-devices", default=None,
+                        help="device ids per global rank, ';'-separated (',' within a rank)")
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("no command given after --")
+    devices = shim_devices(current(), args.gpus, args.rank_devices, os.environ)
+    if devices or args.gpus:
+        os.environ[DEVICES_ENV] = ",".join(devices)
+    sys.stdout.flush()
+    os.execvp(command[0], command)
+
+
+if __name__ == "__main__":
+    main()

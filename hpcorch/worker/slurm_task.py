@@ -1,0 +1,340 @@
+"""What one Slurm array task runs: its run(s), from the spec files, each with its own logs.
+
+    python -m hpcorch.worker.slurm_task <sweep dir>/.hpcorch/slurm/<token>.json
+
+The map file (written by the Slurm provider) lists the runs of every array
+index. For each run of this task: start its portable command (or, with
+pack > 1 and `warm`, fork an interpreter that already imported the app),
+stdout/stderr to `<run_dir>/.hpcorch/`, and keep a small task-state file
+there (`slurm.json`: job id, node, exit code) so the provider learns how
+the run ended without asking the scheduler. The run's record is written by
+the Hydra callback inside the run, as on every provider.
+
+Time limits: Slurm sends SIGUSR1 to this process `grace_s` before the limit.
+It is forwarded to the running run (hpcorch.checkpoint lets the research
+code save a checkpoint on it); then, while SLURM_RESTART_COUNT is below
+max_requeues, the task requeues itself and, when it starts again, resumes
+with the runs that have not finished (they find their checkpoints in their
+run directories). SIGTERM (scancel, preemption, `scontrol requeue`) is
+forwarded too, and the task leaves the verdict to the scheduler.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import runpy
+import signal
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hpcorch.providers.local import job_environment
+from hpcorch.spec import RunSpec
+from hpcorch.store.records import (
+    STDERR_FILE,
+    STDOUT_FILE,
+    atomic_write_json,
+    meta_dir,
+    read_json,
+    spec_path,
+)
+
+TASK_STATE_FILE = "slurm.json"
+#: The signal Slurm sends before the time limit (`--signal=B:USR1@grace`).
+PREEMPT_SIGNAL = signal.SIGUSR1
+#: Seconds between two checks of a running child (signals interrupt the wait anyway).
+_WAIT_STEP_S = 0.05
+
+
+@dataclass(frozen=True)
+class TaskState:
+    """`<run_dir>/.hpcorch/slurm.json`: how far one run got in one Slurm job."""
+
+    job_id: str
+    """`123_4`: the array task that ran it (a later submission has another id)."""
+    state: str
+    """RUNNING, EXITED (the run's process ended by itself) or STOPPED (signalled)."""
+    node: str = ""
+    restart: int = 0
+    exit_code: int | None = None
+    signal: int | None = None
+    started: float | None = None
+    ended: float | None = None
+
+    @property
+    def exited(self) -> bool:
+        """The run's process ended by itself: its exit code is its verdict."""
+        return self.state == "EXITED"
+
+
+def task_state_path(run_dir: str | Path) -> Path:
+    """Where a run's task-state file lives."""
+    return meta_dir(run_dir) / TASK_STATE_FILE
+
+
+def read_task_state(run_dir: str | Path) -> TaskState | None:
+    """The task-state file of a run directory, or None (missing or unreadable)."""
+    path = task_state_path(run_dir)
+    try:
+        data = read_json(path)
+    except (OSError, ValueError):
+        return None
+    known = {f.name for f in dataclasses.fields(TaskState)}
+    try:
+        return TaskState(**{k: v for k, v in data.items() if k in known})
+    except TypeError:
+        return None
+
+
+def write_task_state(run_dir: str | Path, state: TaskState) -> None:
+    """Write the task-state file atomically."""
+    atomic_write_json(task_state_path(run_dir), dataclasses.asdict(state))
+
+
+class ArrayTask:
+    """Runs the runs of one array index, forwarding Slurm's signals to them."""
+
+    def __init__(self, map_path: str, env: dict[str, str] | None = None) -> None:
+        self.env = dict(os.environ if env is None else env)
+        self.map: dict[str, Any] = read_json(map_path)
+        self.index = int(self.env["SLURM_ARRAY_TASK_ID"])
+        array_id = self.env.get("SLURM_ARRAY_JOB_ID", "")
+        self.job_id = f"{array_id}_{self.index}" if array_id else self.env.get("SLURM_JOB_ID", "")
+        self.own_job = self.env.get("SLURM_JOB_ID", self.job_id)
+        self.restart = int(self.env.get("SLURM_RESTART_COUNT", "0") or 0)
+        self.node = self.env.get("SLURMD_NODENAME") or socket.gethostname()
+        self.entries: list[dict[str, Any]] = list(self.map["tasks"][self.index])
+        self.child: int | None = None
+        self.stop_signal: int | None = None
+        self.requeue = False
+        self.deadline = float("inf")
+
+    # -- signals -------------------------------------------------------------
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if self.stop_signal is not None:
+            return
+        self.stop_signal = signum
+        if signum == PREEMPT_SIGNAL:
+            if self.restart >= int(self.map.get("max_requeues", 0)):
+                # No requeue left: let the time limit end it (TIMEOUT), keep running.
+                self.stop_signal = None
+                print(f"hpcorch: time limit near, no requeue left ({self.restart} done)",
+                      file=sys.stderr, flush=True)
+                return
+            self.requeue = True
+            # Give the run most of the grace period to save its checkpoint.
+            self.deadline = time.monotonic() + max(1.0, float(self.map.get("grace_s", 60)) - 5)
+        self._forward(signum)
+
+    def _forward(self, signum: int) -> None:
+        if self.child is None:
+            return
+        try:
+            os.killpg(self.child, signum)
+        except (ProcessLookupError, PermissionError):
+            try:
+                os.kill(self.child, signum)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    # -- the task --------------------------------------------------------------
+    def run(self) -> int:
+        """Run every run of this index; the exit code is the first failing run's."""
+        for sig in (PREEMPT_SIGNAL, signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        specs = [RunSpec.from_dict(read_json(spec_path(e["run_dir"]))) for e in self.entries]
+        warm = _warm_script(specs, self.map) if len(specs) > 1 else None
+        if warm is not None:
+            _warm_up(warm)
+        status = 0
+        for spec in specs:
+            if self.stop_signal is not None:
+                break
+            done = read_task_state(spec.run_dir)
+            if done is not None and done.job_id == self.job_id and done.exited:
+                continue  # finished before this task was requeued
+            code = self._run_one(spec, warm)
+            if code is not None and code != 0 and status == 0:
+                status = code
+        if self.requeue:
+            return self._requeue()
+        if self.stop_signal is not None:
+            return 128 + self.stop_signal
+        return status
+
+    def _run_one(self, spec: RunSpec, warm: str | None) -> int | None:
+        """Run one spec to its end; its exit code, or None when it was stopped by a signal."""
+        started = time.time()
+        base = TaskState(self.job_id, "RUNNING", self.node, self.restart, started=started)
+        write_task_state(spec.run_dir, base)
+        meta = meta_dir(spec.run_dir)
+        with open(meta / STDOUT_FILE, "ab") as out, open(meta / STDERR_FILE, "ab") as err:
+            if self.restart:
+                err.write(f"hpcorch: restart {self.restart} of job {self.job_id}\n".encode())
+                err.flush()
+            try:
+                self.child = self._start(spec, warm, out.fileno(), err.fileno())
+            except OSError as exc:
+                err.write(f"hpcorch: cannot start {spec.command[:1]}: {exc}\n".encode())
+                write_task_state(spec.run_dir, dataclasses.replace(
+                    base, state="EXITED", exit_code=127, ended=time.time()))
+                return 127
+        if self.stop_signal is not None:  # a signal arrived while it was starting
+            self._forward(self.stop_signal)
+        rc = self._wait(self.child)
+        self.child = None
+        ended = time.time()
+        if self.stop_signal is not None:
+            write_task_state(spec.run_dir, dataclasses.replace(
+                base, state="STOPPED", signal=self.stop_signal, ended=ended))
+            return None
+        code = rc if rc >= 0 else 128 - rc
+        write_task_state(spec.run_dir, dataclasses.replace(
+            base, state="EXITED", exit_code=rc if rc >= 0 else None,
+            signal=-rc if rc < 0 else None, ended=ended))
+        return code
+
+    def _start(self, spec: RunSpec, warm: str | None, out_fd: int, err_fd: int) -> int:
+        env = job_environment(spec)
+        cwd = spec.workdir or spec.run_dir
+        if warm is not None:
+            return _fork_warm(spec, env, cwd, out_fd, err_fd)
+        argv = self._argv(spec)
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                stdout=out_fd, stderr=err_fd, start_new_session=True)
+        return proc.pid
+
+    def _argv(self, spec: RunSpec) -> list[str]:
+        """The run's command, under srun (hpcorch.launch's wrapper) when it has several ranks."""
+        mode = self.map.get("srun", "auto")
+        if mode == "never" or (mode == "auto" and spec.resources.tasks <= 1):
+            return list(spec.command)
+        from hpcorch.launch.wrappers import Launcher, LaunchOptions, srun_argv, wrap
+
+        options = LaunchOptions.here("slurm")
+        argv = wrap(spec.command, spec.resources, options, Launcher.SRUN,
+                    env_names=[k for k, _ in spec.env])
+        cut = len(srun_argv(spec.resources, options))
+        return [*argv[:cut], *self.map.get("srun_args", []), *argv[cut:]]
+
+    def _wait(self, pid: int) -> int:
+        """Wait for the child (polling, so signals and the requeue deadline are seen)."""
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return os.waitstatus_to_exitcode(status)
+            if time.monotonic() > self.deadline:
+                self._forward(signal.SIGKILL)
+            time.sleep(_WAIT_STEP_S)
+
+    def _requeue(self) -> int:
+        print(f"hpcorch: requeueing job {self.job_id} (restart {self.restart + 1} of "
+              f"{self.map.get('max_requeues')}) before its time limit", file=sys.stderr, flush=True)
+        done = subprocess.run(["scontrol", "requeue", self.own_job], check=False,
+                              capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            print(f"hpcorch: scontrol requeue failed: {done.stderr.strip()}", file=sys.stderr,
+                  flush=True)
+            return 128 + int(PREEMPT_SIGNAL)
+        # Slurm now ends this attempt (SIGTERM, then SIGKILL) and starts the task again
+        # later; exiting first could race the requeue with a COMPLETED end.
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            time.sleep(0.5)
+        return 0
+
+
+def _warm_script(specs: Sequence[RunSpec], task_map: dict[str, Any]) -> str | None:
+    """The app script when every run is `<this python> <script.py> ...`, else None."""
+    if not task_map.get("warm", True) or task_map.get("srun") == "always":
+        return None
+    scripts = set()
+    for spec in specs:
+        cmd = spec.command
+        if spec.resources.tasks > 1 or len(cmd) < 2 or not cmd[1].endswith(".py"):
+            return None
+        if not os.path.isfile(cmd[1]) or not _same_file(cmd[0], sys.executable):
+            return None
+        scripts.add(cmd[1])
+    return scripts.pop() if len(scripts) == 1 else None
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _warm_up(script: str) -> None:
+    """Import what every run of the app imports, once, before forking per run."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
+    try:
+        runpy.run_path(script, run_name="__hpcorch_warm__")
+        from hydra.core.plugins import Plugins
+
+        Plugins.instance()
+        from hpcorch.identity import script_directory
+        from hpcorch.repro import fingerprint as fp
+
+        fp.distributions()
+        fp._cpu_model()
+        fp._git(script_directory(script))
+        import hpcorch.worker.callback  # noqa: F401 - imported for the forks
+    except Exception:  # noqa: BLE001 - warming is an optimisation; the runs still run
+        traceback.print_exc()
+
+
+def _fork_warm(spec: RunSpec, env: dict[str, str], cwd: str, out_fd: int, err_fd: int) -> int:
+    """Fork; the child runs the app's script as `__main__` with this run's argv."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        os.setsid()
+        for sig in (PREEMPT_SIGNAL, signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_DFL)
+        os.dup2(out_fd, 1)
+        os.dup2(err_fd, 2)
+        os.environ.clear()
+        os.environ.update(env)
+        os.chdir(cwd)
+        sys.argv = list(spec.command[1:])
+        try:
+            runpy.run_path(spec.command[1], run_name="__main__")
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:  # the child must report, then exit, whatever happened
+        traceback.print_exc()
+        code = 1
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+    return 0  # pragma: no cover - os._exit never returns
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: `python -m hpcorch.worker.slurm_task MAP_FILE`."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        print("usage: python -m hpcorch.worker.slurm_task MAP_FILE", file=sys.stderr)
+        return 2
+    return ArrayTask(args[0]).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

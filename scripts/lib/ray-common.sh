@@ -1,0 +1,93 @@
+# shellcheck shell=bash disable=SC2034  # variables are used by the scripts that source this file
+# Settings and helpers shared by scripts/ray-up.sh and scripts/ray-down.sh.
+# Requires scripts/lib/netns.sh to be sourced first.
+#
+# Environment (all optional):
+#   HPCORCH_PYTHON           the interpreter whose `ray` runs the head (default: <repo>/.venv/bin/python)
+#   HPCORCH_RAY_TEMP_DIR     Ray's --temp-dir (default /tmp/hpcorch-ray; keep it short: Ray puts
+#                            unix sockets under it and their paths are limited to 107 bytes)
+#   HPCORCH_RAY_PORT         GCS port (default 6379)
+#   HPCORCH_RAY_DASHBOARD_PORT  dashboard / Jobs API port (default 8265)
+#   HPCORCH_RAY_NUM_CPUS     CPUs the head offers (default: nproc)
+#   HPCORCH_RAY_TIMEOUT      seconds to wait for readiness or shutdown (default 60)
+
+_ray_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+RAY_PYTHON=${HPCORCH_PYTHON:-$_ray_root/.venv/bin/python}
+RAY_BIN=$(dirname "$RAY_PYTHON")/ray
+RAY_TEMP_DIR=${HPCORCH_RAY_TEMP_DIR:-/tmp/hpcorch-ray}
+RAY_PORT=${HPCORCH_RAY_PORT:-6379}
+RAY_DASHBOARD_PORT=${HPCORCH_RAY_DASHBOARD_PORT:-8265}
+RAY_NUM_CPUS=${HPCORCH_RAY_NUM_CPUS:-$(nproc)}
+RAY_TIMEOUT=${HPCORCH_RAY_TIMEOUT:-60}
+RAY_DASHBOARD_URL=http://127.0.0.1:$RAY_DASHBOARD_PORT
+# stdio of `ray start` and of the daemons it leaves behind (never the caller's pipes).
+RAY_START_LOG=$RAY_TEMP_DIR/hpcorch-ray-start.log
+
+# Without this Ray ignores --node-ip-address 127.0.0.1 and binds the routable address
+# (notes/ray.md); with it every listener is on loopback.
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
+export RAY_USAGE_STATS_ENABLED=0
+# The Jobs API runs arbitrary code: never leave it open, even on loopback.
+export RAY_AUTH_MODE=token
+
+_ray_prog=${0##*/}
+log() { printf '%s: %s\n' "${_ray_prog%.sh}" "$*" >&2; }
+
+# Microseconds since the epoch (locale-proof: EPOCHREALTIME may use a comma).
+now_us() { local t=${EPOCHREALTIME//[.,]/}; printf '%s' "$((10#$t))"; }
+elapsed_s() { # elapsed_s START_US -> "12.34"
+    local d=$(( ($(now_us) - $1) / 10000 ))
+    printf '%d.%02d' $((d / 100)) $((d % 100))
+}
+
+# Run a command inside the namespace (directly when we already are inside).
+inns() {
+    if hpcorch_netns_inside; then
+        "$@"
+    else
+        nsenter --net="$HPCORCH_NETNS_PATH" -- "$@"
+    fi
+}
+
+# wait_for TIMEOUT_S CMD... : poll CMD every 0.2 s until it succeeds.
+wait_for() {
+    local deadline=$(( $(now_us) + $1 * 1000000 ))
+    shift
+    until "$@"; do
+        if [ "$(now_us)" -ge "$deadline" ]; then
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
+# The dashboard answers its public GCS health check (no token needed).
+ray_healthy() {
+    inns curl -fsS --max-time 2 -o /dev/null "$RAY_DASHBOARD_URL/api/gcs_healthz" 2>/dev/null
+}
+
+# Pids of the head that uses RAY_TEMP_DIR and RAY_PORT, and of all their
+# descendants (workers and agents rename themselves, e.g. `ray::IDLE`, so they
+# are found through their parents). The daemons name the session directory
+# under the temp dir (or, for the client server, the GCS address) on their
+# command line. Other Ray instances on the machine are left alone.
+ray_pids() {
+    ps -eo pid=,ppid=,args= | awk -v tmp="$RAY_TEMP_DIR/session_" \
+        -v tmpflag="--temp-dir=$RAY_TEMP_DIR" -v gcs="--address=127.0.0.1:$RAY_PORT" -v self=$$ '
+        {
+            pid = $1; ppid[pid] = $2
+            line = $0
+            if (index(line, tmp) || index(line, tmpflag " ") ||
+                (index(line, "ray.util.client.server") && index(line, gcs " "))) root[pid] = 1
+            pids[++n] = pid
+        }
+        END {
+            for (i = 1; i <= n; i++) {
+                p = pids[i]; q = p; hops = 0
+                while (q != "" && q > 1 && hops++ < 64) {
+                    if (q in root) { if (p != self) print p; break }
+                    q = ppid[q]
+                }
+            }
+        }'
+}
