@@ -129,8 +129,10 @@ def _diagnose(where: str, python: str, returncode: int, stderr: str) -> str:
     if "no module named hpcorch" in lowered or "no module named 'hpcorch'" in lowered:
         return (f"{where} has Python but not hpcorch: build it from containers/Dockerfile "
                 "(containers/build.sh) or install hpcorch into it")
-    if returncode in (126, 127) or (python in text and ("not found" in lowered
-                                                          or "no such file" in lowered)):
+    # runc says "executable file not found"; catatonit (podman --init) "failed to exec
+    # pid1: No such file or directory"; tini (docker --init) "exec python failed: ...".
+    missing = "not found" in lowered or "no such file" in lowered
+    if returncode in (126, 127) or (missing and (python in text or "exec" in lowered)):
         return (f"{where} has no `{python}` (container.python): use an image with Python "
                 f"and hpcorch (containers/Dockerfile): {last}")
     return f"`hpcorch container check` failed in {where} (exit {returncode}): {last}"

@@ -25,15 +25,22 @@ from pathlib import Path
 
 _PROBE = """\
 import os, signal, sys, time
-seen = os.path.join({dir!r}, "signals.seen")
+here = {dir!r}
+restart = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+with open(os.path.join(here, "signals.starts"), "a") as handle:
+    handle.write("%d %d %s\\n" % (restart, os.getpid(), sys.executable))
+if restart and {finish_after_restart}:
+    sys.exit(0)  # the requeued incarnation: resumed from its "checkpoint", done
 def note(sig, frame):
-    with open(seen, "a") as handle:
+    with open(os.path.join(here, "signals.seen"), "a") as handle:
         handle.write(signal.Signals(sig).name + " pid=%d\\n" % os.getpid())
+    if signal.Signals(sig).name in {exit_on!r}:
+        sys.exit(0)  # e.g. the time-limit warning: "checkpoint saved", leave for the requeue
     if sig == signal.SIGTERM:
         sys.exit({term_exit})
 for name in {signals!r}:
     signal.signal(getattr(signal, name), note)
-with open(os.path.join({dir!r}, "signals.ready"), "w") as handle:
+with open(os.path.join(here, "signals.ready"), "w") as handle:
     handle.write("%d %s\\n" % (os.getpid(), sys.executable))
 deadline = time.monotonic() + {timeout}
 while time.monotonic() < deadline:
@@ -44,17 +51,28 @@ sys.exit(3)
 
 @dataclass(frozen=True)
 class SignalProbe:
-    """A program that records the signals it receives in `directory`."""
+    """A program that records the signals it receives in `directory`.
+
+    Files: `signals.starts` (one line per start: SLURM_RESTART_COUNT, pid,
+    interpreter), `signals.ready` (handlers installed), `signals.seen` (one
+    line per signal). It exits 0 on a signal in `exit_on`, `term_exit` on
+    SIGTERM, and at once when started again after a requeue if
+    `finish_after_restart`.
+    """
 
     directory: str
     signals: tuple[str, ...] = ("SIGTERM", "SIGUSR2", "SIGUSR1", "SIGINT")
     timeout_s: float = 300.0
     term_exit: int = 0
+    exit_on: tuple[str, ...] = ()
+    finish_after_restart: bool = False
 
     def argv(self, python: str = sys.executable) -> tuple[str, ...]:
         """The command to run (a container wrapper replaces `python` with the image's)."""
         code = _PROBE.format(dir=self.directory, signals=list(self.signals),
-                             timeout=self.timeout_s, term_exit=self.term_exit)
+                             timeout=self.timeout_s, term_exit=self.term_exit,
+                             exit_on=list(self.exit_on),
+                             finish_after_restart=self.finish_after_restart)
         return (python, "-c", code)
 
     @property
@@ -66,6 +84,14 @@ class SignalProbe:
     def seen_file(self) -> Path:
         """One line per signal received: `SIGUSR2 pid=7`."""
         return Path(self.directory) / "signals.seen"
+
+    def starts(self) -> list[tuple[int, str]]:
+        """(SLURM_RESTART_COUNT, interpreter) of every start so far."""
+        path = Path(self.directory) / "signals.starts"
+        if not path.exists():
+            return []
+        rows = [line.split() for line in path.read_text().splitlines() if line]
+        return [(int(row[0]), row[2]) for row in rows]
 
     def wait_ready(self, timeout: float = 120.0) -> str:
         """Wait until the probe runs; returns its ready line."""

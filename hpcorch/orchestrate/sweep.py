@@ -143,46 +143,49 @@ class Orchestrator:
         unindexed: list[RunRecord] = []
         last_flush = time.monotonic()
         record_files = {jid: str(record_path(spec.run_dir)) for jid, (spec, _) in open_runs.items()}
-        while open_runs:
-            changed = False
-            # Record files first: a finished run says so without asking the scheduler.
-            for jid, (spec, handle) in list(open_runs.items()):
-                if not os.path.exists(record_files[jid]):
-                    continue
-                record = read_record(spec.run_dir)
-                if record is not None and record.state.terminal and record.sweep_id == spec.sweep_id:
-                    finished[jid] = self._with_handle(record, handle)
-                    unindexed.append(finished[jid])
-                    del open_runs[jid]
-                    changed = True
-            if open_runs:
-                pairs = list(open_runs.items())
-                for (jid, (spec, handle)), st in zip(
-                        pairs, self.provider.status([h for _, (_, h) in pairs]), strict=True):
-                    if st.state.terminal:
-                        finished[jid] = self._finish(spec, handle, st)
+        try:
+            while open_runs:
+                changed = False
+                # Record files first: a finished run says so without asking the scheduler.
+                for jid, (spec, handle) in list(open_runs.items()):
+                    if not os.path.exists(record_files[jid]):
+                        continue
+                    record = read_record(spec.run_dir)
+                    if record is not None and record.state.terminal and record.sweep_id == spec.sweep_id:
+                        finished[jid] = self._with_handle(record, handle)
                         unindexed.append(finished[jid])
                         del open_runs[jid]
                         changed = True
-                    elif states.get(jid) is not st.state:
-                        states[jid] = st.state
-                        changed = True
-            now = time.monotonic()
-            # The index is for queries, not truth: write it in batches, at most twice a second.
-            if unindexed and (not open_runs or now - last_flush > 0.5):
+                if open_runs:
+                    pairs = list(open_runs.items())
+                    for (jid, (spec, handle)), st in zip(
+                            pairs, self.provider.status([h for _, (_, h) in pairs]), strict=True):
+                        if st.state.terminal:
+                            finished[jid] = self._finish(spec, handle, st)
+                            unindexed.append(finished[jid])
+                            del open_runs[jid]
+                            changed = True
+                        elif states.get(jid) is not st.state:
+                            states[jid] = st.state
+                            changed = True
+                now = time.monotonic()
+                # The index is for queries, not truth: write it in batches, at most twice a second.
+                if unindexed and (not open_runs or now - last_flush > 0.5):
+                    self.index.put_records(unindexed)
+                    unindexed, last_flush = [], now
+                if changed:
+                    running = sum(1 for j in open_runs if states.get(j) is RunState.RUNNING)
+                    failed = sum(1 for r in finished.values() if not r.state.ok)
+                    progress.update(already + len(finished), running, failed)
+                    interval = self.provider.poll_interval
+                else:
+                    interval = min(interval * 1.5, self.provider.max_poll_interval)
+                if open_runs:
+                    self._pause(interval * random.uniform(0.9, 1.1))
+        finally:
+            # Also on an interrupt: what finished must be findable (and skipped) later.
+            if unindexed:
                 self.index.put_records(unindexed)
-                unindexed, last_flush = [], now
-            if changed:
-                running = sum(1 for j in open_runs if states.get(j) is RunState.RUNNING)
-                failed = sum(1 for r in finished.values() if not r.state.ok)
-                progress.update(already + len(finished), running, failed)
-                interval = self.provider.poll_interval
-            else:
-                interval = min(interval * 1.5, self.provider.max_poll_interval)
-            if open_runs:
-                self._pause(interval * random.uniform(0.9, 1.1))
-        if unindexed:
-            self.index.put_records(unindexed)
 
     def _pause(self, seconds: float) -> None:
         """Wait between polls: on the provider's own wake-up signal when it has one."""

@@ -18,10 +18,11 @@ PROVIDERS: dict[str, tuple[str, str]] = {
     "local": ("hpcorch.providers.local:LocalProvider", ""),
     "slurm": ("hpcorch.providers.slurm.provider:SlurmProvider", "slurm"),
     "mpi": ("hpcorch.providers.mpi:MpiProvider", ""),
+    "ray": ("hpcorch.providers.ray:RayProvider", "ray"),
 }
 
 #: Providers that have a config but no implementation in this version.
-PLANNED: tuple[str, ...] = ("ray",)
+PLANNED: tuple[str, ...] = ()
 
 
 def provider_class(name: str) -> Any:

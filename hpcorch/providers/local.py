@@ -245,8 +245,9 @@ class LocalProvider:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.dup2(out_fd, 1)
             os.dup2(err_fd, 2)
+            env = job_environment(spec)  # computed before clearing: it starts from ours
             os.environ.clear()
-            os.environ.update(job_environment(spec))
+            os.environ.update(env)
             assert self._executor is not None
             code = self._executor(spec)
         except BaseException:  # the child must report, then exit, whatever happened
@@ -276,6 +277,9 @@ class LocalProvider:
             del self._running[job_id]
             if proc.pidfd is not None:
                 os.close(proc.pidfd)
+            # Like Slurm at the end of a job: whatever the run left running in its
+            # session (a forgotten subprocess) goes with it, so nothing is orphaned.
+            self._signal_group(proc.pid, signal.SIGKILL)
             self._finished[job_id] = self._outcome(proc, rc)
 
     def _outcome(self, proc: _Proc, rc: int) -> RunStatus:
@@ -299,6 +303,13 @@ class LocalProvider:
     def _failure(self, spec: RunSpec, context: FailureContext) -> FailureContext:
         """A multi-rank run's failure names its rank, host and that rank's stderr."""
         return rank_failure(spec, context) if spec.resources.tasks > 1 else context
+
+    @staticmethod
+    def _signal_group(pgid: int, sig: int) -> None:
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
 
     @staticmethod
     def _signal(proc: _Proc, sig: int) -> None:

@@ -46,7 +46,7 @@ class MpiSettings:
     """Slots of an entry that gives none; null = the usable cores of this machine."""
     gpus_per_host: int = 0
     """GPUs on every host; runs get whole devices (resources.gpus per node)."""
-    gpu_ids: tuple[str, ...] = ()
+    gpu_ids: tuple[str | int, ...] = ()
     """Device ids every host hands out (the configured mapping); empty = 0..gpus_per_host-1."""
     mpirun: str = "mpirun"
     """Name or path of Open MPI's mpirun."""
@@ -67,7 +67,7 @@ class MpiSettings:
         require(not self.gpu_ids or self.gpus_per_host in (0, len(self.gpu_ids)),
                 f"{prefix}.gpu_ids", list(self.gpu_ids),
                 f"must list gpus_per_host ({self.gpus_per_host}) ids, or gpus_per_host must be 0")
-        require(len(set(self.gpu_ids)) == len(self.gpu_ids), f"{prefix}.gpu_ids",
+        require(len({str(i) for i in self.gpu_ids}) == len(self.gpu_ids), f"{prefix}.gpu_ids",
                 list(self.gpu_ids), "must not repeat an id")
         require(bool(self.hosts) or self.hostfile is not None, f"{prefix}.hosts",
                 list(self.hosts), "must name at least one host (or set hostfile)")
@@ -80,7 +80,7 @@ class MpiSettings:
     @property
     def devices(self) -> tuple[str, ...]:
         """The device ids of every host."""
-        return self.gpu_ids or tuple(str(i) for i in range(self.gpus_per_host))
+        return tuple(str(i) for i in self.gpu_ids or range(self.gpus_per_host))
 
 
 class MpiProvider(LocalProvider):

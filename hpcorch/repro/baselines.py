@@ -40,7 +40,7 @@ from hpcorch.store.records import atomic_write_text
 
 FORMAT = "hpcorch-baseline/1"
 _TOP_KEYS = ("format", "name", "created", "source", "tolerances", "runs", "environment")
-_ENTRY_KEYS = ("overrides", "seeds", "run_keys", "metrics", "splits", "config")
+_ENTRY_KEYS = ("seeds", "run_keys", "metrics", "splits", "config")
 _STAT_KEYS = ("mean", "std", "n")
 #: The sweep's own command-line words that say nothing about what it computes.
 _SOURCE_DROP = ("-m", "--multirun", "hydra.sweep.dir=", "hydra.run.dir=", "hydra.sweep.subdir=",
@@ -75,7 +75,6 @@ class BaselineEntry:
 
     key: str
     metrics: dict[str, MetricStats]
-    overrides: tuple[str, ...] = ()
     seeds: tuple[int, ...] = ()
     run_keys: tuple[str, ...] = ()
     splits: tuple[dict[str, Any], ...] = ()
@@ -130,7 +129,7 @@ def build_baseline(sweep: SweepResults, name: str, tolerances: ToleranceTable) -
         metrics = {m: MetricStats.of([r.metrics[m] for r in runs if m in r.metrics])
                    for m in names}
         entries[key] = BaselineEntry(
-            key=key, metrics=metrics, overrides=_without_seed(runs[0].overrides),
+            key=key, metrics=metrics,
             seeds=tuple(sorted(r.seed for r in runs if r.seed is not None)),
             run_keys=tuple(r.run_key for r in runs), splits=_splits_of(runs),
             config=experiment_config(runs[0].config))
@@ -140,10 +139,6 @@ def build_baseline(sweep: SweepResults, name: str, tolerances: ToleranceTable) -
     return Baseline(name=name, entries=entries, tolerances=tolerances,
                     environment=environment_summary(r.fingerprint for r in sweep.runs),
                     source=source, created=created)
-
-
-def _without_seed(overrides: Sequence[str]) -> tuple[str, ...]:
-    return tuple(o for o in overrides if not o.lstrip("+").startswith("seed="))
 
 
 # -- writing ------------------------------------------------------------------
@@ -306,8 +301,7 @@ def _entry(reader: _Reader, key: str, raw: Any) -> BaselineEntry:
     seeds = entry.get("seeds") or []
     for i, seed in enumerate(seeds):
         reader.number(seed, (*path, "seeds", str(i)), integer=True)
-    return BaselineEntry(key=key, metrics=metrics,
-                         overrides=tuple(str(o) for o in entry.get("overrides") or ()),
-                         seeds=tuple(seeds), run_keys=tuple(entry.get("run_keys") or ()),
+    return BaselineEntry(key=key, metrics=metrics, seeds=tuple(seeds),
+                         run_keys=tuple(entry.get("run_keys") or ()),
                          splits=tuple(dict(s) for s in splits),
                          config=dict(reader.mapping(entry.get("config") or {}, (*path, "config"))))

@@ -143,33 +143,51 @@ def metric_check(run: str, metric: str, tolerance: Tolerance, reference: float, 
 
 
 def _split_key(summary: dict[str, Any]) -> str:
-    names = ",".join(summary.get("counts", {}))
-    return f"{summary.get('salt', '')}|{names}"
+    return f"{summary.get('salt', '')}|{','.join(_names(summary))}"  # records sort the names
 
 
 def split_checks(run: str, expected: Sequence[dict[str, Any]],
                  observed: Sequence[dict[str, Any]]) -> list[Check]:
-    """SPLIT_CHANGED for every split whose membership differs (matched by salt and names)."""
+    """SPLIT_CHANGED for every split whose membership differs.
+
+    Splits are matched by salt and split names; what is left over on both
+    sides with the same names is paired up (the salt itself changed).
+    """
     want = {_split_key(s): s for s in expected}
     have = {_split_key(s): s for s in observed}
+    pairs = [(want.get(k), have.get(k)) for k in sorted(set(want) & set(have))]
+    lost = [want[k] for k in sorted(set(want) - set(have))]
+    new = [have[k] for k in sorted(set(have) - set(want))]
+    for a in list(lost):
+        b = next((b for b in new if _names(b) == _names(a)), None)
+        if b is not None:
+            pairs.append((a, b))
+            lost.remove(a)
+            new.remove(b)
+    pairs += [(a, None) for a in lost] + [(None, b) for b in new]
     checks = []
-    for key in sorted(set(want) | set(have)):
-        a, b = want.get(key), have.get(key)
+    for a, b in pairs:
         label = f"split:{(a or b or {}).get('salt', '') or '(no salt)'}"
-        if a is not None and b is not None and \
-                a.get("membership_hash") == b.get("membership_hash"):
-            continue
         if b is None:
             message = "the reference made this split, the observed run(s) did not"
         elif a is None:
             message = "the observed run(s) made a split the reference did not"
+        elif a.get("membership_hash") == b.get("membership_hash"):
+            continue
         else:
+            salt = "" if a.get("salt") == b.get("salt") else \
+                f"salt {a.get('salt')!r} -> {b.get('salt')!r}; "
             counts = ", ".join(f"{n} {a['counts'].get(n)} -> {b['counts'].get(n)}"
-                               for n in a.get("counts", {}))
-            message = (f"membership {a.get('membership_hash')} -> {b.get('membership_hash')}; "
-                       f"items {a.get('items')} -> {b.get('items')}; counts {counts}")
+                               for n in _names(a))
+            message = (f"{salt}membership {a.get('membership_hash')} -> "
+                       f"{b.get('membership_hash')}; items {a.get('items')} -> {b.get('items')}; "
+                       f"counts {counts}")
         checks.append(Check(run, label, Verdict.SPLIT_CHANGED, message=message))
     return checks
+
+
+def _names(summary: dict[str, Any]) -> list[str]:
+    return sorted(summary.get("counts", {}))
 
 
 def _splits(runs: Iterable[RunResult]) -> list[dict[str, Any]]:

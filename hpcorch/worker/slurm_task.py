@@ -245,7 +245,7 @@ class ArrayTask:
             return 128 + int(PREEMPT_SIGNAL)
         # Slurm now ends this attempt (SIGTERM, then SIGKILL) and starts the task again
         # later; exiting first could race the requeue with a COMPLETED end.
-        end = time.monotonic() + 30
+        end = time.monotonic() + float(self.map.get("requeue_wait_s", 30))
         while time.monotonic() < end:
             time.sleep(0.5)
         return 0

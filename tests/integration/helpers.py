@@ -20,9 +20,10 @@ OmegaConf.register_new_resolver("twice", lambda x: 2 * int(x), replace=True)
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg):
-    if cfg.sleep:
+    if cfg.sleep and not os.environ.get("PROBE_NO_SLEEP"):
         # a grandchild that must not outlive a cancelled run
-        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", "probe-grandchild"])
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", "probe-grandchild",
+                          get_original_cwd()])
         open(os.path.join(HydraConfig.get().runtime.output_dir, "started"), "w").close()
         time.sleep(cfg.sleep)
     if cfg.fail:

@@ -120,7 +120,7 @@ def test_runs_keep_the_pinned_image_when_the_tag_moves(tmp_path: Path, image_id:
 def test_signals_sent_to_the_job_reach_the_code_inside(tmp_path: Path, image_id: str) -> None:
     run_dir = tmp_path / "sweep" / "0"
     run_dir.mkdir(parents=True)
-    probe = SignalProbe(str(run_dir))
+    probe = SignalProbe(str(run_dir), term_exit=143)  # exits like a process killed by TERM
     spec = RunSpec(run_key="sig", sweep_id=f"sig{uuid.uuid4().hex[:6]}", num=0, overrides=(),
                    config={}, seed=1, run_dir=str(run_dir), workdir=str(tmp_path),
                    command=probe.argv())

@@ -50,6 +50,8 @@ def test_a_good_image_reports_versions_and_the_command_it_ran() -> None:
 @pytest.mark.parametrize("rc, stdout, stderr, fragment", [
     (127, "", 'Error: runc: exec: "python": executable file not found in $PATH',
      "has no `python`"),
+    (1, "", "ERROR (catatonit:6): failed to exec pid1: No such file or directory",
+     "has no `python`"),
     (1, "", "/usr/bin/python: No module named hpcorch", "has Python but not hpcorch"),
     (0, report(hpcorch="0.0.1"), "", "has hpcorch 0.0.1, the submitting side has"),
     (1, report(app="/w/train.py", app_ok=False, app_error="ModuleNotFoundError: No module "

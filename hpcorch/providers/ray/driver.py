@@ -70,12 +70,6 @@ def _alive_node_resources() -> list[dict[str, float]]:
     return [dict(n.get("Resources", {})) for n in ray.nodes() if n.get("Alive")]
 
 
-def _remote_run(spec_file: str, submission_id: str, warm: bool, job_id: str) -> dict[str, Any]:
-    """The body of a run's Ray task."""
-    spec = execute.load_spec(spec_file)
-    return execute.run_spec(spec, submission_id, warm=warm, job_id=job_id)
-
-
 def run_batch(batch_file: str) -> int:
     """Run every spec of a batch as a named task; exit 0 once all have an outcome."""
     import ray
@@ -87,7 +81,7 @@ def run_batch(batch_file: str) -> int:
     ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), log_to_driver=False,
              logging_level="WARNING")
     nodes = _alive_node_resources()
-    remote = ray.remote(_remote_run)
+    remote = ray.remote(execute.remote_run)
     open_refs: dict[Any, RunSpec] = {}
     for spec in specs:
         job_id = f"{submission_id}#{spec.num}"
@@ -165,15 +159,15 @@ def _cancel(open_refs: dict[Any, RunSpec], submission_id: str, reason: str) -> N
                                   job_id=f"{submission_id}#{spec.num}")
 
 
-def run_one(spec_file: str, submission_id: str, warm: bool) -> int:
-    """A job that is one run: run it in this process's child; exit with its exit code."""
+def run_one(spec_file: str, submission_id: str) -> int:
+    """A job that is one run: start its portable command as a child; exit with its exit code."""
     spec = execute.load_spec(spec_file)
 
     def stop(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
     signal.signal(signal.SIGTERM, stop)
-    outcome = execute.run_spec(spec, submission_id, warm=warm, job_id=submission_id)
+    outcome = execute.run_spec(spec, submission_id, warm=False, job_id=submission_id)
     if outcome["state"] == "CANCELLED":
         return 130
     code = outcome.get("exit_code")
@@ -189,11 +183,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("run", help="run one run in this job")
     p.add_argument("spec_file")
     p.add_argument("submission_id")
-    p.add_argument("--cold", action="store_true", help="start the portable command, not a fork")
     args = parser.parse_args(argv)
     if args.mode == "batch":
         return run_batch(args.batch_file)
-    return run_one(args.spec_file, args.submission_id, warm=not args.cold)
+    return run_one(args.spec_file, args.submission_id)
 
 
 if __name__ == "__main__":

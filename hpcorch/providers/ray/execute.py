@@ -299,6 +299,11 @@ def run_spec(spec: RunSpec, submission_id: str, *, warm: bool, echo: bool = True
     return {"state": state, **outcome}
 
 
+def remote_run(spec_file: str, submission_id: str, warm: bool, job_id: str) -> dict[str, Any]:
+    """The body of a run's Ray task (module-level, so Ray ships it by reference)."""
+    return run_spec(load_spec(spec_file), submission_id, warm=warm, job_id=job_id)
+
+
 def _echo(spec: RunSpec, state: str, code: int) -> None:
     """Copy the run's output into this task's own log, so the dashboard shows it per run."""
     meta = meta_dir(spec.run_dir)

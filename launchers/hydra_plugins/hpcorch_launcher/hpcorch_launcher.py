@@ -2,6 +2,7 @@
 for plugin discovery in every app, so the heavy work lives in `_core`."""
 
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -43,4 +44,16 @@ class HpcorchLauncher(Launcher):
         if self._context is None:
             raise RuntimeError("HpcorchLauncher.launch() called before setup()")
         hydra_context, task_function, config = self._context
-        return _core.launch(hydra_context, task_function, config, job_overrides, initial_job_idx)
+        from hpcorch.errors import ConfigError, HpcorchError
+        from hpcorch.orchestrate.sweep import SweepInterrupted
+
+        try:
+            return _core.launch(hydra_context, task_function, config, job_overrides,
+                                initial_job_idx)
+        except HpcorchError as exc:
+            # One clear line instead of a stack trace: these errors are about the
+            # user's input or environment, and say what to do.
+            print(f"hpcorch: error: {exc}", file=sys.stderr, flush=True)
+            code = 2 if isinstance(exc, ConfigError) else 130 if isinstance(
+                exc, SweepInterrupted) else 1
+            raise SystemExit(code) from None

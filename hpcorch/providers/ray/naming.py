@@ -1,0 +1,179 @@
+"""Pure functions: submission ids, job metadata, entrypoints and the Ray -> RunState mapping.
+
+No Ray import and no I/O here, so unit tests cover every rule directly.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from hpcorch.identity import short_hash
+from hpcorch.spec import FailureContext, RunHandle, RunSpec, RunState, RunStatus
+
+#: Ray job statuses (ray.job_submission.JobStatus values) -> the state of a one-run job.
+JOB_STATES: Mapping[str, RunState] = {
+    "PENDING": RunState.SUBMITTED,
+    "RUNNING": RunState.RUNNING,
+    "SUCCEEDED": RunState.SUCCEEDED,
+    "FAILED": RunState.FAILED,
+    "STOPPED": RunState.CANCELLED,
+}
+_TERMINAL_JOB = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
+_ATTEMPT = re.compile(r"^(?P<base>.+?)(?:-r(?P<n>\d+))?$")
+#: Metadata key that marks a job as hpcorch's, with its kind ("sweep" or "run").
+KIND_KEY = "hpcorch"
+
+
+def is_terminal(job_status: str) -> bool:
+    """True for a Ray job status that never changes again."""
+    return job_status in _TERMINAL_JOB
+
+
+def batch_submission_id(specs: Sequence[RunSpec]) -> str:
+    """The submission id of a sweep job: the sweep id and a hash of its runs' keys."""
+    keys = " ".join(sorted(s.run_key for s in specs))
+    return f"hpcorch-{specs[0].sweep_id}-{short_hash(keys, 10)}"
+
+
+def run_submission_id(spec: RunSpec) -> str:
+    """The submission id of a one-run job: derived from the run key alone."""
+    return f"hpcorch-{spec.run_key}"
+
+
+def next_submission_id(base: str, existing: Iterable[str]) -> str:
+    """`base` when unused, else `base-rN` for the next attempt N (earlier attempts ended)."""
+    attempts = [_attempt_of(base, sid) for sid in existing]
+    used = [n for n in attempts if n is not None]
+    return base if not used else f"{base}-r{max(used) + 1}"
+
+
+def attempts_of(base: str, existing: Iterable[str]) -> list[str]:
+    """The submission ids in `existing` that are attempts of `base`, oldest first."""
+    found = [(n, sid) for sid in existing if (n := _attempt_of(base, sid)) is not None]
+    return [sid for _, sid in sorted(found)]
+
+
+def _attempt_of(base: str, sid: str) -> int | None:
+    if sid == base:
+        return 0
+    match = _ATTEMPT.match(sid)
+    if match and match.group("base") == base and match.group("n"):
+        return int(match.group("n"))
+    return None
+
+
+def task_job_id(submission_id: str, num: int) -> str:
+    """A run's job id in sweep mode: `<submission id>#<run number>`."""
+    return f"{submission_id}#{num}"
+
+
+def split_job_id(job_id: str) -> tuple[str, int | None]:
+    """(submission id, run number or None) of a handle's job id."""
+    sid, sep, num = job_id.rpartition("#")
+    if sep and num.isdigit():
+        return sid, int(num)
+    return job_id, None
+
+
+def sweep_metadata(specs: Sequence[RunSpec], batch_file: str,
+                   extra: Mapping[str, Any]) -> dict[str, str]:
+    """Metadata of a sweep job: findable by sweep id; every run's number, key and overrides."""
+    runs = [{"num": s.num, "run_key": s.run_key, "overrides": " ".join(s.overrides)}
+            for s in specs]
+    data = {str(k): str(v) for k, v in extra.items()}
+    data.update({KIND_KEY: "sweep", "hpcorch_sweep_id": specs[0].sweep_id,
+                 "hpcorch_runs": json.dumps(runs, separators=(",", ":")),
+                 "hpcorch_run_keys": " ".join(s.run_key for s in specs),
+                 "hpcorch_batch": batch_file})
+    return data
+
+
+def run_metadata(spec: RunSpec, extra: Mapping[str, Any]) -> dict[str, str]:
+    """Metadata of a one-run job: sweep id, run number, run key, overrides, run directory."""
+    data = {str(k): str(v) for k, v in extra.items()}
+    data.update({KIND_KEY: "run", "hpcorch_sweep_id": spec.sweep_id,
+                 "hpcorch_run_num": str(spec.num), "hpcorch_run_key": spec.run_key,
+                 "hpcorch_run_keys": spec.run_key,
+                 "hpcorch_overrides": " ".join(spec.overrides),
+                 "hpcorch_run_dir": str(spec.run_dir)})
+    return data
+
+
+def entrypoint(python: str, *args: str) -> str:
+    """The job's entrypoint: Ray runs it through a shell, so every word is quoted."""
+    return shlex.join([python, "-m", "hpcorch.providers.ray.driver", *args])
+
+
+def run_env_vars(spec: RunSpec, user: Mapping[str, str]) -> dict[str, str]:
+    """runtime_env env_vars of a job: the user's plus where the run starts."""
+    return {**dict(user), "HPCORCH_WORKDIR": spec.workdir or spec.run_dir,
+            "HPCORCH_SWEEP_ID": spec.sweep_id}
+
+
+def job_run_status(handle: RunHandle, job: Mapping[str, Any] | None,
+                   outcome: Mapping[str, Any] | None, stderr_tail: str) -> RunStatus:
+    """The state of a one-run job (mode=job): Ray's job status, with the outcome's details."""
+    if job is None:
+        return RunStatus(handle, RunState.UNKNOWN)
+    state = JOB_STATES.get(str(job.get("status")), RunState.UNKNOWN)
+    if state is RunState.FAILED or state is RunState.CANCELLED:
+        own = outcome if outcome and outcome.get("submission_id") == handle.job_id else {}
+        code = job.get("driver_exit_code")
+        context = FailureContext(
+            provider="ray", job_id=handle.job_id,
+            node=str(own.get("node") or job.get("driver_node_id") or "")[:40],
+            exit_code=own.get("exit_code", code if isinstance(code, int) else None),
+            signal=own.get("signal"),
+            reason=str(own.get("reason") or job.get("message") or "").strip(),
+            stderr_tail=stderr_tail)
+        return RunStatus(handle, state, context)
+    return RunStatus(handle, state)
+
+
+def task_run_status(handle: RunHandle, job: Mapping[str, Any] | None,
+                    outcome: Mapping[str, Any] | None, stderr_tail: str) -> RunStatus:
+    """The state of one run of a sweep job (mode=sweep): its outcome file, else the job's."""
+    sid, _ = split_job_id(handle.job_id)
+    own = outcome if outcome and outcome.get("submission_id") == sid else None
+    job_status = str(job.get("status")) if job else ""
+    if own is not None:
+        state = RunState(str(own.get("state")))
+        if state is RunState.RUNNING and is_terminal(job_status):
+            # The driver ended while the run ran: stopped means cancelled, else it was lost.
+            if job_status == "STOPPED":
+                state = RunState.CANCELLED
+            else:
+                return RunStatus(handle, RunState.FAILED, _context(
+                    handle, own, job, stderr_tail,
+                    f"the sweep job ended ({job_status}) while this run was running"))
+        if state in (RunState.FAILED, RunState.CANCELLED):
+            return RunStatus(handle, state, _context(handle, own, job, stderr_tail, ""))
+        return RunStatus(handle, state)
+    if job is None:
+        return RunStatus(handle, RunState.UNKNOWN)
+    if job_status in ("PENDING", "RUNNING"):
+        return RunStatus(handle, RunState.SUBMITTED)
+    if job_status == "STOPPED":
+        return RunStatus(handle, RunState.CANCELLED, _context(
+            handle, {}, job, stderr_tail, "the sweep job was stopped before this run started"))
+    return RunStatus(handle, RunState.FAILED, _context(
+        handle, {}, job, stderr_tail,
+        f"the sweep job ended ({job_status}) without running this run"))
+
+
+def _context(handle: RunHandle, own: Mapping[str, Any], job: Mapping[str, Any] | None,
+             stderr_tail: str, fallback: str) -> FailureContext:
+    job = job or {}
+    message = str(job.get("message") or "").strip()
+    reason = str(own.get("reason") or fallback or "")
+    if fallback and message:
+        reason = f"{reason}: {message.splitlines()[-1]}"
+    return FailureContext(
+        provider="ray", job_id=handle.job_id,
+        node=str(own.get("node") or job.get("driver_node_id") or "")[:40],
+        exit_code=own.get("exit_code"), signal=own.get("signal"), reason=reason,
+        stderr_tail=stderr_tail)

@@ -1,0 +1,133 @@
+"""Rank detection, per-rank devices, the rank shim and the worker's rank files (no MPI needed)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from hpcorch.spec import RunState
+from hpcorch.store.records import ErrorInfo, RunRecord
+from hpcorch.worker import ranks
+from hpcorch.worker.ranks import RankInfo, current, devices_for, shim_devices
+
+OMPI = {"OMPI_COMM_WORLD_RANK": "3", "OMPI_COMM_WORLD_SIZE": "4",
+        "OMPI_COMM_WORLD_LOCAL_RANK": "1", "OMPI_COMM_WORLD_LOCAL_SIZE": "2", "PMIX_RANK": "3"}
+SRUN = {"SLURM_PROCID": "2", "SLURM_STEP_NUM_TASKS": "3", "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "1", "SLURM_STEP_TASKS_PER_NODE": "2,1", "SLURM_NTASKS": "3"}
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({}, (0, 1, 0, 1, "single")),
+    (OMPI, (3, 4, 1, 2, "openmpi")),
+    ({**SRUN, "PMIX_RANK": "2"}, (2, 3, 0, 1, "pmix")),
+    (SRUN, (2, 3, 0, 1, "slurm")),
+    ({"PMI_RANK": "1", "PMI_SIZE": "2", "MPI_LOCALRANKID": "1", "MPI_LOCALNRANKS": "2"},
+     (1, 2, 1, 2, "pmi")),
+    # A batch script sees its allocation's task count but is one process.
+    ({"SLURM_PROCID": "0", "SLURM_NTASKS": "2"}, (0, 1, 0, 1, "single")),
+    ({"OMPI_COMM_WORLD_RANK": "4", "OMPI_COMM_WORLD_SIZE": "4"}, (0, 1, 0, 1, "single")),
+    ({"OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_SIZE": "2"}, (1, 2, 1, 2, "openmpi")),
+])
+def test_rank_detection(env: dict[str, str], expected: tuple[object, ...]) -> None:
+    info = current(env)
+    assert (info.rank, info.size, info.local_rank, info.local_size, info.source) == expected
+    assert info.multi is (expected[1] > 1)
+
+
+def test_slurm_tasks_per_node_with_repeats() -> None:
+    env = {**SRUN, "SLURM_STEP_NUM_TASKS": "5", "SLURM_PROCID": "4",
+           "SLURM_STEP_TASKS_PER_NODE": "2(x2),1", "SLURM_NODEID": "2"}
+    assert current(env).local_size == 1
+
+
+@pytest.mark.parametrize(("local_rank", "local_size", "available", "expected"), [
+    (0, 2, ["0", "1"], ("0",)),
+    (1, 2, ["0", "1"], ("1",)),
+    (1, 2, ["0", "1", "2", "3"], ("2", "3")),
+    (2, 3, ["4", "5"], ("4",)),  # fewer devices than ranks: shared round-robin
+    (0, 1, [], ()),
+])
+def test_devices_for(local_rank: int, local_size: int, available: list[str],
+                     expected: tuple[str, ...]) -> None:
+    assert devices_for(local_rank, local_size, available) == expected
+
+
+def test_shim_devices_sources() -> None:
+    info = RankInfo(rank=2, size=4, local_rank=0, local_size=2)
+    assert shim_devices(info, 2, "0;1;2,3;4", {}) == ("2", "3")
+    assert shim_devices(info, 2, None, {"CUDA_VISIBLE_DEVICES": "6,7"}) == ("6",)
+    assert shim_devices(info, 2, None, {}) == ("0",)
+    with pytest.raises(SystemExit, match="has 2 entries"):
+        shim_devices(info, 2, "0;1", {})
+
+
+def test_shim_sets_devices_then_execs_the_command() -> None:
+    env = {"OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_SIZE": "2", "PATH": "/usr/bin:/bin",
+           "OMPI_COMM_WORLD_LOCAL_RANK": "1", "OMPI_COMM_WORLD_LOCAL_SIZE": "2"}
+    probe = "import os; print(os.environ['CUDA_VISIBLE_DEVICES'])"
+    out = subprocess.run([sys.executable, "-m", "hpcorch.worker.ranks", "--gpus", "4", "--",
+                          sys.executable, "-c", probe], env=env, capture_output=True,
+                         text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "2,3"
+
+
+# -- rank files and the record -------------------------------------------------------
+def hydra_like_config(run_dir: Path) -> object:
+    cfg = OmegaConf.create({"lr": 0.1, "hydra": {
+        "run": {"dir": str(run_dir)}, "output_subdir": ".hydra",
+        "job_logging": {"handlers": {"console": {"class": "logging.StreamHandler"},
+                                     "file": {"class": "logging.FileHandler",
+                                              "filename": "x/train.log"}},
+                        "root": {"handlers": ["console", "file"]}}}})
+    OmegaConf.set_struct(cfg, True)
+    OmegaConf.set_readonly(cfg.hydra, True)
+    return cfg
+
+
+def test_ranks_above_zero_keep_off_rank_zero_outputs(tmp_path: Path) -> None:
+    cfg = hydra_like_config(tmp_path)
+    ranks.prepare_hydra(cfg, RankInfo(rank=0, size=2))
+    assert cfg.hydra.output_subdir == ".hydra"  # type: ignore[attr-defined]
+    ranks.prepare_hydra(cfg, RankInfo(rank=1, size=2))
+    hydra = cfg.hydra  # type: ignore[attr-defined]
+    assert hydra.output_subdir is None
+    assert hydra.job_logging.handlers.file.filename == str(
+        tmp_path / ".hpcorch" / "ranks" / "rank.1.log")
+    assert list(hydra.job_logging.root.handlers) == ["file"]
+    assert OmegaConf.is_readonly(hydra)  # flags restored
+
+
+def test_rank_files_and_rank_zero_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    monkeypatch.setenv(ranks.PROVIDER_ENV, "mpi")
+    one, zero = RankInfo(1, 2, 1, 2, "h1", "openmpi"), RankInfo(0, 2, 0, 2, "h0", "openmpi")
+    assert ranks.job_finished(str(tmp_path), one, None) == []  # not the root: nothing back
+    ranks.write_rank_file(tmp_path, zero, state="RUNNING")
+    files = ranks.job_finished(str(tmp_path), zero, "ValueError: bad")
+    assert [(f["rank"], f["state"], f["devices"]) for f in files] == [
+        (0, "FAILED", "1"), (1, "SUCCEEDED", "1")]
+    record = RunRecord(run_key="k", sweep_id="s", num=0, state=RunState.FAILED,
+                       run_dir=str(tmp_path), error=ErrorInfo("ValueError", "bad", "tb\nlast"))
+    record = ranks.with_ranks(record, zero, files)
+    assert record.fingerprint["ranks"]["size"] == 2
+    assert [r["host"] for r in record.fingerprint["ranks"]["ranks"]] == ["h0", "h1"]
+    assert record.failure is not None and record.failure.provider == "mpi"
+    assert record.failure.reason == "rank 0 of 2 on h0: ValueError: bad"
+    assert record.failure.node == "h0" and record.failure.stderr_tail == "tb\nlast"
+    ok = dataclasses.replace(record, state=RunState.SUCCEEDED, failure=None, error=None)
+    assert ranks.with_ranks(ok, zero, files).failure is None
+
+
+def test_single_rank_writes_no_rank_file(tmp_path: Path) -> None:
+    assert ranks.job_finished(str(tmp_path), RankInfo(), None) == []
+    assert not ranks.ranks_dir(tmp_path).exists()
+    (tmp_path / ".hpcorch" / "ranks").mkdir(parents=True)
+    (tmp_path / ".hpcorch" / "ranks" / "rank.0.json").write_text("{torn")
+    (tmp_path / ".hpcorch" / "ranks" / "rank.1.json").write_text(json.dumps({"rank": 1}))
+    assert ranks.read_rank_files(tmp_path) == [{"rank": 1}]

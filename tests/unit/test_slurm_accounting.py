@@ -1,0 +1,158 @@
+"""Parsing recorded scheduler output (sacct -P, squeue, scontrol) and mapping Slurm states."""
+
+from __future__ import annotations
+
+import pytest
+
+from hpcorch.providers.slurm.accounting import (
+    STATE_MAP,
+    JobInfo,
+    SlurmState,
+    array_ids,
+    expand_job_id,
+    parse_config,
+    parse_exit_code,
+    parse_lookup,
+    parse_sacct,
+    parse_squeue,
+)
+from hpcorch.spec import RunState
+
+# Recorded on the local Slurm 22.05 (sacct -P -n -X -D -o JobID,State,ExitCode,NodeList,Reason,
+# JobName,WorkDir), then extended with the states a single node cannot produce on demand.
+SACCT = """\
+8_0|COMPLETED|0:0|vm|None|hpcorch-s1-a0x1|/tmp/slurm exp
+8_1|FAILED|1:0|vm|None|hpcorch-s1-a0x1|/tmp/slurm exp
+8_[2-5%2]|PENDING|0:0|None assigned|JobArrayTaskLimit|hpcorch-s1-a0x1|/tmp/slurm exp
+14_0|RUNNING|0:0|vm|None|hpcorch-s1-a0x2|/w|with|bars
+14_1|REQUEUED|0:0|vm|None|hpcorch-s1-a0x2|/w
+14_1|PENDING|0:0|None assigned|BeginTime|hpcorch-s1-a0x2|/w
+20_0|OUT_OF_MEMORY|0:125|c017|None|n|/w
+20_1|TIMEOUT|0:0|c018|None|n|/w
+20_2|CANCELLED by 1000|0:15|c019|None|n|/w
+20_3|NODE_FAIL|1:0|c020|None|n|/w
+20_4|PREEMPTED|0:15|c021|None|n|/w
+20_5|BOOT_FAIL|0:0|c022|None|n|/w
+20_6|DEADLINE|0:0|c023|None|n|/w
+20_7|REQUEUED|0:0|c024|None|n|/w
+20_8|SOME_FUTURE_STATE|0:0|c025|None|n|/w
+21|COMPLETED|0:0|c001|None|plain|/w
+"""
+
+
+@pytest.fixture(scope="module")
+def jobs() -> dict[str, JobInfo]:
+    return parse_sacct(SACCT)
+
+
+def test_array_tasks_and_pending_ranges(jobs: dict[str, JobInfo]) -> None:
+    for task in ("8_2", "8_3", "8_4", "8_5"):
+        assert jobs[task].run_state()[0] is RunState.SUBMITTED
+        assert jobs[task].reason == "JobArrayTaskLimit" and jobs[task].node == ""
+    assert jobs["8_0"].run_state() == (RunState.SUCCEEDED, "")
+    assert jobs["8_1"].run_state()[0] is RunState.FAILED and jobs["8_1"].exit_code == 1
+    assert jobs["21"].run_state()[0] is RunState.SUCCEEDED
+
+
+def test_workdir_may_contain_the_separator(jobs: dict[str, JobInfo]) -> None:
+    assert jobs["14_0"].workdir == "/w|with|bars"
+    assert jobs["8_0"].workdir == "/tmp/slurm exp"
+
+
+def test_requeued_task_waiting_again_is_preempted_not_new(jobs: dict[str, JobInfo]) -> None:
+    state, reason = jobs["14_1"].run_state()
+    assert state is RunState.PREEMPTED and not state.terminal
+    assert "requeued" in reason
+
+
+@pytest.mark.parametrize("job_id,state,reason_part,exit_code,signal", [
+    ("20_0", RunState.FAILED, "memory", None, 125),
+    ("20_1", RunState.TIMEOUT, "time limit", 0, None),
+    ("20_2", RunState.CANCELLED, "cancelled by uid 1000", None, 15),
+    ("20_3", RunState.FAILED, "node failed", 1, None),
+    ("20_4", RunState.PREEMPTED, "preempted", None, 15),
+    ("20_5", RunState.FAILED, "boot", 0, None),
+    ("20_6", RunState.TIMEOUT, "deadline", 0, None),
+    ("20_7", RunState.PREEMPTED, "requeued", 0, None),
+])
+def test_state_mapping_and_context(jobs: dict[str, JobInfo], job_id: str, state: RunState,
+                                   reason_part: str, exit_code: int | None,
+                                   signal: int | None) -> None:
+    info = jobs[job_id]
+    got, reason = info.run_state()
+    assert got is state and reason_part in reason
+    context = info.context("Traceback...\nMemoryError", job_id)
+    assert context.provider == "slurm" and context.job_id == job_id
+    assert context.node == info.node and context.node.startswith("c0")
+    assert (context.exit_code, context.signal) == (exit_code, signal)
+    assert context.stderr_tail.endswith("MemoryError")
+    assert reason_part in context.one_line()
+
+
+def test_oom_is_a_failure_that_says_memory(jobs: dict[str, JobInfo]) -> None:
+    state, reason = jobs["20_0"].run_state()
+    assert state is RunState.FAILED
+    assert "OUT_OF_MEMORY" in reason and "memory" in reason
+
+
+def test_unknown_state_keeps_watching(jobs: dict[str, JobInfo]) -> None:
+    state, reason = jobs["20_8"].run_state()
+    assert state is RunState.SUBMITTED and not state.terminal and "SOME_FUTURE_STATE" in reason
+
+
+def test_every_slurm_state_is_mapped_and_only_ends_are_terminal() -> None:
+    assert set(STATE_MAP) == set(SlurmState)
+    ends = {s for s, (rs, _) in STATE_MAP.items() if rs.terminal}
+    assert ends == {SlurmState.COMPLETED, SlurmState.FAILED, SlurmState.SPECIAL_EXIT,
+                    SlurmState.OUT_OF_MEMORY, SlurmState.NODE_FAIL, SlurmState.BOOT_FAIL,
+                    SlurmState.CANCELLED, SlurmState.REVOKED, SlurmState.TIMEOUT,
+                    SlurmState.DEADLINE}
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("0:0", (0, None)), ("3:0", (3, None)), ("0:15", (None, 15)), ("1:9", (1, 9)),
+    ("", (0, None)), ("x:y", (None, None)),
+])
+def test_exit_code(text: str, expected: tuple[int | None, int | None]) -> None:
+    assert parse_exit_code(text) == expected
+
+
+@pytest.mark.parametrize("job_id,expected", [
+    ("123_[5-7%2]", ["123_5", "123_6", "123_7"]),
+    ("123_[1,3,8-9]", ["123_1", "123_3", "123_8", "123_9"]),
+    ("123_[0-6:3]", ["123_0", "123_3", "123_6"]),
+    ("123_4", ["123_4"]), ("77", ["77"]),
+])
+def test_expand_job_id(job_id: str, expected: list[str]) -> None:
+    assert expand_job_id(job_id) == expected
+
+
+def test_squeue_fallback_output() -> None:
+    # Recorded: squeue -h -r -t all -O ArrayJobID:|,ArrayTaskID:|,JobID:|,State:|,Reason:|,
+    # NodeList:|,exit_code:|,Name:|,WorkDir:
+    text = ("8|0|9|COMPLETED|None|vm|0|hpcorch-exp|/tmp/slurm exp|\n"
+            "8|4|13|FAILED|NonZeroExitCode|vm|1024|hpcorch-exp|/tmp/slurm exp|\n"
+            "14|1|14|RUNNING|None|vm|0|hpcorch-exp|/tmp/x|\n"
+            "30|N/A|30|CANCELLED|None||15|plain|/tmp|\n")
+    jobs = parse_squeue(text)
+    assert jobs["8_0"].run_state()[0] is RunState.SUCCEEDED
+    assert jobs["8_4"].exit_code == 4 and jobs["8_4"].run_state()[0] is RunState.FAILED
+    assert jobs["14_1"].run_state()[0] is RunState.RUNNING
+    assert jobs["30"].signal == 15 and jobs["30"].run_state()[0] is RunState.CANCELLED
+
+
+def test_config_limits() -> None:
+    text = ("AccountingStorageType   = accounting_storage/slurmdbd\nMaxArraySize            = 1001\n"
+            "MaxJobCount             = 10000\nSLURM_VERSION           = 22.05.8\n")
+    limits = parse_config(text)
+    assert (limits.max_array_size, limits.max_job_count, limits.accounting) == (1001, 10000, True)
+    assert limits.version == "22.05.8"
+    off = parse_config("AccountingStorageType = accounting_storage/none\nMaxArraySize = 5\n")
+    assert (off.max_array_size, off.accounting) == (5, False)
+
+
+def test_lookup_and_array_ids() -> None:
+    rows = list(parse_lookup("8_[2-3]|hpcorch-s-a0x1|/tmp/a b\n9|other|/x\n"))
+    assert rows == [("8_2", "hpcorch-s-a0x1", "/tmp/a b"), ("8_3", "hpcorch-s-a0x1", "/tmp/a b"),
+                    ("9", "other", "/x")]
+    assert array_ids(["8_1", "8_2", "9", "10_0"]) == ["8", "9", "10"]

@@ -1,0 +1,72 @@
+"""hpcorch.checkpoint: the documented hook for saving on the time-limit signal and resuming."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hpcorch import checkpoint
+from hpcorch.spec import RunSpec
+
+
+@pytest.fixture
+def in_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    run_dir = tmp_path / "run"
+    (run_dir / ".hpcorch").mkdir(parents=True)
+    spec = RunSpec(run_key="k", sweep_id="s", num=0, overrides=(), config={}, seed=0,
+                   run_dir=str(run_dir), command=("python",))
+    (run_dir / ".hpcorch" / "spec.json").write_text(spec.to_json())
+    monkeypatch.setenv("HPCORCH_SPEC", str(run_dir / ".hpcorch" / "spec.json"))
+    monkeypatch.chdir(tmp_path)
+    return run_dir
+
+
+def test_save_load_in_the_run_directory(in_run: Path) -> None:
+    assert checkpoint.load(default={"epoch": 0}) == {"epoch": 0}
+    assert not checkpoint.exists()
+    path = checkpoint.save({"epoch": 3})
+    assert path == in_run / "checkpoints" / "last.pkl"
+    assert checkpoint.load() == {"epoch": 3} and checkpoint.exists()
+    assert checkpoint.path("model.pt") == in_run / "checkpoints" / "model.pt"
+    assert not list((in_run / "checkpoints").glob(".*.tmp"))
+    with pytest.raises(ValueError):
+        checkpoint.path("../escape")
+
+
+def test_restarts_follow_slurm(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    assert checkpoint.restarts() == 0
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "2")
+    assert checkpoint.restarts() == 2
+
+
+APP = """
+import os, signal, sys, time
+from hpcorch import checkpoint
+state = checkpoint.load(default={"step": 0})
+checkpoint.on_signal(lambda: checkpoint.save(state))
+open("ready", "w").close()
+while state["step"] < 10**9:
+    state["step"] += 1
+    time.sleep(0.001)
+"""
+
+
+def test_on_signal_saves_then_stops_for_resume(in_run: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "HPCORCH_SPEC": str(in_run / ".hpcorch" / "spec.json")}
+    proc = subprocess.Popen([sys.executable, "-c", APP], cwd=tmp_path, env=env)
+    try:
+        for _ in range(600):
+            if (tmp_path / "ready").exists():
+                break
+            subprocess.run(["sleep", "0.05"], check=True)
+        proc.send_signal(__import__("signal").SIGUSR1)
+        assert proc.wait(30) == checkpoint.EXIT_RESUME
+    finally:
+        proc.kill()
+    saved = checkpoint.load()
+    assert saved["step"] > 0

@@ -1,0 +1,388 @@
+"""The Slurm provider against a fake of the Slurm commands (the CommandRunner seam)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hpcorch.errors import ProviderError, ProviderUnavailable
+from hpcorch.providers.slurm.accounting import ClusterLimits
+from hpcorch.providers.slurm.provider import SlurmProvider
+from hpcorch.providers.slurm.settings import SlurmSettings
+from hpcorch.spec import RunHandle, RunSpec, RunState
+from hpcorch.worker.slurm_task import TaskState, write_task_state
+
+
+class FakeSlurm:
+    """Answers sbatch/sacct/squeue/scancel/scontrol from a table of job states."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self.next_id = 100
+        self.states: dict[str, str] = {}  # "100_0" -> "RUNNING|0:0|vm"
+        self.names: dict[str, tuple[str, str]] = {}  # array id -> (job name, workdir)
+        self.sbatch_errors: list[str] = []
+        self.accepted_despite_error = False
+        self.accounting = True
+
+    def __call__(self, argv: Sequence[str], **_: Any) -> subprocess.CompletedProcess[str]:
+        argv = list(argv)
+        self.calls.append(argv)
+        handler = getattr(self, "_" + argv[0])
+        rc, out, err = handler(argv)
+        return subprocess.CompletedProcess(argv, rc, out, err)
+
+    def count(self, name: str) -> int:
+        return sum(1 for c in self.calls if c[0] == name)
+
+    def _scontrol(self, argv: list[str]) -> tuple[int, str, str]:
+        storage = "slurmdbd" if self.accounting else "none"
+        return 0, f"MaxArraySize = 1001\nAccountingStorageType = accounting_storage/{storage}\n", ""
+
+    def _sbatch(self, argv: list[str]) -> tuple[int, str, str]:
+        script = Path(argv[-1]).read_text()
+        name = next(ln.split("=", 1)[1] for ln in script.splitlines()
+                    if ln.startswith("#SBATCH --job-name="))
+        workdir = next(ln.split("=", 1)[1] for ln in script.splitlines()
+                       if ln.startswith("#SBATCH --chdir="))
+        array = next(ln.split("=", 1)[1] for ln in script.splitlines()
+                     if ln.startswith("#SBATCH --array="))
+        size = int(array.split("-")[1].split("%")[0]) + 1
+        accepted = not self.sbatch_errors or self.accepted_despite_error
+        if accepted:
+            job = str(self.next_id)
+            self.next_id += 1
+            self.names[job] = (name, workdir)
+            for i in range(size):
+                self.states[f"{job}_{i}"] = "PENDING|0:0|None assigned"
+        if self.sbatch_errors:
+            return 1, "", self.sbatch_errors.pop(0)
+        return 0, f"{job};cluster\n", ""
+
+    def _sacct(self, argv: list[str]) -> tuple[int, str, str]:
+        if not self.accounting:
+            return 1, "", "sacct: error: Slurm accounting storage is disabled\n"
+        arrays = argv[argv.index("-j") + 1].split(",")
+        lines = []
+        for job_id, text in self.states.items():
+            array = job_id.split("_")[0]
+            if array in arrays:
+                state, exit_code, node = text.split("|")
+                name, workdir = self.names.get(array, ("x", "/"))
+                lines.append(f"{job_id}|{state}|{exit_code}|{node}|None|{name}|{workdir}")
+        return 0, "\n".join(lines) + "\n", ""
+
+    def _squeue(self, argv: list[str]) -> tuple[int, str, str]:
+        if "--name" in argv:
+            name = argv[argv.index("--name") + 1]
+            ids = [a for a, (n, _) in self.names.items() if n == name]
+            return 0, "".join(f"{a}\n" for a in ids), ""
+        if "-O" in argv:
+            arrays = argv[argv.index("-j") + 1].split(",")
+            lines = []
+            for job_id, text in self.states.items():
+                array, task = job_id.split("_")
+                if array in arrays:
+                    state, _, node = text.split("|")
+                    name, workdir = self.names.get(array, ("x", "/"))
+                    lines.append(f"{array}|{task}|{job_id}|{state}|None|{node}|0|{name}|{workdir}")
+            return 0, "\n".join(lines) + "\n", ""
+        rows = [f"{j}|{self.names[j.split('_')[0]][0]}|{self.names[j.split('_')[0]][1]}"
+                for j, text in self.states.items() if text.split("|")[0] in ("PENDING", "RUNNING")]
+        return 0, "\n".join(rows) + "\n", ""
+
+    def _scancel(self, argv: list[str]) -> tuple[int, str, str]:
+        errors = []
+        for job_id in argv[1:]:
+            text = self.states.get(job_id)
+            if text is None:
+                errors.append(f"scancel: error: Kill job error on job id {job_id}: "
+                              "Invalid job id specified")
+            elif text.startswith(("PENDING", "RUNNING")):
+                self.states[job_id] = "CANCELLED by 0|0:15|vm"
+            else:
+                errors.append(f"scancel: error: Kill job error on job id {job_id}: "
+                              "Job/step already completing or completed")
+        return (1 if errors else 0), "", "\n".join(errors)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def fake() -> FakeSlurm:
+    return FakeSlurm()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def make(fake: FakeSlurm, clock: Clock, **settings: Any) -> SlurmProvider:
+    sleeps: list[float] = []
+    provider = SlurmProvider(SlurmSettings(**settings), runner=fake, sleep=sleeps.append,
+                             clock=clock)
+    provider.sleeps = sleeps  # type: ignore[attr-defined]
+    return provider
+
+
+def specs(tmp_path: Path, n: int) -> list[RunSpec]:
+    out = []
+    for num in range(n):
+        run_dir = tmp_path / "sweep" / str(num)
+        out.append(RunSpec(run_key=f"k{num}", sweep_id="sw", num=num, overrides=(), config={},
+                           seed=num, run_dir=str(run_dir), command=("python", "-c", "pass")))
+    return out
+
+
+def test_one_sbatch_per_array_and_handles_in_order(tmp_path: Path, fake: FakeSlurm,
+                                                     clock: Clock) -> None:
+    provider = make(fake, clock, max_array_size=4)
+    handles = provider.submit(specs(tmp_path, 10))
+    assert fake.count("sbatch") == 3
+    assert [h.job_id for h in handles][:5] == ["100_0", "100_1", "100_2", "100_3", "101_0"]
+    assert [h.run_key for h in handles] == [f"k{i}" for i in range(10)]
+    assert (tmp_path / "sweep/0/.hpcorch/spec.json").exists()  # written for the job
+
+
+def test_transient_sbatch_failure_is_retried_with_backoff(tmp_path: Path, fake: FakeSlurm,
+                                                          clock: Clock) -> None:
+    fake.sbatch_errors = ["sbatch: error: Batch job submission failed: Socket timed out on "
+                          "send/recv operation"] * 2
+    provider = make(fake, clock)
+    handles = provider.submit(specs(tmp_path, 2))
+    assert fake.count("sbatch") == 3 and handles[0].job_id == "100_0"
+    assert len(provider.sleeps) == 2  # type: ignore[attr-defined]
+    assert 0.5 <= provider.sleeps[0] <= 1.5 and 1.0 <= provider.sleeps[1] <= 3.0  # type: ignore
+
+
+def test_timed_out_sbatch_that_got_through_is_not_submitted_twice(
+        tmp_path: Path, fake: FakeSlurm, clock: Clock) -> None:
+    fake.sbatch_errors = ["sbatch: error: Socket timed out on send/recv operation"]
+    fake.accepted_despite_error = True
+    handles = make(fake, clock).submit(specs(tmp_path, 2))
+    assert fake.count("sbatch") == 1 and len(fake.names) == 1
+    assert handles[1].job_id == "100_1"
+
+
+def test_transient_failures_are_bounded(tmp_path: Path, fake: FakeSlurm, clock: Clock) -> None:
+    fake.sbatch_errors = ["sbatch: error: Resource temporarily unavailable"] * 10
+    with pytest.raises(ProviderError, match="after 3 tries"):
+        make(fake, clock, submit_retries=2).submit(specs(tmp_path, 1))
+    assert fake.count("sbatch") == 3
+
+
+def test_other_sbatch_errors_fail_at_once_with_argv_rc_and_stderr(
+        tmp_path: Path, fake: FakeSlurm, clock: Clock) -> None:
+    fake.sbatch_errors = ["sbatch: error: invalid partition specified: gpux"]
+    with pytest.raises(ProviderError) as err:
+        make(fake, clock).submit(specs(tmp_path, 1))
+    assert fake.count("sbatch") == 1
+    assert err.value.argv[:2] == ("sbatch", "--parsable") and err.value.returncode == 1
+    assert "invalid partition" in str(err.value) and str(err.value).startswith("[slurm]")
+
+
+def test_failed_batch_cancels_what_it_submitted(tmp_path: Path, fake: FakeSlurm,
+                                                clock: Clock) -> None:
+    provider = make(fake, clock, max_array_size=2)
+    original = fake._sbatch
+
+    def second_fails(argv: list[str]) -> tuple[int, str, str]:
+        if fake.count("sbatch") == 2:
+            return 1, "", "sbatch: error: QOSMaxSubmitJobPerUserLimit"
+        return original(argv)
+
+    fake._sbatch = second_fails  # type: ignore[method-assign]
+    with pytest.raises(ProviderError):
+        provider.submit(specs(tmp_path, 4))
+    assert ["scancel", "100"] in fake.calls
+
+
+def test_status_is_one_sacct_call_per_interval_with_backoff(tmp_path: Path, fake: FakeSlurm,
+                                                            clock: Clock) -> None:
+    provider = make(fake, clock, query_interval=5.0, max_query_interval=20.0)
+    handles = provider.submit(specs(tmp_path, 50))
+    assert {s.state for s in provider.status(handles)} == {RunState.SUBMITTED}
+    assert fake.count("sacct") == 0  # just submitted: nothing to ask yet
+    times = []
+    for _ in range(200):  # 100 s of 0.5 s polls
+        clock.now += 0.5
+        before = fake.count("sacct")
+        provider.status(handles)
+        if fake.count("sacct") > before:
+            times.append(clock.now - 1000)
+    assert len(times) == 7, times  # 5, 12.5, 23.75, then every ~20 s
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert all(g <= 20.0 * 1.1 + 0.5 for g in gaps) and gaps[0] < gaps[-1]
+    assert all(len(c[c.index("-j") + 1].split(",")) == 1 for c in fake.calls if c[0] == "sacct")
+
+
+def test_task_state_files_answer_without_the_scheduler(tmp_path: Path, fake: FakeSlurm,
+                                                       clock: Clock) -> None:
+    provider = make(fake, clock)
+    runs = specs(tmp_path, 3)
+    handles = provider.submit(runs)
+    (Path(runs[1].run_dir) / ".hpcorch" / "stderr.log").write_text("boom\nValueError: x\n")
+    write_task_state(runs[0].run_dir, TaskState("100_0", "EXITED", "vm", exit_code=0))
+    write_task_state(runs[1].run_dir, TaskState("100_1", "EXITED", "vm", exit_code=3))
+    write_task_state(runs[2].run_dir, TaskState("100_2", "RUNNING", "vm"))
+    statuses = provider.status(handles)
+    assert [s.state for s in statuses] == [RunState.SUCCEEDED, RunState.FAILED, RunState.RUNNING]
+    context = statuses[1].context
+    assert context is not None and (context.job_id, context.node, context.exit_code) == (
+        "100_1", "vm", 3)
+    assert context.stderr_tail.endswith("ValueError: x")
+    assert fake.count("sacct") == 0
+
+
+def test_task_state_of_an_earlier_submission_is_ignored(tmp_path: Path, fake: FakeSlurm,
+                                                        clock: Clock) -> None:
+    provider = make(fake, clock)
+    runs = specs(tmp_path, 1)
+    write_task_state(runs[0].run_dir, TaskState("7_0", "EXITED", "vm", exit_code=1))
+    [handle] = provider.submit(runs)
+    assert provider.status([handle])[0].state is RunState.SUBMITTED
+
+
+def test_killed_jobs_come_from_sacct_with_context(tmp_path: Path, fake: FakeSlurm,
+                                                  clock: Clock) -> None:
+    provider = make(fake, clock)
+    runs = specs(tmp_path, 3)
+    handles = provider.submit(runs)
+    write_task_state(runs[0].run_dir, TaskState("100_0", "RUNNING", "c1"))
+    (Path(runs[0].run_dir) / ".hpcorch" / "stderr.log").write_text("allocating...\n")
+    fake.states.update({"100_0": "OUT_OF_MEMORY|0:125|c1", "100_1": "TIMEOUT|0:0|c2",
+                        "100_2": "REQUEUED|0:0|c3"})
+    clock.now += 60
+    statuses = provider.status(handles)
+    assert [s.state for s in statuses] == [RunState.FAILED, RunState.TIMEOUT, RunState.PREEMPTED]
+    oom = statuses[0].context
+    assert oom is not None and "memory" in oom.reason and oom.node == "c1"
+    assert oom.stderr_tail == "allocating..." and oom.job_id == "100_0"
+
+
+def test_sigkilled_run_waits_for_slurms_verdict(tmp_path: Path, fake: FakeSlurm,
+                                                clock: Clock) -> None:
+    provider = make(fake, clock)
+    runs = specs(tmp_path, 1)
+    [handle] = provider.submit(runs)
+    write_task_state(runs[0].run_dir, TaskState("100_0", "EXITED", "c1", signal=9))
+    fake.states["100_0"] = "OUT_OF_MEMORY|0:9|c1"
+    clock.now += 60
+    [status] = provider.status([handle])
+    assert status.state is RunState.FAILED and status.context is not None
+    assert "OUT_OF_MEMORY" in status.context.reason and status.context.signal == 9
+
+
+def test_without_accounting_one_squeue_call(tmp_path: Path, fake: FakeSlurm,
+                                            clock: Clock) -> None:
+    fake.accounting = False
+    provider = make(fake, clock)
+    handles = provider.submit(specs(tmp_path, 3))
+    fake.states["100_1"] = "RUNNING|0:0|vm"
+    clock.now += 60
+    assert [s.state for s in provider.status(handles)] == [
+        RunState.SUBMITTED, RunState.RUNNING, RunState.SUBMITTED]
+    assert fake.count("sacct") == 0 and fake.count("squeue") == 1
+
+
+def test_accounting_that_fails_switches_to_squeue(tmp_path: Path, fake: FakeSlurm,
+                                                  clock: Clock) -> None:
+    provider = make(fake, clock)
+    handles = provider.submit(specs(tmp_path, 2))
+    fake.accounting = False  # sacct now says disabled, scontrol was read while it was on
+    clock.now += 60
+    provider.status(handles)
+    clock.now += 120
+    provider.status(handles)
+    assert fake.count("sacct") == 1 and fake.count("squeue") == 2
+
+
+def test_unknown_job_is_unknown(fake: FakeSlurm, clock: Clock) -> None:
+    provider = make(fake, clock)
+    [status] = provider.status([RunHandle("slurm", "nope", "999999999")])
+    assert status.state is RunState.UNKNOWN
+    assert fake.count("sacct") == 1 and fake.count("squeue") == 1
+
+
+def test_cancel_is_one_call_idempotent_and_asks_again_soon(tmp_path: Path, fake: FakeSlurm,
+                                                          clock: Clock) -> None:
+    provider = make(fake, clock)
+    handles = provider.submit(specs(tmp_path, 3))
+    provider.cancel(handles)
+    provider.cancel(handles)
+    provider.cancel([RunHandle("slurm", "x", "555_0")])
+    assert fake.count("scancel") == 3
+    assert [s.state for s in provider.status(handles)] == [RunState.CANCELLED] * 3
+
+
+def test_lookup_finds_open_jobs_through_their_map_files(tmp_path: Path, fake: FakeSlurm,
+                                                        clock: Clock) -> None:
+    runs = specs(tmp_path, 4)
+    make(fake, clock, pack=2).submit(runs)
+    fake.states["100_0"] = "COMPLETED|0:0|vm"  # runs 0 and 1 are done
+    fresh = make(fake, clock)  # another process: knows nothing but Slurm and the files
+    found = fresh.lookup(["k0", "k2", "k3", "missing"])
+    assert [(h.run_key, h.job_id) for h in found] == [("k2", "100_1"), ("k3", "100_1")]
+    assert fake.count("squeue") == 1
+    fake.states["100_1"] = "FAILED|3:0|vm"
+    clock.now += 60
+    statuses = fresh.status(found)
+    assert [s.state for s in statuses] == [RunState.FAILED, RunState.FAILED]
+
+
+def test_status_in_a_fresh_process_learns_run_dirs_from_the_map(
+        tmp_path: Path, fake: FakeSlurm, clock: Clock) -> None:
+    runs = specs(tmp_path, 1)
+    [handle] = make(fake, clock).submit(runs)
+    (Path(runs[0].run_dir) / ".hpcorch" / "stderr.log").write_text("Killed\n")
+    fake.states["100_0"] = "CANCELLED by 0|0:15|vm"
+    [status] = make(fake, clock).status([handle])
+    assert status.state is RunState.CANCELLED and status.context is not None
+    assert status.context.stderr_tail == "Killed"
+
+
+def test_check_and_missing_commands(fake: FakeSlurm, clock: Clock) -> None:
+    provider = make(fake, clock)
+    provider.check()
+    assert provider.limits.max_array_size == 1001 and fake.count("scontrol") == 1
+    provider.limits  # noqa: B018 - cached: no second call
+    assert fake.count("scontrol") == 1
+
+    def missing(argv: Sequence[str], **_: Any) -> subprocess.CompletedProcess[str]:
+        raise FileNotFoundError(argv[0])
+
+    with pytest.raises(ProviderUnavailable, match="not found on PATH"):
+        SlurmProvider(runner=missing).check()
+    down = SlurmProvider(runner=lambda argv, **_: subprocess.CompletedProcess(
+        argv, 1, "", "slurm_load_ctl_conf error: Unable to contact slurm controller"))
+    with pytest.raises(ProviderUnavailable, match="cannot reach slurmctld"):
+        down.check()
+    assert not down.limits.read_from_cluster  # a dry run still renders, with defaults
+
+
+def test_render_is_what_submit_writes(tmp_path: Path, fake: FakeSlurm, clock: Clock) -> None:
+    provider = make(fake, clock, max_array_size=2)
+    runs = specs(tmp_path, 3)
+    text = provider.render(runs)
+    provider.submit(runs)
+    scripts = sorted((tmp_path / "sweep/.hpcorch/slurm").glob("*.sbatch"))
+    assert len(scripts) == 2
+    for script in scripts:
+        assert script.read_text() in text
+
+
+def test_unused_limits_injection(tmp_path: Path, fake: FakeSlurm) -> None:
+    provider = SlurmProvider(SlurmSettings(), runner=fake, limits=ClusterLimits(max_array_size=2))
+    provider.submit(specs(tmp_path, 5))
+    assert fake.count("sbatch") == 3 and fake.count("scontrol") == 0

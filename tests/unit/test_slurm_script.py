@@ -1,0 +1,130 @@
+"""Slurm provider: array planning (MaxArraySize, MaxJobCount, packing) and the golden script."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from hpcorch.providers.slurm.accounting import ClusterLimits
+from hpcorch.providers.slurm.provider import SlurmProvider
+from hpcorch.providers.slurm.script import (
+    job_name_token,
+    map_data,
+    plan_arrays,
+    render_script,
+    signal_grace,
+    slurm_dir_for,
+)
+from hpcorch.providers.slurm.settings import SlurmSettings
+from hpcorch.spec import Resources, RunSpec
+
+GOLDEN = Path(__file__).parent / "golden" / "slurm_array.sbatch"
+
+
+def spec(num: int, sweep: str = "/sweeps/demo", resources: Resources | None = None) -> RunSpec:
+    run_dir = f"{sweep}/{num}"
+    return RunSpec(run_key=f"key{num:04d}", sweep_id="demo1234", num=num,
+                   overrides=(f"lr=0.{num}",), config={"lr": num}, seed=num, run_dir=run_dir,
+                   command=("/opt/venv/bin/python", "/src/train.py", f"lr=0.{num}",
+                            f"hydra.run.dir={run_dir}"),
+                   resources=resources or Resources(), workdir="/src")
+
+
+def golden_settings() -> SlurmSettings:
+    return SlurmSettings(partition="gpu", account="proj42", qos="high", constraint="a100&ib",
+                         exclusive=True, time_min=None, array_throttle=4,
+                         setup=("module load cuda/12.1", "source /opt/venv/bin/activate"),
+                         extra={"mail-type": "END,FAIL", "gres": "gpu:1", "comment": False},
+                         signal_grace_s=120, max_requeues=2, python="/opt/venv/bin/python")
+
+
+def test_golden_sbatch_script() -> None:
+    """The rendered script is pinned: any change to it is a visible diff of this file."""
+    resources = Resources(cpus=4, gpus=1, mem_gb=8, time_min=90)
+    provider = SlurmProvider(golden_settings(), limits=ClusterLimits(max_array_size=1001))
+    text = provider.render([spec(n, resources=resources) for n in range(3)])
+    if os.environ.get("HPCORCH_UPDATE_GOLDEN") == "1":
+        GOLDEN.write_text(text)
+    assert text == GOLDEN.read_text(), "regenerate with HPCORCH_UPDATE_GOLDEN=1 if intended"
+
+
+def test_golden_script_quotes_paths_and_carries_each_option() -> None:
+    text = GOLDEN.read_text()
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --account=proj42", "#SBATCH --qos=high",
+                 "#SBATCH --constraint='a100&ib'", "#SBATCH --exclusive", "#SBATCH --time=90",
+                 "#SBATCH --cpus-per-task=4", "#SBATCH --gpus-per-node=1", "#SBATCH --mem=8GB",
+                 "#SBATCH --array=0-2%4", "#SBATCH --signal=B:USR1@120", "#SBATCH --requeue",
+                 "#SBATCH --mail-type=END,FAIL", "#SBATCH --gres=gpu:1", "module load cuda/12.1"):
+        assert line in text.splitlines(), line
+    assert "--comment" not in text  # extra: false drops an option
+
+
+def test_split_caps_the_array_index_not_only_the_count() -> None:
+    specs = [spec(n) for n in range(25)]
+    plans = plan_arrays(specs, SlurmSettings(), ClusterLimits(max_array_size=10))
+    assert [len(p.tasks) for p in plans] == [10, 10, 5]
+    for plan in plans:
+        text = render_script(plan, SlurmSettings(), "python")
+        assert f"#SBATCH --array=0-{len(plan.tasks) - 1}" in text  # highest index 9 < 10
+    assert [s.num for p in plans for s in p.runs] == list(range(25))
+    assert len({p.token for p in plans}) == 3
+
+
+def test_setting_lowers_the_cluster_limit() -> None:
+    plans = plan_arrays([spec(n) for n in range(7)], SlurmSettings(max_array_size=3),
+                        ClusterLimits(max_array_size=1001))
+    assert [len(p.tasks) for p in plans] == [3, 3, 1]
+
+
+def test_pack_puts_several_runs_in_one_task() -> None:
+    [plan] = plan_arrays([spec(n) for n in range(7)], SlurmSettings(pack=3), ClusterLimits())
+    assert [[s.num for s in t] for t in plan.tasks] == [[0, 1, 2], [3, 4, 5], [6]]
+    data = map_data(plan, SlurmSettings(pack=3))
+    assert [[e["num"] for e in t] for t in data["tasks"]] == [[0, 1, 2], [3, 4, 5], [6]]
+
+
+def test_max_job_count_raises_the_pack_instead_of_failing() -> None:
+    plans = plan_arrays([spec(n) for n in range(10)], SlurmSettings(),
+                        ClusterLimits(max_array_size=1001, max_job_count=4))
+    assert sum(len(p.tasks) for p in plans) <= 4
+    assert sorted(s.num for p in plans for s in p.runs) == list(range(10))
+
+
+def test_runs_with_other_resources_get_their_own_array() -> None:
+    big = Resources(cpus=8)
+    plans = plan_arrays([spec(0), spec(1, resources=big), spec(2)], SlurmSettings(),
+                        ClusterLimits())
+    assert [[s.num for s in p.runs] for p in plans] == [[0, 2], [1]]
+    assert "#SBATCH --cpus-per-task=8" in render_script(plans[1], SlurmSettings(), "python")
+
+
+def test_grace_never_exceeds_half_a_short_limit() -> None:
+    [plan] = plan_arrays([spec(0, resources=Resources(time_min=1))], SlurmSettings(),
+                         ClusterLimits())
+    assert signal_grace(plan, SlurmSettings(signal_grace_s=90)) == 30
+    assert signal_grace(plan, SlurmSettings(signal_grace_s=20)) == 20
+
+
+def test_job_name_carries_sweep_and_token() -> None:
+    [plan] = plan_arrays([spec(0)], SlurmSettings(), ClusterLimits())
+    assert plan.job_name.startswith("hpcorch-demo1234-")
+    assert job_name_token(plan.job_name) == plan.token
+    assert job_name_token("someone-elses-job") is None
+    assert plan.map_path == os.path.join(slurm_dir_for([spec(0)]), f"{plan.token}.json")
+    assert slurm_dir_for([spec(0), spec(1)]) == "/sweeps/demo/.hpcorch/slurm"
+
+
+def test_paths_with_spaces_are_quoted_for_sbatch() -> None:
+    [plan] = plan_arrays([spec(0, sweep="/data/my sweeps/x")], SlurmSettings(), ClusterLimits())
+    text = render_script(plan, SlurmSettings(), "/opt/py thon/bin/python")
+    assert "#SBATCH --chdir='/data/my sweeps/x/.hpcorch/slurm'" in text
+    assert "exec '/opt/py thon/bin/python' -m hpcorch.worker.slurm_task '/data/my sweeps" in text
+
+
+@pytest.mark.parametrize("throttle,expected", [(None, "0-1"), (1, "0-1%1")])
+def test_array_throttle(throttle: int | None, expected: str) -> None:
+    [plan] = plan_arrays([spec(0), spec(1)], SlurmSettings(), ClusterLimits())
+    text = render_script(plan, SlurmSettings(array_throttle=throttle), "python")
+    assert f"#SBATCH --array={expected}\n" in text

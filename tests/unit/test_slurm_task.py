@@ -1,0 +1,118 @@
+"""The array task (hpcorch.worker.slurm_task) without Slurm: environment faked, scontrol shimmed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hpcorch.spec import RunSpec
+from hpcorch.worker.slurm_task import read_task_state
+
+HANG = ("import os, signal, sys, time\n"
+        "def bye(sig, frame):\n"
+        "    open(os.path.join(os.environ['RUN_DIR'], 'got-signal'), 'w').write(str(sig))\n"
+        "    sys.exit(75)\n"
+        "signal.signal(signal.SIGUSR1, bye)\n"
+        "open(os.path.join(os.environ['RUN_DIR'], 'started'), 'w').close()\n"
+        "time.sleep(60)\n")
+
+
+def write_task(tmp_path: Path, scripts: list[list[str]], **map_values: object) -> Path:
+    """Spec files for the given `python -c` scripts, grouped per array index, and a map file."""
+    tasks = []
+    num = 0
+    for group in scripts:
+        entries = []
+        for code in group:
+            run_dir = tmp_path / "sweep" / str(num)
+            (run_dir / ".hpcorch").mkdir(parents=True)
+            spec = RunSpec(run_key=f"k{num}", sweep_id="sw", num=num, overrides=(), config={},
+                           seed=num, run_dir=str(run_dir), command=(sys.executable, "-c", code),
+                           env=(("RUN_DIR", str(run_dir)),), workdir=str(tmp_path))
+            (run_dir / ".hpcorch" / "spec.json").write_text(spec.to_json())
+            entries.append({"num": num, "run_key": spec.run_key, "run_dir": str(run_dir)})
+            num += 1
+        tasks.append(entries)
+    path = tmp_path / "map.json"
+    path.write_text(json.dumps({"version": 1, "tasks": tasks, "max_requeues": 1, "grace_s": 10,
+                                "requeue_wait_s": 0, **map_values}))
+    return path
+
+
+def start(tmp_path: Path, map_path: Path, index: int, restart: int = 0) -> subprocess.Popen[str]:
+    shim = tmp_path / "bin"
+    shim.mkdir(exist_ok=True)
+    (shim / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/scontrol.log\n')
+    (shim / "scontrol").chmod(0o755)
+    env = {**os.environ, "PATH": f"{shim}:{os.environ['PATH']}", "SLURM_ARRAY_JOB_ID": "42",
+           "SLURM_ARRAY_TASK_ID": str(index), "SLURM_JOB_ID": str(1000 + index),
+           "SLURM_RESTART_COUNT": str(restart), "SLURMD_NODENAME": "node7"}
+    return subprocess.Popen([sys.executable, "-m", "hpcorch.worker.slurm_task", str(map_path)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_each_run_gets_its_logs_state_and_the_task_its_exit_code(tmp_path: Path) -> None:
+    ok = "print('hello from run')"
+    fail = "import sys; print('bad things', file=sys.stderr); sys.exit(3)"
+    map_path = write_task(tmp_path, [[ok], [fail, ok]])
+    assert start(tmp_path, map_path, 0).wait(60) == 0
+    assert start(tmp_path, map_path, 1).wait(60) == 3  # the packed task reports its failure
+    runs = [tmp_path / "sweep" / str(n) for n in range(3)]
+    assert (runs[0] / ".hpcorch/stdout.log").read_text() == "hello from run\n"
+    assert "bad things" in (runs[1] / ".hpcorch/stderr.log").read_text()
+    states = [read_task_state(r) for r in runs]
+    assert [(s.job_id, s.state, s.exit_code, s.node) for s in states if s] == [
+        ("42_0", "EXITED", 0, "node7"), ("42_1", "EXITED", 3, "node7"),
+        ("42_1", "EXITED", 0, "node7")]  # the run after the failing one still ran
+
+
+def test_a_restarted_task_skips_runs_it_finished(tmp_path: Path) -> None:
+    map_path = write_task(tmp_path, [["print('once')", "print('twice?')"]])
+    assert start(tmp_path, map_path, 0).wait(60) == 0
+    second = tmp_path / "sweep/1/.hpcorch/stdout.log"
+    second.write_text("")
+    assert start(tmp_path, map_path, 0, restart=1).wait(60) == 0
+    assert (tmp_path / "sweep/0/.hpcorch/stdout.log").read_text() == "once\n"
+    assert second.read_text() == ""
+
+
+def _wait_for(path: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{path} never appeared")
+        time.sleep(0.05)
+
+
+def test_time_limit_signal_is_forwarded_then_the_task_requeues(tmp_path: Path) -> None:
+    map_path = write_task(tmp_path, [[HANG, "print('not reached')"]])
+    proc = start(tmp_path, map_path, 0)
+    _wait_for(tmp_path / "sweep/0/started")
+    proc.send_signal(signal.SIGUSR1)
+    assert proc.wait(30) == 0
+    assert (tmp_path / "sweep/0/got-signal").read_text() == str(int(signal.SIGUSR1))
+    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "1000"]
+    state = read_task_state(tmp_path / "sweep/0")
+    assert state is not None and state.state == "STOPPED" and not state.exited
+    assert read_task_state(tmp_path / "sweep/1") is None  # left for the next start
+
+
+def test_no_requeue_left_lets_the_time_limit_decide(tmp_path: Path) -> None:
+    map_path = write_task(tmp_path, [[HANG]])
+    proc = start(tmp_path, map_path, 0, restart=1)  # max_requeues=1 already used
+    _wait_for(tmp_path / "sweep/0/started")
+    proc.send_signal(signal.SIGUSR1)
+    time.sleep(0.5)
+    assert proc.poll() is None and not (tmp_path / "sweep/0/got-signal").exists()
+    proc.send_signal(signal.SIGTERM)  # what Slurm sends at the limit
+    assert proc.wait(30) == 128 + signal.SIGTERM
+    assert not (tmp_path / "scontrol.log").exists()
+    state = read_task_state(tmp_path / "sweep/0")
+    assert state is not None and state.state == "STOPPED"
