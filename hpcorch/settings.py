@@ -136,6 +136,8 @@ class HpcorchSettings:
     """Top-level config keys left out of run keys and seeds (they say where, not what)."""
     summary_metrics: int = 4
     """How many metrics the summary table shows per run."""
+    snapshot: bool = True
+    """Run fresh-interpreter jobs from a copy of the git-tracked code in the sweep dir."""
     repro: dict[str, Any] = field(default_factory=dict)
     """Determinism options and default tolerances (hpcorch.repro.settings.ReproSettings)."""
 

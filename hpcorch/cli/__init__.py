@@ -5,6 +5,9 @@
     hpcorch show RUN               one run's whole record, fingerprint included
     hpcorch logs RUN               a run's stdout, stderr and job log
     hpcorch rebuild [DIR ...]      recreate the index from the run directories
+    hpcorch wait SWEEP             block until a sweep finishes
+    hpcorch resume SWEEP           submit again what did not succeed
+    hpcorch cancel SWEEP           stop a sweep's unfinished runs
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from hpcorch import __version__
-from hpcorch.cli import container_cmds, inspect_cmds, repro_cmds
+from hpcorch.cli import container_cmds, inspect_cmds, lifecycle_cmds, repro_cmds
 from hpcorch.errors import HpcorchError
 
 
@@ -25,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--home", help="index directory (default: $HPCORCH_HOME or ./.hpcorch)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     inspect_cmds.register(sub)
+    lifecycle_cmds.register(sub)
     repro_cmds.register(sub)
     container_cmds.register(sub)
     return parser

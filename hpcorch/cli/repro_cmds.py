@@ -49,6 +49,8 @@ from hpcorch.store.records import read_record
 #: Written by `baseline save` when no tolerance is given: 3 seed standard deviations,
 #: never narrower than 0.001 (absolute). Review it for metrics of other scales.
 DEFAULT_TOLERANCE = {"k": 3.0, "floor": 0.001}
+#: Rows of the drift table printed in full; a bigger report prints its failing rows only.
+TABLE_LIMIT = 200
 
 
 def _tolerance_file(path: str) -> ToleranceTable:
@@ -84,7 +86,7 @@ def _tolerance_options(args: argparse.Namespace) -> ToleranceTable:
 
 
 def _finish(report: DriftReport, args: argparse.Namespace) -> int:
-    print_report(report)
+    print_report(report, limit=None if args.all else TABLE_LIMIT)
     if args.json:
         write_json(report, args.json)
     if args.junit:
@@ -219,6 +221,8 @@ def _report_options(p: argparse.ArgumentParser, tolerances: bool = True) -> None
         p.add_argument("--tolerance", action="append", metavar="METRIC=YAML",
                        help="one metric's tolerance, e.g. test_acc='{lower: -0.03}' "
                             "or default='{rel: 0.01}' (repeatable; wins over files)")
+    p.add_argument("--all", action="store_true", help=f"print every row (default: past "
+                   f"{TABLE_LIMIT} rows only the failing ones)")
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     p.add_argument("--junit", metavar="FILE", help="also write the report as JUnit XML")
 

@@ -88,7 +88,12 @@ def prepare_container(node: Mapping[str, Any] | None, *, app: str | None = None,
     runtime = make_runtime(settings, runner, which)
     try:
         runtime.check()
-        identity = runtime.resolve(settings.image)
+    except ContainerError as exc:
+        if not dry_run:
+            raise
+        log.warning(f"dry run: {exc}")
+    try:
+        identity = runtime.resolve(settings.image)  # a SIF resolves without apptainer
     except ContainerError as exc:
         if not dry_run:
             raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from hpcorch.spec import RunState
+from hpcorch.store.records import RunRecord
 
 _STYLE = {
     RunState.SUCCEEDED: "green", RunState.SKIPPED: "cyan", RunState.FAILED: "bold red",
@@ -75,8 +77,6 @@ def print_summary(rows: Sequence[dict[str, Any]], *, title: str, metrics: int = 
 
 
 def _isatty() -> bool:
-    import sys
-
     return sys.stdout.isatty()
 
 
@@ -86,3 +86,36 @@ def _fmt(value: float | None) -> str:
     if value == 0 or 1e-3 <= abs(value) < 1e5:
         return f"{value:.4f}".rstrip("0").rstrip(".") if value != int(value) else str(int(value))
     return f"{value:.3e}"
+
+
+def failure_message(record: RunRecord) -> str:
+    """`run #3 (lr=0.1) FAILED: ValueError: ...  [run dir]`."""
+    what = " ".join(record.overrides) or "(no overrides)"
+    if record.error is not None:
+        cause = f"{record.error.type}: {record.error.message}"
+    elif record.failure is not None:
+        cause = record.failure.one_line()
+    else:
+        cause = record.state.value
+    return f"run #{record.num} ({what}) {record.state.value}: {cause}  [{record.run_dir}]"
+
+
+def report(records: Sequence[RunRecord], sweep_id: str, provider: str, metrics: int = 4) -> None:
+    """Print the end-of-sweep table, what was skipped, and where to look next."""
+    counts: dict[RunState, int] = {}
+    for rec in records:
+        counts[rec.state] = counts.get(rec.state, 0) + 1
+    parts = ", ".join(f"{n} {s.value.lower()}" for s, n in counts.items())
+    rows = []
+    for rec in records:
+        failure = "" if rec.state.ok else failure_message(rec).split(": ", 1)[-1]
+        rows.append({"num": rec.num, "overrides": list(rec.overrides), "state": rec.state.value,
+                     "duration_s": rec.duration_s, "job_id": rec.job_id,
+                     "metrics": rec.metrics, "failure": failure})
+    print_summary(rows, title=f"sweep {sweep_id} on {provider}: {parts}", metrics=metrics)
+    skipped = counts.get(RunState.SKIPPED, 0)
+    if skipped:
+        print(f"skipped {skipped} run(s) that already SUCCEEDED with the same run key "
+              "(hpcorch.rerun=true runs them again)")
+    print(f"details: hpcorch status {sweep_id}")
+    sys.stdout.flush()

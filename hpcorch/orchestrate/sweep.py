@@ -80,18 +80,27 @@ class Orchestrator:
 
     # -- plan --------------------------------------------------------------
     def plan(self, specs: Sequence[RunSpec]) -> Plan:
-        """Split a batch into runs to submit and runs whose key already SUCCEEDED."""
-        if self.rerun:
-            return Plan(tuple(specs), ())
-        done = self.index.succeeded(s.run_key for s in specs)
+        """Split a batch into runs to submit and runs that already SUCCEEDED.
+
+        A run's own record file is the truth (it survives a crashed
+        orchestrator that never indexed it); elsewhere the index finds an
+        identical run (same run key) that succeeded in another sweep. A run
+        directory holding a failed attempt keeps that record as
+        `record.attempt-N.json` and the run is planned again as attempt N+1.
+        """
+        done = {} if self.rerun else self.index.succeeded(s.run_key for s in specs)
         to_run, reused = [], []
         for spec in specs:
+            own = read_record(spec.run_dir)
+            if own is not None and own.sweep_id == spec.sweep_id and own.state.ok \
+                    and not self.rerun:
+                reused.append((spec, own))
+                continue
+            if own is not None:
+                spec = dataclasses.replace(spec, attempt=archive_record(spec.run_dir) + 1)
             earlier = read_record(done[spec.run_key]) if spec.run_key in done else None
-            if earlier is not None and earlier.state is RunState.SUCCEEDED \
-                    and earlier.run_dir != spec.run_dir:
+            if earlier is not None and earlier.state is RunState.SUCCEEDED:
                 reused.append((spec, earlier))
-            elif earlier is not None and earlier.run_dir == spec.run_dir:
-                reused.append((spec, earlier))  # resume of the same sweep: already done
             else:
                 to_run.append(spec)
         return Plan(tuple(to_run), tuple(reused))
@@ -99,6 +108,13 @@ class Orchestrator:
     # -- the whole cycle ---------------------------------------------------
     def run(self, info: SweepInfo, specs: Sequence[RunSpec]) -> list[RunRecord]:
         """Plan, submit, watch and collect one batch; records come back in `specs` order."""
+        records, open_runs = self.submit(info, specs)
+        records.update(self.watch(open_runs, total=len(specs), already=len(records)))
+        return [records[_jid(s)] for s in specs]
+
+    def submit(self, info: SweepInfo, specs: Sequence[RunSpec]
+               ) -> tuple[dict[str, RunRecord], dict[str, tuple[RunSpec, RunHandle]]]:
+        """Plan and submit (or find again) a batch; returns (reused records, open runs)."""
         write_ledger(info)
         self.index.put_sweep(info)
         plan = self.plan(specs)
@@ -106,34 +122,76 @@ class Orchestrator:
         for spec, earlier in plan.reused:
             records[_jid(spec)] = self._reuse(spec, earlier)
         self.index.put_records(records.values())
-        if plan.to_run:
-            records.update(self._execute(plan.to_run, total=len(specs), already=len(records)))
-        return [records[_jid(s)] for s in specs]
-
-    def _execute(self, specs: Sequence[RunSpec], *, total: int,
-                 already: int) -> dict[str, RunRecord]:
-        for spec in specs:
-            atomic_write_json(spec_path(spec.run_dir), spec.to_dict())
-        finished: dict[str, RunRecord] = {}
         open_runs: dict[str, tuple[RunSpec, RunHandle]] = {}
-        with SweepProgress(total, self.progress_mode) as progress, _signals_raise():
+        if not plan.to_run:
+            return records, open_runs
+        for spec in plan.to_run:
+            atomic_write_json(spec_path(spec.run_dir), spec.to_dict())
+        with _signals_raise():
             try:
-                found = {h.run_key: h for h in self.provider.lookup([s.run_key for s in specs])}
-                fresh = [s for s in specs if s.run_key not in found]
+                found = {h.run_key: h for h in self.provider.lookup([s.run_key for s in plan.to_run])}
+                fresh = [s for s in plan.to_run if s.run_key not in found]
                 handles = self.provider.submit(fresh) if fresh else []
                 by_key = dict(zip((s.run_key for s in fresh), handles, strict=True))
-                for spec in specs:
-                    handle = found.get(spec.run_key) or by_key[spec.run_key]
-                    open_runs[_jid(spec)] = (spec, handle)
+                for spec in plan.to_run:
+                    open_runs[_jid(spec)] = (spec, found.get(spec.run_key) or by_key[spec.run_key])
                 self.index.set_states((s, RunState.SUBMITTED, h.job_id)
                                       for s, h in open_runs.values())
+            except KeyboardInterrupt as exc:
+                self._interrupted(open_runs, {}, exc)
+        return records, open_runs
+
+    def attach(self, specs: Sequence[RunSpec]) -> tuple[dict[str, RunRecord],
+                                                        dict[str, tuple[RunSpec, RunHandle]],
+                                                        list[RunSpec]]:
+        """For a sweep submitted by another process: (finished records, open runs the
+        engine still knows, runs that are neither finished nor known)."""
+        finished: dict[str, RunRecord] = {}
+        pending = []
+        for spec in specs:
+            record = read_record(spec.run_dir)
+            if record is not None and record.sweep_id == spec.sweep_id and record.state.terminal:
+                finished[_jid(spec)] = record
+            else:
+                pending.append(spec)
+        found = {h.run_key: h for h in self.provider.lookup([s.run_key for s in pending])} \
+            if pending else {}
+        open_runs = {_jid(s): (s, found[s.run_key]) for s in pending if s.run_key in found}
+        lost = [s for s in pending if s.run_key not in found]
+        self.index.put_records(finished.values())
+        return finished, open_runs, lost
+
+    def watch(self, open_runs: dict[str, tuple[RunSpec, RunHandle]], *, total: int,
+              already: int = 0) -> dict[str, RunRecord]:
+        """Watch open runs until every one is terminal; returns their records."""
+        finished: dict[str, RunRecord] = {}
+        with SweepProgress(total, self.progress_mode) as progress, _signals_raise():
+            try:
                 self._watch(open_runs, finished, progress, already)
             except KeyboardInterrupt as exc:
-                self._cancel_open(open_runs, finished, reason=f"sweep interrupted ({exc or 'SIGINT'})")
-                raise SweepInterrupted(
-                    f"sweep interrupted: {len(open_runs)} open run(s) cancelled and recorded; "
-                    "run the same command again (or `hpcorch resume`) to finish them") from None
+                self._interrupted(open_runs, finished, exc)
         return finished
+
+    def cancel(self, specs: Sequence[RunSpec], reason: str) -> list[RunRecord]:
+        """Cancel every unfinished run of `specs` the engine knows and record it CANCELLED."""
+        _, open_runs, lost = self.attach(specs)
+        closed: dict[str, RunRecord] = {}
+        self._cancel_open(open_runs, closed, reason=reason)
+        for spec in lost:
+            record = self._synthesize(spec, RunHandle(self.provider.name, spec.run_key, ""),
+                                      RunState.CANCELLED,
+                                      FailureContext(self.provider.name, reason=reason))
+            write_record(record)
+            closed[_jid(spec)] = record
+        self.index.put_records(closed.values())
+        return list(closed.values())
+
+    def _interrupted(self, open_runs: dict[str, tuple[RunSpec, RunHandle]],
+                     finished: dict[str, RunRecord], exc: BaseException) -> None:
+        self._cancel_open(open_runs, finished, reason=f"sweep interrupted ({exc or 'SIGINT'})")
+        raise SweepInterrupted(
+            f"sweep interrupted: {len(open_runs)} open run(s) cancelled and recorded; "
+            "run the same command again (or `hpcorch resume`) to finish them") from None
 
     # -- watch ---------------------------------------------------------------
     def _watch(self, open_runs: dict[str, tuple[RunSpec, RunHandle]],
@@ -263,6 +321,17 @@ class Orchestrator:
             overrides=spec.overrides, state=RunState.SKIPPED, reused_from=earlier.run_dir)
         write_record(record)
         return record
+
+
+def archive_record(run_dir: str) -> int:
+    """Keep a finished attempt's record as `record.attempt-N.json`; returns N."""
+    path = record_path(run_dir)
+    attempt = 0
+    while path.with_name(f"record.attempt-{attempt}.json").exists():
+        attempt += 1
+    if path.exists():
+        os.replace(path, path.with_name(f"record.attempt-{attempt}.json"))
+    return attempt
 
 
 def _jid(spec: RunSpec) -> str:

@@ -29,8 +29,11 @@ from typing import Any
 
 from hpcorch.repro import splits
 from hpcorch.repro.seeds import apply_seed, seed_torch
-from hpcorch.repro.settings import ReproSettings, repro_settings
+from hpcorch.repro.settings import THREAD_ENV_VARS, ReproSettings, repro_settings
 
+#: The thread variables as this process found them when hpcorch.repro loaded: a cold job
+#: has them from its start-up environment, a warm (forked) run has its launcher's.
+_STARTUP_ENV = {var: os.environ.get(var, "") for var in THREAD_ENV_VARS}
 # One run at a time per process: the worker resets both at every run start.
 _FACTS: dict[str, Any] = {}
 _SEEDED: list[str] = []
@@ -97,8 +100,10 @@ def limit_loaded_pools(threads: int) -> Any:
     try:
         from threadpoolctl import threadpool_info, threadpool_limits
     except ImportError:
-        return ("not resized: threadpoolctl is not installed; the variables apply to "
-                "processes started from now on (cold jobs get them at start-up)")
+        if all(_STARTUP_ENV.get(var) == str(threads) for var in THREAD_ENV_VARS):
+            return "sized at start-up: the process started with the variables (cold job)"
+        return ("not resized: threadpoolctl is not installed (pip install 'hpcorch[repro]'); "
+                "the variables apply to processes started from now on")
     threadpool_limits(limits=threads)
     return [{"api": p.get("internal_api", ""), "version": p.get("version", ""),
              "threads": p.get("num_threads")} for p in threadpool_info()]

@@ -9,10 +9,6 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import TextIO
 
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
 from hpcorch.repro.drift import DriftReport
 from hpcorch.store.records import atomic_write_text
 
@@ -69,24 +65,43 @@ def context(report: DriftReport) -> list[str]:
     return lines
 
 
-def print_report(report: DriftReport, out: TextIO | None = None) -> None:
+def table_lines(report: DriftReport, limit: int | None = None) -> list[str]:
+    """The drift table as aligned plain text (CI logs keep it intact).
+
+    With `limit`, a report of more rows shows its failing rows only (every row
+    is in --json either way).
+    """
+    header = ("run", "metric", "reference", "observed", "delta", "bound", "verdict")
+    checks = list(report.checks)
+    hidden = 0
+    if limit is not None and len(checks) > limit:
+        shown = [c for c in checks if not c.verdict.ok]
+        hidden = len(checks) - len(shown)
+        checks = shown
+    rows = [header] + [
+        (c.run, c.metric, _fmt(c.reference), _fmt(c.observed), _delta(c.reference, c.delta),
+         f"[{_fmt(c.lower)}, {_fmt(c.upper)}]" if c.lower is not None else "-", c.verdict.value)
+        for c in checks]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    right = {2, 3, 4}
+    lines = [f"{report.kind}: {report.reference}  vs  {report.observed}"]
+    for n, row in enumerate(rows):
+        cells = [cell.rjust(w) if i in right else cell.ljust(w)
+                 for i, (cell, w) in enumerate(zip(row, widths, strict=True))]
+        lines.append("  ".join(cells).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    if hidden:
+        lines.append(f"({hidden} passing row(s) not shown; --all shows them, --json has them)")
+    return lines
+
+
+def print_report(report: DriftReport, out: TextIO | None = None,
+                 limit: int | None = 200) -> None:
     """The table (run, metric, reference, observed, delta, bound, verdict) and its explanation."""
     stream = out or sys.stdout
-    console = Console(file=stream, soft_wrap=False,
-                      width=None if stream.isatty() else 200, highlight=False)
-    table = Table(title=f"{report.kind}: {report.reference}  vs  {report.observed}",
-                  title_justify="left")
-    for column in ("run", "metric", "reference", "observed", "delta", "bound", "verdict"):
-        table.add_column(column, justify="right" if column in (
-            "reference", "observed", "delta") else "left")
-    for c in report.checks:
-        bound = f"[{_fmt(c.lower)}, {_fmt(c.upper)}]" if c.lower is not None else "-"
-        verdict = Text(c.verdict.value, style="green" if c.verdict.ok else "bold red")
-        table.add_row(c.run, c.metric, _fmt(c.reference), _fmt(c.observed),
-                      _delta(c.reference, c.delta), bound, verdict)
-    console.print(table)
-    for line in explanation(report):
-        console.print(line, markup=False)
+    stream.write("\n".join(table_lines(report, limit) + explanation(report)) + "\n")
+    stream.flush()
 
 
 def write_json(report: DriftReport, path: str | Path) -> None:

@@ -223,11 +223,36 @@ def job_finished(run_dir: str, info: RankInfo, error: str | None) -> list[dict[s
     if not info.multi:
         return []
     write_rank_file(run_dir, info, state="FAILED" if error else "SUCCEEDED", error=error or "")
-    if error is None:
-        mpi = sys.modules.get("mpi4py.MPI")
-        if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
+        if error is None:
             mpi.COMM_WORLD.Barrier()
+        else:
+            _abort_at_exit(mpi)
     return read_rank_files(run_dir) if info.is_root else []
+
+
+def _abort_at_exit(mpi: Any) -> None:
+    """Make this process end with MPI_Abort instead of MPI_Finalize.
+
+    Finalize waits for every rank; the others may be blocked in a collective
+    that this failed rank will never join, and the run would hang instead of
+    failing. Abort stops them all; the process still finishes normally first
+    (rank 0 writes its record, Hydra prints the traceback).
+    """
+    try:
+        from mpi4py.run import set_abort_status
+    except ImportError:  # pragma: no cover - older mpi4py
+        import atexit
+
+        def abort() -> None:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            mpi.COMM_WORLD.Abort(1)
+
+        atexit.register(abort)
+    else:
+        set_abort_status(1)
 
 
 def job_error(job_return: Any) -> str | None:

@@ -31,11 +31,13 @@ from hpcorch.worker import ranks
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg):
+    from mpi4py import MPI
+
     me = ranks.current()
     if me.rank == cfg.fail_rank:
         raise RuntimeError(f"boom on rank {me.rank}")
-    from mpi4py import MPI
-    MPI.COMM_WORLD.Barrier()  # the other ranks wait here until mpirun stops them
+    # The other ranks wait here forever, unless the failed rank's end stops them.
+    MPI.COMM_WORLD.Barrier()
     return {"ok": 1.0}
 
 if __name__ == "__main__":

@@ -193,3 +193,31 @@ def test_diff_shows_what_differs_between_two_runs(app_dir: Path, tmp_path: Path)
     assert "metrics:" in done.stdout
     same = hpcorch("diff", str(warm / "0"), str(warm / "0"))
     assert same.returncode == 0 and "no differences" in same.stdout
+
+
+def test_strict_mode_pins_threads_records_what_it_pinned_and_keeps_results(
+        app_dir: Path, tmp_path: Path) -> None:
+    plain = sweep(app_dir, tmp_path / "plain", "seed=1")
+    strict = sweep(app_dir, tmp_path / "strict", "seed=1", "hpcorch.repro.strict=true",
+                   "provider.warm=false")
+    record = read_record(strict / "0")
+    assert record is not None
+    assert record.seeded[:2] == ("threads=1", "strict")
+    facts = record.fingerprint["repro"]
+    assert facts["strict"] is True and facts["threads"] == 1
+    assert facts["pinned"]["env"]["OMP_NUM_THREADS"] == "1"
+    assert facts["pinned"]["env"]["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    ledger = json.loads((strict / ".hpcorch" / "sweep.json").read_text())
+    assert ["OPENBLAS_NUM_THREADS", "1"] in ledger["specs"][0]["env"]  # set before start-up
+    done = hpcorch("compare", str(plain), str(strict))  # strict is not part of the run key
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_bad_repro_setting_stops_the_sweep_before_anything_runs(
+        app_dir: Path, tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, str(app_dir / "train.py"), "-m", "seed=1",
+                           "hpcorch.repro.threads=0", f"hydra.sweep.dir={tmp_path / 's'}"],
+                          cwd=app_dir, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode != 0
+    assert "hpcorch.repro.threads=0: must be a positive integer, or null" in done.stderr
+    assert not (tmp_path / "s" / "0").exists()

@@ -34,11 +34,21 @@ def test_runs_without_records_are_failed_with_a_reason(tmp_path: Path) -> None:
     assert read_record(specs[1].run_dir) == records[1]  # written to disk, atomically
 
 
+class _JobWritesRecord(FakeProvider):
+    """A job that writes its record as soon as it is submitted."""
+
+    def submit(self, runs):  # type: ignore[no-untyped-def]
+        handles = super().submit(runs)
+        for spec in runs:
+            write_record(RunRecord(run_key=spec.run_key, sweep_id=spec.sweep_id, num=spec.num,
+                                   state=RunState.SUCCEEDED, run_dir=spec.run_dir,
+                                   metrics={"m": 2.0}))
+        return handles
+
+
 def test_record_written_by_the_job_wins(tmp_path: Path) -> None:
     spec = contract_spec(tmp_path, 0)
-    write_record(RunRecord(run_key=spec.run_key, sweep_id=spec.sweep_id, num=0,
-                           state=RunState.SUCCEEDED, run_dir=spec.run_dir, metrics={"m": 2.0}))
-    provider = FakeProvider()
+    provider = _JobWritesRecord()
     [record] = Orchestrator(provider, StoreIndex(tmp_path / "h"), progress="off").run(
         _info(tmp_path, [spec]), [spec])
     assert record.state is RunState.SUCCEEDED and record.metrics == {"m": 2.0}
@@ -80,3 +90,25 @@ def test_interrupt_cancels_and_records_open_runs(tmp_path: Path) -> None:
         assert record is not None and record.state is RunState.CANCELLED
         assert "interrupted" in record.failure.reason  # type: ignore[union-attr]
     assert [r.state for r in index.runs("contract")] == [RunState.CANCELLED] * 2
+
+
+def test_a_finished_record_in_the_run_dir_is_not_run_again(tmp_path: Path) -> None:
+    spec = contract_spec(tmp_path, 0)
+    write_record(_ok(spec))  # e.g. the orchestrator died before it indexed this run
+    provider = FakeProvider()
+    [record] = Orchestrator(provider, StoreIndex(tmp_path / "h"), progress="off").run(
+        _info(tmp_path, [spec]), [spec])
+    assert record.state is RunState.SUCCEEDED and provider.submitted == []
+
+
+def test_a_failed_attempt_is_kept_and_run_again(tmp_path: Path) -> None:
+    spec = contract_spec(tmp_path, 0)
+    failed = RunRecord(**{**_ok(spec).__dict__, "state": RunState.FAILED})
+    write_record(failed)
+    provider = _JobWritesRecord()
+    [record] = Orchestrator(provider, StoreIndex(tmp_path / "h"), progress="off").run(
+        _info(tmp_path, [spec]), [spec])
+    assert record.state is RunState.SUCCEEDED
+    assert provider.submitted[0].attempt == 1
+    kept = Path(spec.run_dir) / ".hpcorch" / "record.attempt-0.json"
+    assert '"FAILED"' in kept.read_text()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -63,8 +65,8 @@ def test_on_signal_saves_then_stops_for_resume(in_run: Path, tmp_path: Path) -> 
         for _ in range(600):
             if (tmp_path / "ready").exists():
                 break
-            subprocess.run(["sleep", "0.05"], check=True)
-        proc.send_signal(__import__("signal").SIGUSR1)
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGUSR1)
         assert proc.wait(30) == checkpoint.EXIT_RESUME
     finally:
         proc.kill()

@@ -128,3 +128,12 @@ def test_array_throttle(throttle: int | None, expected: str) -> None:
     [plan] = plan_arrays([spec(0), spec(1)], SlurmSettings(), ClusterLimits())
     text = render_script(plan, SlurmSettings(array_throttle=throttle), "python")
     assert f"#SBATCH --array={expected}\n" in text
+
+
+def test_control_characters_never_leave_a_comment() -> None:
+    [plan] = plan_arrays([spec(0, sweep="/s/x")], SlurmSettings(), ClusterLimits())
+    odd = RunSpec(**{**spec(0, sweep="/s/x").to_dict(), "resources": Resources(),
+                     "run_dir": "/s/x/a\nrm -rf ~"})
+    [plan] = plan_arrays([odd], SlurmSettings(), ClusterLimits())
+    text = render_script(plan, SlurmSettings(), "python")
+    assert "\nrm -rf ~" not in text and "a\\nrm -rf ~" in text

@@ -18,6 +18,7 @@ from typing import Any
 
 from submitit.slurm.slurm import _as_sbatch_flag, _convert_mem
 
+from hpcorch.errors import ConfigError
 from hpcorch.identity import canonical_json, short_hash
 from hpcorch.launch.wrappers import slurm_allocation_args
 from hpcorch.providers.slurm.accounting import ClusterLimits
@@ -89,6 +90,9 @@ def plan_arrays(specs: Sequence[RunSpec], settings: SlurmSettings,
     if not specs:
         return []
     slurm_dir = slurm_dir_for(specs)
+    if not slurm_dir.isprintable():  # it would end an #SBATCH line early
+        raise ConfigError("hydra.sweep.dir", slurm_dir, "must not contain control characters "
+                          "(newlines, tabs) to be usable in an sbatch script")
     max_tasks = min(limits.max_array_size, limits.max_job_count,
                     settings.max_array_size or limits.max_array_size)
     # Too many tasks for the controller: pack more runs per task rather than fail.
@@ -163,7 +167,7 @@ def render_script(plan: ArrayPlan, settings: SlurmSettings, python: str) -> str:
     lines += ["", f"# array index -> runs (num run_key run_dir); as data in {plan.map_path}"]
     for index, task in enumerate(plan.tasks):
         for spec in task:
-            lines.append(f"#   {index}: #{spec.num} {spec.run_key} {spec.run_dir}")
+            lines.append(f"#   {index}: #{spec.num} {spec.run_key} {_printable(spec.run_dir)}")
     if settings.setup:
         lines += ["", "# setup (provider.setup)", *settings.setup]
     lines += [
@@ -173,6 +177,11 @@ def render_script(plan: ArrayPlan, settings: SlurmSettings, python: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _printable(text: str) -> str:
+    """Text safe inside a `#` comment line: control characters escaped, never a newline."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 def map_data(plan: ArrayPlan, settings: SlurmSettings) -> dict[str, Any]:

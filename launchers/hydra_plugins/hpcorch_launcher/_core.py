@@ -24,7 +24,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from hpcorch.containers import sweep_context
 from hpcorch.errors import RunFailed
 from hpcorch.identity import code_version, run_key, script_directory, short_hash
-from hpcorch.orchestrate.summary import print_summary
+from hpcorch.orchestrate.detach import announce_detached, start_background_resume
+from hpcorch.orchestrate.snapshot import snapshot_code
+from hpcorch.orchestrate.summary import failure_message, report
 from hpcorch.orchestrate.sweep import Orchestrator
 from hpcorch.providers import create_provider
 from hpcorch.repro.fingerprint import fingerprint
@@ -152,6 +154,16 @@ def launch(hydra_context: HydraContext, task_function: TaskFunction, config: Dic
                               app=os.path.abspath(sys.argv[0]),
                               workdir=str(config.hydra.runtime.cwd), dry_run=settings.dry_run)
 
+    # Jobs that start a fresh interpreter run from a snapshot of the tracked code,
+    # so edits made after submission never reach queued runs. Warm local runs
+    # execute the code already loaded in this process and need none.
+    warm_local = provider_settings.get("name") == "local" and provider_settings.get("warm", True) \
+        and not settings.detach
+    snapshot = snapshot_code(sys.argv[0], sweep_dir) if settings.snapshot and not warm_local else None
+    script = snapshot.script if snapshot else os.path.abspath(sys.argv[0])
+    if settings.detach and provider_settings.get("name") == "local":
+        provider_settings = {**provider_settings, "warm": False}
+
     composer = get_composer(hydra_context, config)
     tasks: dict[int, DictConfig] = {}
     specs: list[RunSpec] = []
@@ -164,7 +176,7 @@ def launch(hydra_context: HydraContext, task_function: TaskFunction, config: Dic
             run_key=run_key(data, code_version=code, seed=seed, image=container.image,
                             exclude=settings.key_exclude),
             sweep_id=sweep_id, num=idx, overrides=tuple(overrides), config=data, seed=seed,
-            run_dir=run_dir, command=tuple(_cold_command(config, overrides, run_dir)),
+            run_dir=run_dir, command=tuple(_cold_command(config, overrides, run_dir, script, idx)),
             resources=resources, workdir=str(config.hydra.runtime.cwd), code_version=code,
             env=job_env_pairs((data.get("hpcorch") or {}).get("repro")))  # threads pinned at start
         spec = container.wrap(spec)  # inside out: providers add srun/mpirun around it
@@ -194,13 +206,26 @@ def launch(hydra_context: HydraContext, task_function: TaskFunction, config: Dic
     home = Path(settings.home).expanduser() if settings.home else default_home()
     orchestrator = Orchestrator(provider, StoreIndex(home), rerun=settings.rerun,
                                 progress=settings.progress)
+    if settings.detach:
+        if getattr(provider, "detachable", False):
+            done, open_runs = orchestrator.submit(info, specs)
+        else:  # the runs would die with this process: a background orchestrator owns them
+            orchestrator.index.put_sweep(info)
+            from hpcorch.store.ledger import write_ledger
+
+            write_ledger(info)
+            start_background_resume(info, home)
+            done, open_runs = {}, {}
+        provider.close() if getattr(provider, "detachable", False) else None
+        announce_detached(info, len(specs), len(done))
+        raise SystemExit(0)
     try:
         records = orchestrator.run(info, specs)
     finally:
         provider.close()
         configure_log(config.hydra.hydra_logging, config.hydra.verbose)
 
-    _report(records, sweep_id, provider.name, settings)
+    report(records, sweep_id, provider.name, settings.summary_metrics)
     return [_job_return(rec, composer, tasks[rec.num], config) for rec in records]
 
 
@@ -222,13 +247,14 @@ _SWEEP_ONLY = ("hydra.mode", "hydra.run.dir", "hydra.sweep.", "hydra/launcher", 
                "hydra/sweeper", "hydra.sweeper", "hydra.job.num", "hydra.job.id")
 
 
-def _cold_command(config: DictConfig, overrides: Sequence[str], run_dir: str) -> list[str]:
+def _cold_command(config: DictConfig, overrides: Sequence[str], run_dir: str,
+                  script: str, num: int) -> list[str]:
     """`python train.py <hydra overrides> <job overrides> hydra.run.dir=<run_dir>`.
 
     The job is a single run: `hydra.mode=RUN` is explicit, so the command can
     never start a sweep of its own, whatever the sweeping process was given.
     """
-    argv = [sys.executable, os.path.abspath(sys.argv[0])]
+    argv = [sys.executable, script]
     for source in config.hydra.runtime.config_sources:
         if source.provider == "command-line":
             argv += ["--config-dir", str(source.path)]
@@ -236,7 +262,9 @@ def _cold_command(config: DictConfig, overrides: Sequence[str], run_dir: str) ->
     argv += [o for o in raw_overrides(config, "hydra")
              if not o.lstrip("+~").startswith(_SWEEP_ONLY)]
     argv += list(overrides)
-    argv += ["hydra.mode=RUN", "hydra.run.dir=" + hydra_quote(run_dir)]
+    # The job's number and id are what the basic launcher gives the same job.
+    argv += ["hydra.mode=RUN", "hydra.run.dir=" + hydra_quote(run_dir),
+             f"hydra.job.num={num}", f"hydra.job.id={num}"]
     return argv
 
 
@@ -252,7 +280,7 @@ def _job_return(record: RunRecord, composer: CachedComposer, task: DictConfig,
         ret.return_value = _return_value(record)
     else:
         ret.status = JobStatus.FAILED
-        ret.return_value = RunFailed(_failure_message(record))
+        ret.return_value = RunFailed(failure_message(record))
     return ret
 
 
@@ -267,36 +295,4 @@ def _return_value(record: RunRecord) -> Any:
     return record.return_value
 
 
-def _failure_message(record: RunRecord) -> str:
-    what = " ".join(record.overrides) or "(no overrides)"
-    if record.error is not None:
-        cause = f"{record.error.type}: {record.error.message}"
-    elif record.failure is not None:
-        cause = record.failure.one_line()
-    else:
-        cause = record.state.value
-    return f"run #{record.num} ({what}) {record.state.value}: {cause}  [{record.run_dir}]"
 
-
-def _report(records: list[RunRecord], sweep_id: str, provider: str,
-            settings: HpcorchSettings) -> None:
-    counts: dict[RunState, int] = {}
-    for rec in records:
-        counts[rec.state] = counts.get(rec.state, 0) + 1
-    parts = ", ".join(f"{n} {s.value.lower()}" for s, n in counts.items())
-    rows = []
-    for rec in records:
-        failure = ""
-        if not rec.state.ok:
-            failure = _failure_message(rec).split(": ", 1)[-1]
-        rows.append({"num": rec.num, "overrides": list(rec.overrides), "state": rec.state.value,
-                     "duration_s": rec.duration_s, "job_id": rec.job_id,
-                     "metrics": rec.metrics, "failure": failure})
-    print_summary(rows, title=f"sweep {sweep_id} on {provider}: {parts}",
-                  metrics=settings.summary_metrics)
-    skipped = counts.get(RunState.SKIPPED, 0)
-    if skipped:
-        print(f"skipped {skipped} run(s) that already SUCCEEDED with the same run key "
-              "(hpcorch.rerun=true runs them again)")
-    print(f"details: hpcorch status {sweep_id}")
-    sys.stdout.flush()
