@@ -8,6 +8,10 @@
     hpcorch wait SWEEP             block until a sweep finishes
     hpcorch resume SWEEP           submit again what did not succeed
     hpcorch cancel SWEEP           stop a sweep's unfinished runs
+    hpcorch baseline save|check    reference metrics; check exits 1 on drift
+    hpcorch compare A B            two sweeps run by run (matched by run key)
+    hpcorch verify SWEEP           re-run runs and require identical metrics
+    hpcorch diff RUN_A RUN_B       what differs between two runs' configs and environments
 """
 
 from __future__ import annotations

@@ -22,13 +22,13 @@ from hpcorch.containers.inside import inside_report
 def cmd_check(args: argparse.Namespace) -> int:
     """Outside: pin the image and check it. Inside (--inside): report this environment."""
     if args.inside:
-        report = inside_report(args.app)
+        here = inside_report(args.app)
         if args.json:
-            print(json.dumps(report, sort_keys=True))
+            print(json.dumps(here, sort_keys=True))
         else:
-            for key, value in report.items():
+            for key, value in here.items():
                 print(f"{key:11} {value}")
-        return 0 if report["app_ok"] in (None, True) else 1
+        return 0 if here["app_ok"] in (None, True) else 1
 
     from hpcorch.containers import load_settings, make_runtime
     from hpcorch.containers.check import run_check

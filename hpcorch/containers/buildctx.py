@@ -59,7 +59,7 @@ def requirement_pins(requirements: Iterable[str]) -> list[str]:
     try:
         from packaging.requirements import Requirement
     except ImportError:  # not installed on its own: pip always carries a copy
-        from pip._vendor.packaging.requirements import Requirement  # type: ignore[no-redef]
+        from pip._vendor.packaging.requirements import Requirement  # type: ignore[assignment]
 
     pins: dict[str, str] = {}
     unpinned: list[str] = []

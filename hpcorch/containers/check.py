@@ -31,7 +31,8 @@ CHECK_TIMEOUT_S = 300.0
 class Runtime(Protocol):
     """What the preflight needs of a runtime (OciRuntime, ApptainerRuntime)."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def argv(self, run: ContainerRun, identity: ImageIdentity) -> list[str]: ...
 

@@ -89,7 +89,7 @@ class OciRuntime:
         podman = self.name == "podman"
         argv = [self.executable, "run", "--rm", "--init", "--sig-proxy=true", "--pull=never",
                 "--network", "host" if self.settings.network else "none", "--uts", "host"]
-        if run.name:
+        if run.name and run.ranks <= 1:  # every rank of an MPI run starts its own container
             argv += ["--name", run.name]
             if podman:
                 argv.append("--replace")  # a container left by a killed client of this attempt

@@ -125,8 +125,8 @@ class Orchestrator:
         open_runs: dict[str, tuple[RunSpec, RunHandle]] = {}
         if not plan.to_run:
             return records, open_runs
-        for spec in plan.to_run:
-            atomic_write_json(spec_path(spec.run_dir), spec.to_dict())
+        for spec in plan.to_run:  # recreatable from the (durable) ledger: no fsync per run
+            atomic_write_json(spec_path(spec.run_dir), spec.to_dict(), durable=False)
         with _signals_raise():
             try:
                 found = {h.run_key: h for h in self.provider.lookup([s.run_key for s in plan.to_run])}

@@ -199,13 +199,13 @@ def _lines(node: yaml.Node, path: tuple[str, ...], out: dict[tuple[str, ...], in
             key = str(key_node.value)
             if key in seen:
                 raise BaselineError(f"{source}:{key_node.start_mark.line + 1}: duplicate key "
-                                    f"{'.'.join((*path, key))!r}")
+                                    f"{'.'.join(path + (key,))!r}")
             seen.add(key)
-            out[(*path, key)] = key_node.start_mark.line + 1
-            _lines(value_node, (*path, key), out, source)
+            out[path + (key,)] = key_node.start_mark.line + 1
+            _lines(value_node, path + (key,), out, source)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _lines(item, (*path, str(i)), out, source)
+            _lines(item, path + (str(i),), out, source)
 
 
 class _Reader:

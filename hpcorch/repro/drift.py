@@ -125,8 +125,8 @@ def metric_check(run: str, metric: str, tolerance: Tolerance, reference: float, 
     """Check one value against its reference."""
     lo, hi = tolerance.interval(reference, std) if math.isfinite(reference) else (
         reference, reference)
-    common = {"reference": reference, "observed": observed, "lower": lo, "upper": hi,
-              "tolerance": tolerance.describe()}
+    common: dict[str, Any] = {"reference": reference, "observed": observed, "lower": lo,
+                              "upper": hi, "tolerance": tolerance.describe()}
     if tolerance.accepts(reference, observed, std):
         return Check(run, metric, Verdict.PASS, **common)
     change = observed - reference
@@ -155,15 +155,16 @@ def split_checks(run: str, expected: Sequence[dict[str, Any]],
     """
     want = {_split_key(s): s for s in expected}
     have = {_split_key(s): s for s in observed}
-    pairs = [(want.get(k), have.get(k)) for k in sorted(set(want) & set(have))]
+    pairs: list[tuple[dict[str, Any] | None, dict[str, Any] | None]] = [
+        (want[k], have[k]) for k in sorted(set(want) & set(have))]
     lost = [want[k] for k in sorted(set(want) - set(have))]
     new = [have[k] for k in sorted(set(have) - set(want))]
-    for a in list(lost):
-        b = next((b for b in new if _names(b) == _names(a)), None)
-        if b is not None:
-            pairs.append((a, b))
-            lost.remove(a)
-            new.remove(b)
+    for gone in list(lost):
+        match = next((b for b in new if _names(b) == _names(gone)), None)
+        if match is not None:
+            pairs.append((gone, match))
+            lost.remove(gone)
+            new.remove(match)
     pairs += [(a, None) for a in lost] + [(None, b) for b in new]
     checks = []
     for a, b in pairs:

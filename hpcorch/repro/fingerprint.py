@@ -48,7 +48,7 @@ def distributions() -> dict[str, str]:
     """Every installed distribution and its version, sorted by name."""
     found: dict[str, str] = {}
     for dist in metadata.distributions():
-        name = dist.metadata.get("Name")
+        name = dist.metadata["Name"]  # None when a broken install lacks it
         if name:
             found[name.lower()] = dist.version
     return dict(sorted(found.items()))

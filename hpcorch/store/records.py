@@ -52,8 +52,12 @@ def spec_path(run_dir: str | Path) -> Path:
     return meta_dir(run_dir) / SPEC_FILE
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write a file so that readers see the old content or the new, never a torn one."""
+def atomic_write_text(path: str | Path, text: str, *, durable: bool = True) -> None:
+    """Write a file so that readers see the old content or the new, never a torn one.
+
+    `durable=False` skips the fsync: for files that can be recreated from a
+    durable one (a run's spec, from the sweep ledger).
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
@@ -62,7 +66,8 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, target)
     except BaseException:
         try:
@@ -72,9 +77,10 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         raise
 
 
-def atomic_write_json(path: str | Path, data: Any) -> None:
+def atomic_write_json(path: str | Path, data: Any, *, durable: bool = True) -> None:
     """`atomic_write_text` of indented, key-sorted JSON."""
-    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True, default=str) + "\n",
+                      durable=durable)
 
 
 def read_json(path: str | Path) -> Any:

@@ -115,6 +115,7 @@ def test_gpus_network_binds_ranks_and_extra_args() -> None:
     argv = runtime.argv(container_run(spec, settings, IDENTITY), IDENTITY)
     text = " ".join(argv)
     assert "--network host" in text and "--ipc host" in text
+    assert "--name" not in argv  # ranks would replace each other's container
     assert "--device nvidia.com/gpu=all" in text
     assert "--volume /scratch:/scratch --volume /data/x:/data/x:ro" in text
     assert "--env WANDB_*" in text

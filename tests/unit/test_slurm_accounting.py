@@ -54,6 +54,17 @@ def test_array_tasks_and_pending_ranges(jobs: dict[str, JobInfo]) -> None:
     assert jobs["21"].run_state()[0] is RunState.SUCCEEDED
 
 
+def test_cancelled_pending_tail_is_reported_as_the_bare_array_id() -> None:
+    # Recorded after `scancel` of a throttled array whose tasks 1-2 never started.
+    from hpcorch.providers.slurm.provider import _spread_array_records
+
+    text = ("41_0|CANCELLED by 0|0:0|vm|None|hpcorch-c-a0x9|/w\n"
+            "41|CANCELLED by 0|0:0|None assigned|JobArrayTaskLimit|hpcorch-c-a0x9|/w\n")
+    jobs = _spread_array_records(parse_sacct(text), ["41_0", "41_1", "41_2"])
+    assert [jobs[f"41_{i}"].run_state()[0] for i in range(3)] == [RunState.CANCELLED] * 3
+    assert jobs["41_2"].job_id == "41_2"
+
+
 def test_workdir_may_contain_the_separator(jobs: dict[str, JobInfo]) -> None:
     assert jobs["14_0"].workdir == "/w|with|bars"
     assert jobs["8_0"].workdir == "/tmp/slurm exp"

@@ -25,43 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from hpcorch.providers.ray import execute
+from hpcorch.providers.ray.naming import infeasible_reason, task_name, task_options
 from hpcorch.spec import RunSpec
 
 #: Seconds between two looks for cancel files while runs are open.
 CANCEL_POLL_S = 0.5
-
-
-def task_name(spec: RunSpec) -> str:
-    """The name a run's task has in the dashboard."""
-    return f"run-{spec.num}-{spec.run_key[:12]}"
-
-
-def task_options(spec: RunSpec) -> dict[str, Any]:
-    """Ray task options from the run's Resources."""
-    res = spec.resources
-    options: dict[str, Any] = {"name": task_name(spec), "num_cpus": res.cpus,
-                               "num_gpus": res.gpus, "max_retries": 0, "retry_exceptions": False}
-    if res.mem_gb:
-        options["memory"] = int(res.mem_gb * 2**30)
-    return options
-
-
-def infeasible_reason(spec: RunSpec, nodes: Sequence[dict[str, float]]) -> str:
-    """Why no node of the cluster can ever hold this run ('' when one can)."""
-    res = spec.resources
-    need = {"CPU": float(res.cpus), "GPU": float(res.gpus)}
-    if res.mem_gb:
-        need["memory"] = float(res.mem_gb) * 2**30
-    need = {k: v for k, v in need.items() if v > 0}
-    for node in nodes:
-        if all(node.get(k, 0.0) >= v for k, v in need.items()):
-            return ""
-    def fmt(key: str, value: float) -> str:
-        return f"{value / 2**30:g} GiB memory" if key == "memory" else f"{value:g} {key}"
-    best = {k: max((n.get(k, 0.0) for n in nodes), default=0.0) for k in need}
-    return ("infeasible on this Ray cluster: the run needs " +
-            ", ".join(fmt(k, v) for k, v in need.items()) + " on one node; the largest node has " +
-            ", ".join(fmt(k, v) for k, v in best.items()) + " (lower resources.* or add nodes)")
 
 
 def _alive_node_resources() -> list[dict[str, float]]:

@@ -27,7 +27,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,11 +112,10 @@ def script_of(spec: RunSpec) -> str | None:
 _warmed: set[str] = set()
 
 
-def warm_up(script: str) -> None:
-    """Import, once per worker, what the script imports at top level (never run it).
-
-    The forked children then start with Hydra, numpy and the app's libraries loaded.
-    """
+def warm_up(script: str, overrides: Sequence[str] = ()) -> None:
+    """Once per worker and script: import what the script imports at top level (never
+    run it), scan Hydra's plugins and train Hydra's override parser (its lexer builds
+    its tables on first use), so that every forked run starts with all that done."""
     if script in _warmed:
         return
     _warmed.add(script)
@@ -124,7 +123,10 @@ def warm_up(script: str) -> None:
         tree = ast.parse(Path(script).read_text(encoding="utf-8"))
     except (OSError, SyntaxError, ValueError):
         return
-    names: list[str] = ["hydra", "omegaconf", "hpcorch.worker.callback"]
+    names: list[str] = ["hydra", "omegaconf", "omegaconf._impl", "hpcorch.worker.callback",
+                        "hydra._internal.hydra", "hydra._internal.utils",
+                        "hydra._internal.config_loader_impl", "hydra._internal.logging_config",
+                        "hydra.core.utils", "numpy", "numpy.random", "hpcorch.repro.seeds"]
     for node in tree.body:
         if isinstance(node, ast.Import):
             names += [alias.name for alias in node.names]
@@ -136,10 +138,21 @@ def warm_up(script: str) -> None:
         for name in names:
             with contextlib.suppress(Exception):  # a bad import shows up in the run itself
                 importlib.import_module(name)
+        with contextlib.suppress(Exception):  # Hydra's plugin scan: ~0.3 s per process
+            from hydra.core.plugins import Plugins
+
+            Plugins.instance()
         with contextlib.suppress(Exception):
-            from hpcorch.repro.fingerprint import distributions
+            from hydra.core.override_parser.overrides_parser import OverridesParser
+
+            OverridesParser.create().parse_overrides(
+                [o for o in overrides if "=" in o and not o.startswith("-")])
+        with contextlib.suppress(Exception):  # the sweep-wide parts of the fingerprint
+            from hpcorch.identity import script_directory
+            from hpcorch.repro.fingerprint import _git, distributions
 
             distributions()
+            _git(script_directory(script))
     finally:
         sys.path.remove(added)
 
@@ -169,6 +182,7 @@ def _child_warm(spec: RunSpec, script: str, out_fd: int, err_fd: int) -> None:
         os.environ.update(env)
         sys.argv = [script, *spec.command[2:]]
         sys.path.insert(0, str(Path(script).parent))
+        _skip_mode_probe()
         import runpy
 
         try:
@@ -189,6 +203,20 @@ def _child_warm(spec: RunSpec, script: str, out_fd: int, err_fd: int) -> None:
             os._exit(code)
 
 
+def _skip_mode_probe() -> None:
+    """Spare the run Hydra's first, throw-away composition (`Hydra.get_mode`).
+
+    A run's command never asks for a multirun, so Hydra's answer is RUN either
+    way: with `hydra.mode` unset (the default) get_mode finds None and Hydra
+    falls back to RUN, appending `hydra.mode=RUN`, which is exactly what
+    returning None here does, one full config composition cheaper.
+    """
+    with contextlib.suppress(Exception):
+        from hydra._internal.hydra import Hydra
+
+        Hydra.get_mode = lambda self, config_name, overrides: None  # type: ignore[method-assign]
+
+
 @contextlib.contextmanager
 def _log_files(spec: RunSpec) -> Iterator[tuple[Any, Any]]:
     meta = meta_dir(spec.run_dir)
@@ -207,7 +235,7 @@ class RunProcess:
         sys.stderr.flush()
         with _log_files(spec) as (out, err):
             if script is not None:
-                warm_up(script)
+                warm_up(script, spec.command[2:])
                 pid = os.fork()
                 if pid == 0:
                     _child_warm(spec, script, out.fileno(), err.fileno())

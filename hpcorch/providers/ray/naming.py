@@ -114,6 +114,40 @@ def run_env_vars(spec: RunSpec, user: Mapping[str, str]) -> dict[str, str]:
             "HPCORCH_SWEEP_ID": spec.sweep_id}
 
 
+def task_name(spec: RunSpec) -> str:
+    """The name a run's task has in the dashboard."""
+    return f"run-{spec.num}-{spec.run_key[:12]}"
+
+
+def task_options(spec: RunSpec) -> dict[str, Any]:
+    """Ray task options from the run's Resources."""
+    res = spec.resources
+    options: dict[str, Any] = {"name": task_name(spec), "num_cpus": res.cpus,
+                               "num_gpus": res.gpus, "max_retries": 0, "retry_exceptions": False}
+    if res.mem_gb:
+        options["memory"] = int(res.mem_gb * 2**30)
+    return options
+
+
+def infeasible_reason(spec: RunSpec, nodes: Sequence[dict[str, float]]) -> str:
+    """Why no node of the cluster can ever hold this run ('' when one can)."""
+    res = spec.resources
+    need = {"CPU": float(res.cpus), "GPU": float(res.gpus)}
+    if res.mem_gb:
+        need["memory"] = float(res.mem_gb) * 2**30
+    need = {k: v for k, v in need.items() if v > 0}
+    for node in nodes:
+        if all(node.get(k, 0.0) >= v for k, v in need.items()):
+            return ""
+
+    def fmt(key: str, value: float) -> str:
+        return f"{value / 2**30:g} GiB memory" if key == "memory" else f"{value:g} {key}"
+    best = {k: max((n.get(k, 0.0) for n in nodes), default=0.0) for k in need}
+    return ("infeasible on this Ray cluster: the run needs " +
+            ", ".join(fmt(k, v) for k, v in need.items()) + " on one node; the largest node has " +
+            ", ".join(fmt(k, v) for k, v in best.items()) + " (lower resources.* or add nodes)")
+
+
 def job_run_status(handle: RunHandle, job: Mapping[str, Any] | None,
                    outcome: Mapping[str, Any] | None, stderr_tail: str) -> RunStatus:
     """The state of a one-run job (mode=job): Ray's job status, with the outcome's details."""
@@ -128,7 +162,7 @@ def job_run_status(handle: RunHandle, job: Mapping[str, Any] | None,
             node=str(own.get("node") or job.get("driver_node_id") or "")[:40],
             exit_code=own.get("exit_code", code if isinstance(code, int) else None),
             signal=own.get("signal"),
-            reason=str(own.get("reason") or job.get("message") or "").strip(),
+            reason=str(own.get("reason") or _first_line(job.get("message"))),
             stderr_tail=stderr_tail)
         return RunStatus(handle, state, context)
     return RunStatus(handle, state)
@@ -165,13 +199,18 @@ def task_run_status(handle: RunHandle, job: Mapping[str, Any] | None,
         f"the sweep job ended ({job_status}) without running this run"))
 
 
+def _first_line(text: Any) -> str:
+    lines = str(text or "").strip().splitlines()
+    return lines[0] if lines else ""
+
+
 def _context(handle: RunHandle, own: Mapping[str, Any], job: Mapping[str, Any] | None,
              stderr_tail: str, fallback: str) -> FailureContext:
     job = job or {}
-    message = str(job.get("message") or "").strip()
+    message = _first_line(job.get("message"))
     reason = str(own.get("reason") or fallback or "")
     if fallback and message:
-        reason = f"{reason}: {message.splitlines()[-1]}"
+        reason = f"{reason}: {message}"
     return FailureContext(
         provider="ray", job_id=handle.job_id,
         node=str(own.get("node") or job.get("driver_node_id") or "")[:40],

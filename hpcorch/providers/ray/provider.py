@@ -28,7 +28,7 @@ from typing import Any
 
 from hpcorch.errors import ConfigError, ProviderError, ProviderUnavailable
 from hpcorch.providers.ray import cluster, naming
-from hpcorch.providers.ray.driver import infeasible_reason, task_name, task_options
+from hpcorch.providers.ray.naming import infeasible_reason, task_name, task_options
 from hpcorch.providers.ray.execute import cancel_path, read_outcome, tail_text
 from hpcorch.providers.ray.settings import RaySettings
 from hpcorch.spec import FailureContext, RunHandle, RunSpec, RunState, RunStatus
@@ -217,7 +217,9 @@ class RayProvider:
     # -- lookup / status -----------------------------------------------------------
     def lookup(self, run_keys: Sequence[str]) -> list[RunHandle]:
         """Runs of hpcorch jobs (found by the run keys in their metadata) that are still
-        queued, running or succeeded; a run that failed or was stopped is run again."""
+        queued or running. Finished ones are not returned: a failed or stopped run must
+        run again, and a succeeded one may belong to another sweep with the same run key
+        (whose run directory, and so record, is elsewhere)."""
         wanted = set(run_keys)
         if not wanted:
             return []
@@ -231,11 +233,11 @@ class RayProvider:
                         self._run_dirs[jid] = run_dir
                         status = naming.task_run_status(RunHandle(self.name, spec["run_key"], jid),
                                                         job, read_outcome(run_dir), "")
-                        if not status.state.terminal or status.state is RunState.SUCCEEDED:
+                        if not status.state.terminal:
                             found[spec["run_key"]] = status.handle
             elif meta.get(naming.KIND_KEY) == "run" and meta.get("hpcorch_run_key") in wanted:
                 status_text = str(job.get("status"))
-                if not naming.is_terminal(status_text) or status_text == "SUCCEEDED":
+                if not naming.is_terminal(status_text):
                     self._run_dirs[sid] = str(meta.get("hpcorch_run_dir", ""))
                     found[meta["hpcorch_run_key"]] = RunHandle(self.name, meta["hpcorch_run_key"], sid)
         return [found[k] for k in run_keys if k in found]

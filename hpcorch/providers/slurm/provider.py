@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import subprocess
@@ -292,13 +293,14 @@ class SlurmProvider:
         if infos is None:
             infos = self._squeue(arrays)
         if infos is not None:
+            infos = _spread_array_records(infos, job_ids)
             self._jobs.update(infos)
             missing = [j for j in job_ids if j not in infos]
             seen_arrays = {j.split("_", 1)[0] for j in infos}
             # sacct lags behind slurmctld: ask squeue about arrays sacct has not heard of.
             unheard = [a for a in array_ids(missing) if a not in seen_arrays]
             if unheard and self._accounting:
-                more = self._squeue(unheard) or {}
+                more = _spread_array_records(self._squeue(unheard) or {}, missing)
                 self._jobs.update(more)
                 infos = {**infos, **more}
             now = self._clock()
@@ -404,3 +406,14 @@ class SlurmProvider:
                 f"slurm: `{argv[0]}` not found on PATH; run on a login node with the Slurm "
                 "client commands (locally: scripts/slurm-up.sh, then scripts/in-netns.sh CMD)"
             ) from exc
+
+
+def _spread_array_records(infos: dict[str, JobInfo], job_ids: Sequence[str]) -> dict[str, JobInfo]:
+    """Tasks never split from their array are reported as the bare array id (e.g. `41`
+    once a pending tail is cancelled): that record stands for each of them."""
+    out = dict(infos)
+    for job_id in job_ids:
+        array, sep, _ = job_id.partition("_")
+        if sep and job_id not in out and array in infos:
+            out[job_id] = dataclasses.replace(infos[array], job_id=job_id)
+    return out
