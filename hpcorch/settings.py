@@ -134,7 +134,7 @@ class HpcorchSettings:
     """Where the index lives (default: $HPCORCH_HOME or ./.hpcorch)."""
     key_exclude: tuple[str, ...] = field(default=DEFAULT_KEY_EXCLUDE)
     """Top-level config keys left out of run keys and seeds (they say where, not what)."""
-    summary_metrics: int = 4
+    summary_metrics: int = 6
     """How many metrics the summary table shows per run."""
     snapshot: bool = True
     """Run fresh-interpreter jobs from a copy of the git-tracked code in the sweep dir."""

@@ -105,7 +105,8 @@ class Resources:
 
     def ranks_per_node(self) -> tuple[int, ...]:
         """How the ranks fill the nodes: tasks_per_node each, the remainder on the last."""
-        counts, left = [], self.tasks
+        counts: list[int] = []
+        left = self.tasks
         for _ in range(self.nodes):
             counts.append(min(self.tasks_per_node, left - (self.nodes - len(counts) - 1)))
             left -= counts[-1]

@@ -54,8 +54,9 @@ def main() -> None:
         env = {**os.environ, "HPCORCH_HOME": str(Path(tmp) / "home")}
         py = sys.executable
         lrs = "lr=" + ",".join(args.lrs)
-        print(f"# {len(args.lrs)} runs per sweep, {cores} cores, {Path(mpirun).name} "
-              f"({subprocess.run([mpirun, '--version'], capture_output=True, text=True).stdout.splitlines()[0]})")
+        version = subprocess.run([mpirun, "--version"], capture_output=True, text=True,
+                                 check=False).stdout.splitlines()[0]
+        print(f"# {len(args.lrs)} runs per sweep, {cores} cores, {version}")
         print(f"{'ranks':>5} {'hpcorch local':>14} {'hpcorch mpi':>12} {'peer mpirun':>12} "
               f"{'local/peer':>11} {'mpi/peer':>9}")
         for n in args.tasks:

@@ -46,6 +46,7 @@ if [ ${#missing[@]} -gt 0 ]; then
         apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends "${missing[@]}" \
             >>/tmp/hpcorch-podman-apt.log 2>&1 || die "apt-get failed: see /tmp/hpcorch-podman-apt.log"
     }
+    log "installed ${missing[*]} ($(elapsed) s so far)"
 fi
 
 # ------------------------------------------------------------- configuration

@@ -95,12 +95,22 @@ def command_paths(command: Sequence[str]) -> list[str]:
     return paths
 
 
+#: Mount targets that would hide the image's own system (or the host's, read-write).
+_SYSTEM_PATHS = frozenset({"/", "/bin", "/dev", "/etc", "/lib", "/lib64", "/opt", "/proc",
+                           "/sbin", "/sys", "/usr", "/var"})
+
+
 def plan_binds(spec: RunSpec, extra: Sequence[Bind]) -> tuple[Bind, ...]:
     """Every mount of a run: its working directory, script and config directories and run
     directory read-write at their own paths, then `extra`; nested duplicates dropped."""
     workdir = spec.workdir or spec.run_dir
     wanted = [Bind(p, p) for p in (workdir, *command_paths(spec.command), spec.run_dir)]
     wanted += list(extra)
+    for bind in wanted:
+        if os.path.normpath(bind.target) in _SYSTEM_PATHS:
+            raise ContainerError(
+                f"refusing to mount {bind.source} at {bind.target} inside the container: it "
+                "would hide the image's system; run the sweep from the project directory")
     kept: list[Bind] = []
     for bind in wanted:
         covered = any(k.source == k.target and bind.source == bind.target

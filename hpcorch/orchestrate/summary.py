@@ -48,7 +48,7 @@ def summary_table(rows: Sequence[dict[str, Any]], *, title: str, metrics: int = 
     `rows` are `RunRow.to_dict()`-shaped mappings.
     """
     names = metric_columns(rows, metrics)
-    table = Table(title=title, title_justify="left")
+    table = Table(title=Text(title), title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("overrides")
     table.add_column("state")
@@ -58,9 +58,10 @@ def summary_table(rows: Sequence[dict[str, Any]], *, title: str, metrics: int = 
         table.add_column(name, justify="right")
     for row in rows:
         state = RunState(row["state"])
-        cells = [str(row["num"]), " ".join(row["overrides"]) or "(none)",
+        # Text(), not str: an override like `hosts=[a:4]` must not be read as rich markup.
+        cells = [str(row["num"]), Text(" ".join(row["overrides"]) or "(none)"),
                  Text(state.value, style=_STYLE.get(state, "")),
-                 format_duration(row.get("duration_s")), row.get("job_id") or ""]
+                 format_duration(row.get("duration_s")), Text(row.get("job_id") or "")]
         metrics_of = row.get("metrics") or {}
         cells += [_fmt(metrics_of.get(n)) for n in names]
         table.add_row(*cells)

@@ -164,6 +164,8 @@ class HpcorchCallback(Callback):
 
 def spec_job_id(spec: RunSpec | None) -> str:
     """The engine's job id as the job sees it (Slurm/Ray set their own variables)."""
+    if os.environ.get("HPCORCH_JOB_ID"):  # set by providers whose engine has none (ray)
+        return os.environ["HPCORCH_JOB_ID"]
     for var in ("SLURM_ARRAY_JOB_ID", "SLURM_JOB_ID"):
         if os.environ.get(var):
             task = os.environ.get("SLURM_ARRAY_TASK_ID")

@@ -34,7 +34,9 @@ def sweep(app: Path, out: Path, *overrides: str, rerun: bool = True,
             f"hydra.sweep.dir={out}"]
     if rerun:
         argv.append("hpcorch.rerun=true")
-    done = subprocess.run(argv, cwd=app, env={**os.environ, **(env or {})}, capture_output=True,
+    # The sweeping process starts without PYTHONHASHSEED, as from a plain shell.
+    base = {k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"}
+    done = subprocess.run(argv, cwd=app, env={**base, **(env or {})}, capture_output=True,
                           text=True, timeout=600, check=False)
     assert done.returncode == 0, f"sweep failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return out

@@ -172,3 +172,11 @@ def test_binds_cover_app_config_and_run_dirs_once() -> None:
     # The run dir and APP/sub lie inside APP (bound read-write): not bound twice.
     assert binds == (Bind(APP, APP), Bind("/code", "/code"), Bind("/site/conf", "/site/conf"),
                      Bind("/data", "/data", True))
+
+
+def test_system_directories_are_never_mounted() -> None:
+    spec = RunSpec.from_dict({**make_spec().to_dict(), "workdir": "/"})
+    with pytest.raises(ContainerError, match="refusing to mount / at /"):
+        plan_binds(spec, [])
+    with pytest.raises(ContainerError, match="at /usr"):
+        plan_binds(make_spec(), [Bind("/home/alice/usr", "/usr")])

@@ -207,7 +207,8 @@ the job to be terminated. The first process to do so was:
 """
 MPIRUN_SIGNAL = ("mpirun noticed that process rank 2 with PID 0 on node c017 exited on "
                  "signal 11 (Segmentation fault).\n")
-SRUN_EXIT = "srun: error: c018: task 3: Exited with exit code 2\nsrun: error: c018: tasks 0-2: Killed\n"
+SRUN_EXIT = ("srun: error: c018: task 3: Exited with exit code 2\n"
+             "srun: error: c018: tasks 0-2: Killed\n")
 
 
 @pytest.mark.parametrize(("text", "rank", "host", "code", "sig"), [

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,18 @@ from hpcorch.repro.settings import THREAD_ENV_VARS, ReproSettings, job_env_pairs
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """start_run exports variables; keep them inside the test."""
     for var in (*THREAD_ENV_VARS, "CUBLAS_WORKSPACE_CONFIG", "PYTHONHASHSEED", "HPCORCH_SEED"):
-        monkeypatch.delenv(var, raising=False)
-    yield
+        monkeypatch.setenv(var, "")  # records the old value (or absence) for the undo...
+        monkeypatch.delenv(var)      # ...that also removes what start_run exports
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+    else:
+        with threadpool_limits(limits=None):  # strict runs resize this process's BLAS pools
+            yield
     determinism._remove_hooks()
 
 

@@ -184,8 +184,10 @@ class LocalHead:
                     f"[ray] the Ray started for this sweep exited (rc={self._proc.returncode}): "
                     f"{tail}")
             try:
-                http_get(self.url, "/api/gcs_healthz", {}, timeout=2.0)
-                return self.url
+                # Ready = its node has registered (jobs and resource checks need it).
+                if node_resources(self.url, auth_headers(), timeout=2.0):
+                    return self.url
+                raise ProviderUnavailable("no node yet")
             except ProviderUnavailable:
                 if time.monotonic() > deadline:
                     tail = self._log_tail()

@@ -85,10 +85,13 @@ def load_spec(path: str | Path) -> RunSpec:
     return RunSpec.from_dict(read_json(path))
 
 
-def job_environment(spec: RunSpec, base: dict[str, str] | None = None) -> dict[str, str]:
-    """The run's environment: the worker's, the spec's, its seed and where its spec is."""
-    env = dict(os.environ if base is None else base)
+def job_environment(spec: RunSpec, job_id: str = "") -> dict[str, str]:
+    """The run's environment: the worker's, the spec's, its seed, where its spec is, and
+    its Ray job id (HPCORCH_JOB_ID: the run record carries it)."""
+    env = dict(os.environ)
     env.update(dict(spec.env))
+    if job_id:
+        env["HPCORCH_JOB_ID"] = job_id
     env["HPCORCH_SPEC"] = str(spec_path(spec.run_dir))
     env["PYTHONHASHSEED"] = str(spec.seed)
     env["HPCORCH_SEED"] = str(spec.seed)
@@ -164,7 +167,7 @@ def _die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def _child_warm(spec: RunSpec, script: str, out_fd: int, err_fd: int) -> None:
+def _child_warm(spec: RunSpec, script: str, out_fd: int, err_fd: int, job_id: str) -> None:
     """In the forked child: become the run, exactly as `python SCRIPT ARGS` would. Never returns."""
     code = 1
     try:
@@ -177,7 +180,7 @@ def _child_warm(spec: RunSpec, script: str, out_fd: int, err_fd: int) -> None:
         sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
         sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
         os.chdir(spec.workdir or spec.run_dir)
-        env = job_environment(spec)
+        env = job_environment(spec, job_id)
         os.environ.clear()
         os.environ.update(env)
         sys.argv = [script, *spec.command[2:]]
@@ -228,7 +231,7 @@ def _log_files(spec: RunSpec) -> Iterator[tuple[Any, Any]]:
 class RunProcess:
     """One started run: a forked warm child or a cold subprocess, in its own session."""
 
-    def __init__(self, spec: RunSpec, warm: bool) -> None:
+    def __init__(self, spec: RunSpec, warm: bool, job_id: str = "") -> None:
         self.spec = spec
         script = script_of(spec) if warm else None
         sys.stdout.flush()
@@ -238,13 +241,13 @@ class RunProcess:
                 warm_up(script, spec.command[2:])
                 pid = os.fork()
                 if pid == 0:
-                    _child_warm(spec, script, out.fileno(), err.fileno())
+                    _child_warm(spec, script, out.fileno(), err.fileno(), job_id)
                 self.pid = pid
                 self._popen: subprocess.Popen[bytes] | None = None
             else:
                 self._popen = subprocess.Popen(
                     list(spec.command), cwd=spec.workdir or spec.run_dir,
-                    env=job_environment(spec), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                    env=job_environment(spec, job_id), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                     start_new_session=True, preexec_fn=_die_with_parent)  # noqa: PLW1509
                 self.pid = self._popen.pid
 
@@ -310,7 +313,7 @@ def run_spec(spec: RunSpec, submission_id: str, *, warm: bool, echo: bool = True
     started = time.time()
     write_outcome(spec, submission_id, "RUNNING", node=node, started=started, job_id=job_id,
                   pid=os.getpid())
-    proc = RunProcess(spec, warm)
+    proc = RunProcess(spec, warm, job_id)
     cancelled = False
     try:
         code = proc.wait()

@@ -22,7 +22,7 @@ import logging
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ class RayProvider:
         self._headers: dict[str, str] = {}
         self._run_dirs: dict[str, str] = {}  # job id -> run directory
         self._rejected: dict[str, RunStatus] = {}  # job id -> why it was never submitted
+        self._stopping: set[str] = set()  # submission ids we asked Ray to stop
 
     # -- connection --------------------------------------------------------
     @property
@@ -140,7 +141,8 @@ class RayProvider:
         handles: dict[str, RunHandle] = {}
         feasible = []
         for spec in runs:
-            reason = infeasible_reason(spec, nodes)
+            # No node listed yet (a head still registering): the driver checks in the cluster.
+            reason = infeasible_reason(spec, nodes) if nodes else ""
             if reason:
                 handle = RunHandle(self.name, spec.run_key, f"not-submitted-{spec.run_key}")
                 self._rejected[handle.job_id] = RunStatus(handle, RunState.FAILED, FailureContext(
@@ -159,7 +161,10 @@ class RayProvider:
     def _submit_batch(self, specs: list[RunSpec], jobs: dict[str, dict[str, Any]]
                       ) -> dict[str, RunHandle]:
         base = naming.batch_submission_id(specs)
-        sid = self._reusable(base, jobs) or naming.next_submission_id(base, jobs)
+        batch = sorted(str(spec_path(s.run_dir)) for s in specs)
+        sid = self._reusable(base, jobs, lambda meta: sorted(
+            (read_json(meta["hpcorch_batch"]) or {}).get("specs", [])) == batch
+        ) or naming.next_submission_id(base, jobs)
         for spec in specs:
             cancel_path(spec.run_dir).unlink(missing_ok=True)
             self._run_dirs[naming.task_job_id(sid, spec.num)] = spec.run_dir
@@ -176,7 +181,8 @@ class RayProvider:
 
     def _submit_run(self, spec: RunSpec, jobs: dict[str, dict[str, Any]]) -> RunHandle:
         base = naming.run_submission_id(spec)
-        sid = self._reusable(base, jobs) or naming.next_submission_id(base, jobs)
+        sid = self._reusable(base, jobs, lambda meta: meta.get("hpcorch_run_dir") == spec.run_dir
+                             ) or naming.next_submission_id(base, jobs)
         self._run_dirs[sid] = spec.run_dir
         if sid not in jobs:
             self._submit_job(
@@ -185,13 +191,20 @@ class RayProvider:
                 self._entrypoint_resources(spec))
         return RunHandle(self.name, spec.run_key, sid)
 
-    @staticmethod
-    def _reusable(base: str, jobs: dict[str, dict[str, Any]]) -> str | None:
-        """The newest attempt of `base` that is still queued or running (re-submission = no-op)."""
+    def _reusable(self, base: str, jobs: dict[str, dict[str, Any]],
+                  same_runs: Callable[[dict[str, Any]], bool]) -> str | None:
+        """The newest attempt of `base` still queued or running for these very run
+        directories, and not being stopped by us: re-submitting it is a no-op."""
         attempts = naming.attempts_of(base, jobs)
-        if attempts and not naming.is_terminal(str(jobs[attempts[-1]].get("status"))):
-            return attempts[-1]
-        return None
+        if not attempts or attempts[-1] in self._stopping:
+            return None
+        job = jobs[attempts[-1]]
+        if naming.is_terminal(str(job.get("status"))):
+            return None
+        try:
+            return attempts[-1] if same_runs(job.get("metadata") or {}) else None
+        except (OSError, KeyError, ValueError):
+            return None
 
     def _submit_job(self, sid: str, entrypoint: str, spec: RunSpec, metadata: dict[str, str],
                     resources: dict[str, Any]) -> None:
@@ -330,6 +343,7 @@ class RayProvider:
         return True
 
     def _stop(self, sid: str) -> None:
+        self._stopping.add(sid)
         try:
             self._connect().stop_job(sid)
         except Exception as exc:  # noqa: BLE001 - stopping a job Ray forgot is not an error

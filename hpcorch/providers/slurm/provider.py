@@ -304,11 +304,12 @@ class SlurmProvider:
                 self._jobs.update(more)
                 infos = {**infos, **more}
             now = self._clock()
+            known_arrays = {j.split("_", 1)[0] for j in infos}
             for job_id in job_ids:
                 array = job_id.split("_", 1)[0]
                 if job_id in infos:
                     self._gone.discard(job_id)
-                elif array not in {j.split("_", 1)[0] for j in infos} and \
+                elif array not in known_arrays and \
                         now - self._submitted.get(array, -1e18) > _SUBMIT_GRACE_S:
                     self._gone.add(job_id)
         self._next_query = self._clock() + self._interval * random.uniform(0.9, 1.1)
