@@ -77,8 +77,8 @@ def main() -> int:
 
     root = Path(tempfile.mkdtemp(prefix="bench-ray-"))
     app = write_app(root)
-    env = {**os.environ, "HPCORCH_HOME": str(root / "home"), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-           "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "HPCORCH_HOME": str(root / "home"),
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
     sweep = f"x=range({args.runs})"
     py = sys.executable
     commands = {

@@ -100,7 +100,8 @@ def test_sweep_run_without_outcome_follows_its_job(job_status: str, state: RunSt
     status = naming.task_run_status(HANDLE, {"status": job_status, "message": "m1\nm2"}, None, "")
     assert status.state is state
     if state is RunState.FAILED:
-        assert status.context is not None and "without running this run: m1" in status.context.reason
+        assert status.context is not None
+        assert "without running this run: m1" in status.context.reason
 
 
 def test_sweep_run_outcome_wins_and_foreign_outcomes_are_ignored() -> None:
@@ -113,7 +114,8 @@ def test_sweep_run_outcome_wins_and_foreign_outcomes_are_ignored() -> None:
     other = {**mine, "submission_id": "hpcorch-s-0"}  # an earlier attempt's outcome
     assert naming.task_run_status(HANDLE, job, other, "").state is RunState.SUBMITTED
     ok = {**mine, "state": "SUCCEEDED"}
-    assert naming.task_run_status(HANDLE, {"status": "SUCCEEDED"}, ok, "").state is RunState.SUCCEEDED
+    done = naming.task_run_status(HANDLE, {"status": "SUCCEEDED"}, ok, "")
+    assert done.state is RunState.SUCCEEDED
     assert naming.task_run_status(HANDLE, None, None, "").state is RunState.UNKNOWN
 
 
@@ -128,7 +130,8 @@ def test_running_run_of_an_ended_job() -> None:
 
 def test_one_run_job_mapping() -> None:
     handle = RunHandle("ray", "k", "hpcorch-k")
-    assert naming.job_run_status(handle, {"status": "PENDING"}, None, "").state is RunState.SUBMITTED
+    pending = naming.job_run_status(handle, {"status": "PENDING"}, None, "")
+    assert pending.state is RunState.SUBMITTED
     assert naming.job_run_status(handle, {"status": "RUNNING"}, None, "").state is RunState.RUNNING
     assert naming.job_run_status(handle, {"status": "SUCCEEDED"}, None, "").state \
         is RunState.SUCCEEDED
@@ -185,7 +188,8 @@ def test_unreachable_address_fails_fast_with_a_hint(tmp_path: Path) -> None:
     with pytest.raises(ProviderUnavailable) as err:
         provider.check()
     text = str(err.value)
-    assert "http://127.0.0.1:9" in text and "scripts/ray-up.sh" in text and "ray start --head" in text
+    assert "http://127.0.0.1:9" in text and "scripts/ray-up.sh" in text
+    assert "ray start --head" in text
 
 
 def test_multi_rank_runs_are_refused(tmp_path: Path) -> None:

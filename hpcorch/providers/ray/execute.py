@@ -247,7 +247,8 @@ class RunProcess:
             else:
                 self._popen = subprocess.Popen(
                     list(spec.command), cwd=spec.workdir or spec.run_dir,
-                    env=job_environment(spec, job_id), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                    env=job_environment(spec, job_id), stdin=subprocess.DEVNULL, stdout=out,
+                    stderr=err,
                     start_new_session=True, preexec_fn=_die_with_parent)  # noqa: PLW1509
                 self.pid = self._popen.pid
 

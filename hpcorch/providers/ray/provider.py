@@ -28,11 +28,18 @@ from typing import Any
 
 from hpcorch.errors import ConfigError, ProviderError, ProviderUnavailable
 from hpcorch.providers.ray import cluster, naming
-from hpcorch.providers.ray.naming import infeasible_reason, task_name, task_options
 from hpcorch.providers.ray.execute import cancel_path, read_outcome, tail_text
+from hpcorch.providers.ray.naming import infeasible_reason, task_name, task_options
 from hpcorch.providers.ray.settings import RaySettings
 from hpcorch.spec import FailureContext, RunHandle, RunSpec, RunState, RunStatus
-from hpcorch.store.records import STDERR_FILE, META_DIR, atomic_write_json, meta_dir, read_json, spec_path
+from hpcorch.store.records import (
+    META_DIR,
+    STDERR_FILE,
+    atomic_write_json,
+    meta_dir,
+    read_json,
+    spec_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +117,8 @@ class RayProvider:
         if self.settings.mode == "sweep":
             for group in _by_sweep(runs):
                 sid = naming.batch_submission_id(group)
-                lines.append(f"# sweep job {sid}: entrypoint "
-                             f"{naming.entrypoint(self.python, 'batch', self._batch_file(group, sid))}")
+                entry = naming.entrypoint(self.python, "batch", self._batch_file(group, sid))
+                lines.append(f"# sweep job {sid}: entrypoint {entry}")
                 for spec in group:
                     lines.append(f"#   task {task_name(spec)} {json.dumps(task_options(spec))} "
                                  f"key={spec.run_key} dir={spec.run_dir}")
@@ -237,7 +244,8 @@ class RayProvider:
         if not wanted:
             return []
         found: dict[str, RunHandle] = {}
-        for sid, job in sorted(self._list_jobs().items(), key=lambda kv: kv[1].get("start_time") or 0):
+        jobs = sorted(self._list_jobs().items(), key=lambda kv: kv[1].get("start_time") or 0)
+        for sid, job in jobs:
             meta = job.get("metadata") or {}
             if meta.get(naming.KIND_KEY) == "sweep":
                 for run_dir, spec in self._batch_specs(meta):
@@ -252,7 +260,8 @@ class RayProvider:
                 status_text = str(job.get("status"))
                 if not naming.is_terminal(status_text):
                     self._run_dirs[sid] = str(meta.get("hpcorch_run_dir", ""))
-                    found[meta["hpcorch_run_key"]] = RunHandle(self.name, meta["hpcorch_run_key"], sid)
+                    key = meta["hpcorch_run_key"]
+                    found[key] = RunHandle(self.name, key, sid)
         return [found[k] for k in run_keys if k in found]
 
     @staticmethod

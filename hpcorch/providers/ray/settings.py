@@ -60,12 +60,14 @@ class RaySettings:
             require(scheme in ("http", "https", "ray"), f"{prefix}.address", self.address,
                     "must be an http(s):// dashboard URL, a ray:// client address, 'auto' "
                     "or host:port of the GCS")
-        require(self.poll_interval > 0, f"{prefix}.poll_interval", self.poll_interval, "must be > 0")
+        require(self.poll_interval > 0, f"{prefix}.poll_interval", self.poll_interval,
+                "must be > 0")
         require(self.max_poll_interval >= self.poll_interval, f"{prefix}.max_poll_interval",
                 self.max_poll_interval, f"must be >= poll_interval ({self.poll_interval})")
         require(self.connect_timeout > 0, f"{prefix}.connect_timeout", self.connect_timeout,
                 "must be > 0")
-        require(self.start_timeout > 0, f"{prefix}.start_timeout", self.start_timeout, "must be > 0")
+        require(self.start_timeout > 0, f"{prefix}.start_timeout", self.start_timeout,
+                "must be > 0")
         require(self.num_cpus is None or self.num_cpus >= 1, f"{prefix}.num_cpus", self.num_cpus,
                 "must be a positive integer, or null for every usable core")
         for key, value in self.metadata.items():
