@@ -147,3 +147,48 @@ def test_unreachable_address_fails_fast_naming_it(app_dir: Path) -> None:
     text = proc.stdout + proc.stderr
     assert "http://127.0.0.1:9" in text and "scripts/ray-up.sh" in text
     assert not records(app_dir / "multirun" / "down")
+
+
+def test_detached_sweep_lives_in_the_cluster_then_wait_and_cancel(tmp_path: Path,
+                                                                 ray_url: str) -> None:  # noqa: F811
+    from tests.integration.helpers import write_probe_app
+
+    app = write_probe_app(tmp_path / "probe")
+    env = {"HPCORCH_HOME": str(tmp_path / "home")}
+    home = ["--home", str(tmp_path / "home")]
+    # A detached sweep returns at once; its runs go on in Ray; `hpcorch wait` collects them.
+    done_dir = tmp_path / "multirun" / "done"
+    proc = run(app, "-m", "provider=ray", f"provider.address={ray_url}", "hpcorch.detach=true",
+               "x=1,2", f"hydra.sweep.dir={done_dir}", env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    waited = hpcorch_cli(app, *home, "wait", str(done_dir))
+    assert waited.returncode == 0, waited.stdout[-2000:] + waited.stderr[-2000:]
+    recs = records(done_dir)
+    assert [r["state"] for r in recs] == ["SUCCEEDED", "SUCCEEDED"]
+    assert all(r["job_id"].startswith("hpcorch-") for r in recs)
+    # `hpcorch cancel` stops the Ray job of a detached sweep and records its runs CANCELLED.
+    slow_dir = tmp_path / "multirun" / "slow"
+    proc = run(app, "-m", "provider=ray", f"provider.address={ray_url}", "hpcorch.detach=true",
+               "x=1,2", "sleep=300", f"hydra.sweep.dir={slow_dir}", env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    wait_until(lambda: len(list(slow_dir.glob("*/started"))) == 2, 120, "both runs started")
+    cancelled = hpcorch_cli(app, *home, "cancel", str(slow_dir))
+    assert cancelled.returncode == 0, cancelled.stdout[-2000:] + cancelled.stderr[-2000:]
+    assert [r["state"] for r in records(slow_dir)] == ["CANCELLED", "CANCELLED"]
+    sid = json.loads((slow_dir / "0" / ".hpcorch" / "ray.json").read_text())["submission_id"]
+    wait_until(lambda: {j.get("submission_id"): j for j in dashboard_get(
+        "/api/jobs/", token_headers())}[sid]["status"] == "STOPPED", 60, "the Ray job stops")
+    # Nothing of the runs outlives them, not even a process a run started itself.
+    wait_until(lambda: not _processes_with(f"probe-grandchild {app}"), 60, "no orphans")
+
+
+def _processes_with(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            if marker in cmdline and "\nState:\tZ" not in (entry / "status").read_text():
+                found.append(int(entry.name))
+        except (OSError, ValueError):
+            continue
+    return found

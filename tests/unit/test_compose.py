@@ -15,9 +15,8 @@ from hydra._internal.utils import create_config_search_path
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import setup_globals
 from hydra.types import RunMode
-from omegaconf import OmegaConf
-
 from hydra_plugins.hpcorch_launcher._compose import CachedComposer
+from omegaconf import OmegaConf
 
 
 @pytest.fixture(autouse=True)

@@ -15,6 +15,7 @@ from hpcorch.providers.slurm.accounting import (
     parse_lookup,
     parse_sacct,
     parse_squeue,
+    spread_array_records,
 )
 from hpcorch.spec import RunState
 
@@ -56,11 +57,9 @@ def test_array_tasks_and_pending_ranges(jobs: dict[str, JobInfo]) -> None:
 
 def test_cancelled_pending_tail_is_reported_as_the_bare_array_id() -> None:
     # Recorded after `scancel` of a throttled array whose tasks 1-2 never started.
-    from hpcorch.providers.slurm.provider import _spread_array_records
-
     text = ("41_0|CANCELLED by 0|0:0|vm|None|hpcorch-c-a0x9|/w\n"
             "41|CANCELLED by 0|0:0|None assigned|JobArrayTaskLimit|hpcorch-c-a0x9|/w\n")
-    jobs = _spread_array_records(parse_sacct(text), ["41_0", "41_1", "41_2"])
+    jobs = spread_array_records(parse_sacct(text), ["41_0", "41_1", "41_2"])
     assert [jobs[f"41_{i}"].run_state()[0] for i in range(3)] == [RunState.CANCELLED] * 3
     assert jobs["41_2"].job_id == "41_2"
 
@@ -153,7 +152,8 @@ def test_squeue_fallback_output() -> None:
 
 
 def test_config_limits() -> None:
-    text = ("AccountingStorageType   = accounting_storage/slurmdbd\nMaxArraySize            = 1001\n"
+    text = ("AccountingStorageType   = accounting_storage/slurmdbd\n"
+            "MaxArraySize            = 1001\n"
             "MaxJobCount             = 10000\nSLURM_VERSION           = 22.05.8\n")
     limits = parse_config(text)
     assert (limits.max_array_size, limits.max_job_count, limits.accounting) == (1001, 10000, True)

@@ -81,6 +81,7 @@ def test_setting_lowers_the_cluster_limit() -> None:
 def test_pack_puts_several_runs_in_one_task() -> None:
     [plan] = plan_arrays([spec(n) for n in range(7)], SlurmSettings(pack=3), ClusterLimits())
     assert [[s.num for s in t] for t in plan.tasks] == [[0, 1, 2], [3, 4, 5], [6]]
+    assert "#SBATCH --time=180\n" in render_script(plan, SlurmSettings(pack=3), "python")
     data = map_data(plan, SlurmSettings(pack=3))
     assert [[e["num"] for e in t] for t in data["tasks"]] == [[0, 1, 2], [3, 4, 5], [6]]
 

@@ -30,6 +30,9 @@ from hpcorch.spec import RunSpec
 
 #: Seconds between two looks for cancel files while runs are open.
 CANCEL_POLL_S = 0.5
+#: Seconds a stopped sweep job waits for its cancelled tasks (Ray SIGKILLs the driver
+#: RAY_JOB_STOP_WAIT_TIME_S, default 3 s, after its SIGTERM).
+STOP_GRACE_S = 2.5
 
 
 def _alive_node_resources() -> list[dict[str, float]]:
@@ -119,7 +122,10 @@ def _cancel(open_refs: dict[Any, RunSpec], submission_id: str, reason: str) -> N
     import ray
 
     for ref in open_refs:
-        ray.cancel(ref)
+        ray.cancel(ref)  # KeyboardInterrupt in each task: it SIGTERMs its run's session
+    # Give the tasks that moment before this driver exits: Ray then kills the job's
+    # workers outright, and a run's own children would outlive a SIGKILLed worker.
+    ray.wait(list(open_refs), num_returns=len(open_refs), timeout=STOP_GRACE_S)
     for spec in open_refs.values():
         current = execute.read_outcome(spec.run_dir) or {}
         if current.get("submission_id") != submission_id or current.get("state") == "RUNNING":

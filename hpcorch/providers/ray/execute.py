@@ -27,7 +27,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,8 @@ def write_outcome(spec: RunSpec, submission_id: str, state: str, **fields: Any) 
     """Record where this run is, for this submission (a later submission overwrites it)."""
     data = {"submission_id": submission_id, "run_key": spec.run_key, "num": spec.num,
             "state": state, "time": time.time(), **fields}
-    atomic_write_json(outcome_path(spec.run_dir), data)
+    # No fsync: the run record is the durable truth; this file only tracks the way there.
+    atomic_write_json(outcome_path(spec.run_dir), data, durable=False)
 
 
 def read_outcome(run_dir: str | Path) -> dict[str, Any] | None:
@@ -115,10 +116,11 @@ def script_of(spec: RunSpec) -> str | None:
 _warmed: set[str] = set()
 
 
-def warm_up(script: str, overrides: Sequence[str] = ()) -> None:
-    """Once per worker and script: import what the script imports at top level (never
-    run it), scan Hydra's plugins and train Hydra's override parser (its lexer builds
-    its tables on first use), so that every forked run starts with all that done."""
+def warm_up(spec: RunSpec, script: str) -> None:
+    """Once per worker and script, before the first fork: import what the script imports
+    at top level, scan Hydra's plugins, fill the sweep-wide fingerprint caches and compose
+    the run's config once without running it, so every forked run starts with Hydra's
+    lazily built parser tables and caches in place (measured: ~0.3 s less per run)."""
     if script in _warmed:
         return
     _warmed.add(script)
@@ -145,19 +147,49 @@ def warm_up(script: str, overrides: Sequence[str] = ()) -> None:
             from hydra.core.plugins import Plugins
 
             Plugins.instance()
-        with contextlib.suppress(Exception):
-            from hydra.core.override_parser.overrides_parser import OverridesParser
-
-            OverridesParser.create().parse_overrides(
-                [o for o in overrides if "=" in o and not o.startswith("-")])
         with contextlib.suppress(Exception):  # the sweep-wide parts of the fingerprint
             from hpcorch.identity import script_directory
             from hpcorch.repro.fingerprint import _git, distributions
 
             distributions()
             _git(script_directory(script))
+        _dry_compose(spec, script)
     finally:
         sys.path.remove(added)
+
+
+def _dry_compose(spec: RunSpec, script: str) -> None:
+    """Execute the script as `python SCRIPT ARGS` would, but with Hydra's run() reduced to
+    composing the config: nothing runs, no directory or log is written."""
+    try:
+        from hydra._internal.hydra import Hydra
+        from hydra.types import RunMode
+    except ImportError:
+        return
+    original = Hydra.run
+
+    def compose_only(self: Any, config_name: Any, task_function: Any, overrides: Any,
+                     with_log_configuration: bool = True) -> None:
+        self.compose_config(config_name=config_name, overrides=overrides,
+                            with_log_configuration=False, run_mode=RunMode.RUN)
+
+    argv, cwd, out, err = sys.argv, os.getcwd(), sys.stdout, sys.stderr
+    try:
+        _skip_mode_probe()
+        Hydra.run = compose_only  # type: ignore[method-assign]
+        os.chdir(spec.workdir or spec.run_dir)
+        sys.argv = [script, *spec.command[2:]]
+        with open(os.devnull, "w") as devnull:
+            sys.stdout = sys.stderr = devnull
+            import runpy
+
+            runpy.run_path(script, run_name="__main__")
+    except BaseException:  # noqa: BLE001 - a warm-up only: the real run reports any error
+        pass
+    finally:
+        Hydra.run = original  # type: ignore[method-assign]
+        sys.argv, sys.stdout, sys.stderr = argv, out, err
+        os.chdir(cwd)
 
 
 def _die_with_parent() -> None:
@@ -238,7 +270,7 @@ class RunProcess:
         sys.stderr.flush()
         with _log_files(spec) as (out, err):
             if script is not None:
-                warm_up(script, spec.command[2:])
+                warm_up(spec, script)
                 pid = os.fork()
                 if pid == 0:
                     _child_warm(spec, script, out.fileno(), err.fileno(), job_id)
@@ -262,14 +294,19 @@ class RunProcess:
         self._code = os.waitstatus_to_exitcode(status)
         return self._code
 
-    def wait(self, interval: float = 0.01) -> int:
-        """Block until the run ends; returns its exit code."""
+    def wait(self, interval: float = 0.002) -> int:
+        """Block until the run ends; returns its exit code.
+
+        Polls (a blocking waitpid would hide Ray's cancellation, a KeyboardInterrupt
+        raised between bytecodes) with a short ceiling: most runs of a sweep last
+        well under a second, and every oversleep here is lost wall time per run.
+        """
         while True:
             code = self.poll()
             if code is not None:
                 return code
             time.sleep(interval)
-            interval = min(interval * 1.5, 0.2)
+            interval = min(interval * 1.5, 0.02)
 
     def terminate(self) -> int:
         """SIGTERM the run's whole session, SIGKILL after KILL_WAIT_S; returns the exit code."""

@@ -53,6 +53,11 @@ class RayProvider:
     Settings = RaySettings
     name = "ray"
 
+    @property
+    def detachable(self) -> bool:
+        """Runs outlive this process on an existing cluster (not on a Ray started for us)."""
+        return self.settings.address is not None
+
     def __init__(self, settings: RaySettings | None = None) -> None:
         self.settings = settings or RaySettings()
         self.poll_interval = self.settings.poll_interval
@@ -283,6 +288,7 @@ class RayProvider:
             return []
         pending = [h for h in handles if h.job_id not in self._rejected]
         jobs = self._list_jobs() if pending else {}
+        self._learn_run_dirs(pending, jobs)
         out = []
         for handle in handles:
             if handle.job_id in self._rejected:
@@ -299,6 +305,19 @@ class RayProvider:
                     status.context, self._stderr_tail(run_dir, sid)))
             out.append(status)
         return out
+
+    def _learn_run_dirs(self, handles: Sequence[RunHandle], jobs: dict[str, dict[str, Any]]
+                        ) -> None:
+        """Run directories of handles this object did not submit or look up (another
+        process's), from their job's metadata: one batch file per sweep job."""
+        for sid in {naming.split_job_id(h.job_id)[0] for h in handles
+                    if h.job_id not in self._run_dirs and naming.split_job_id(h.job_id)[0] in jobs}:
+            meta = jobs[sid].get("metadata") or {}
+            if meta.get(naming.KIND_KEY) == "sweep":
+                for run_dir, spec in self._batch_specs(meta):
+                    self._run_dirs[naming.task_job_id(sid, int(spec["num"]))] = run_dir
+            elif meta.get("hpcorch_run_dir"):
+                self._run_dirs[sid] = str(meta["hpcorch_run_dir"])
 
     def _stderr_tail(self, run_dir: str, sid: str) -> str:
         text = tail_text(meta_dir(run_dir) / STDERR_FILE, TAIL_LINES) if run_dir else ""

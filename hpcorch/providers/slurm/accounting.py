@@ -6,8 +6,9 @@ job states map onto RunState here and nowhere else.
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -288,3 +289,14 @@ def array_ids(job_ids: Iterable[str]) -> list[str]:
     for job_id in job_ids:
         seen.setdefault(job_id.split("_", 1)[0], None)
     return list(seen)
+
+
+def spread_array_records(infos: dict[str, JobInfo], job_ids: Sequence[str]) -> dict[str, JobInfo]:
+    """Tasks never split from their array are reported as the bare array id (e.g. `41`
+    once a pending tail is cancelled): that record stands for each of them."""
+    out = dict(infos)
+    for job_id in job_ids:
+        array, sep, _ = job_id.partition("_")
+        if sep and job_id not in out and array in infos:
+            out[job_id] = dataclasses.replace(infos[array], job_id=job_id)
+    return out

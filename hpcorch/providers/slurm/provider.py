@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import random
 import subprocess
@@ -36,6 +35,7 @@ from hpcorch.providers.slurm.accounting import (
     parse_lookup,
     parse_sacct,
     parse_squeue,
+    spread_array_records,
 )
 from hpcorch.providers.slurm.script import (
     ArrayPlan,
@@ -43,6 +43,7 @@ from hpcorch.providers.slurm.script import (
     map_data,
     plan_arrays,
     render_script,
+    task_runs,
 )
 from hpcorch.providers.slurm.settings import SlurmSettings
 from hpcorch.runner import CommandRunner, run_command
@@ -293,14 +294,14 @@ class SlurmProvider:
         if infos is None:
             infos = self._squeue(arrays)
         if infos is not None:
-            infos = _spread_array_records(infos, job_ids)
+            infos = spread_array_records(infos, job_ids)
             self._jobs.update(infos)
             missing = [j for j in job_ids if j not in infos]
             seen_arrays = {j.split("_", 1)[0] for j in infos}
             # sacct lags behind slurmctld: ask squeue about arrays sacct has not heard of.
             unheard = [a for a in array_ids(missing) if a not in seen_arrays]
             if unheard and self._accounting:
-                more = _spread_array_records(self._squeue(unheard) or {}, missing)
+                more = spread_array_records(self._squeue(unheard) or {}, missing)
                 self._jobs.update(more)
                 infos = {**infos, **more}
             now = self._clock()
@@ -383,11 +384,7 @@ class SlurmProvider:
                 self._maps[path] = read_json(path)
             except (OSError, ValueError):
                 self._maps[path] = {}
-        tasks = self._maps[path].get("tasks", [])
-        index = int(job_id.split("_", 1)[1])
-        if not isinstance(tasks, list) or index >= len(tasks):
-            return []
-        return [(str(e["run_key"]), str(e["run_dir"])) for e in tasks[index]]
+        return task_runs(self._maps[path], int(job_id.split("_", 1)[1]))
 
     def _learn_runs(self, job_id: str, info: JobInfo) -> None:
         """Handles from another process: find their run dirs through the job's map file."""
@@ -408,13 +405,3 @@ class SlurmProvider:
                 "client commands (locally: scripts/slurm-up.sh, then scripts/in-netns.sh CMD)"
             ) from exc
 
-
-def _spread_array_records(infos: dict[str, JobInfo], job_ids: Sequence[str]) -> dict[str, JobInfo]:
-    """Tasks never split from their array are reported as the bare array id (e.g. `41`
-    once a pending tail is cancelled): that record stands for each of them."""
-    out = dict(infos)
-    for job_id in job_ids:
-        array, sep, _ = job_id.partition("_")
-        if sep and job_id not in out and array in infos:
-            out[job_id] = dataclasses.replace(infos[array], job_id=job_id)
-    return out

@@ -114,8 +114,10 @@ def plan_arrays(specs: Sequence[RunSpec], settings: SlurmSettings,
 
 
 def time_limit(plan: ArrayPlan, settings: SlurmSettings) -> int:
-    """Minutes: the provider's time_min, else the runs' own."""
-    return settings.time_min or plan.resources.time_min
+    """Minutes per array task: the per-run limit (provider.time_min, else the runs' own)
+    times the runs of the fullest task, since a packed task runs its runs one by one."""
+    per_run = settings.time_min or plan.resources.time_min
+    return per_run * max(len(task) for task in plan.tasks)
 
 
 def signal_grace(plan: ArrayPlan, settings: SlurmSettings) -> int:
@@ -199,3 +201,11 @@ def map_data(plan: ArrayPlan, settings: SlurmSettings) -> dict[str, Any]:
         "tasks": [[{"num": s.num, "run_key": s.run_key, "run_dir": s.run_dir} for s in task]
                   for task in plan.tasks],
     }
+
+
+def task_runs(data: dict[str, Any], index: int) -> list[tuple[str, str]]:
+    """(run key, run dir) of each run that array index `index` of a map file runs."""
+    tasks = data.get("tasks", [])
+    if not isinstance(tasks, list) or not 0 <= index < len(tasks):
+        return []
+    return [(str(e["run_key"]), str(e["run_dir"])) for e in tasks[index]]

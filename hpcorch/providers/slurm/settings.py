@@ -69,7 +69,8 @@ class SlurmSettings:
     qos: str | None = None
     """Quality of service (`--qos`)."""
     time_min: int | None = None
-    """Time limit in minutes (`--time`); null: each run's `resources.time_min`."""
+    """Time limit of one run in minutes; null: the run's `resources.time_min`. A packed
+    array task gets `pack` times as long (`--time`)."""
     constraint: str | None = None
     """Node features (`--constraint`), e.g. `a100&ib`."""
     exclusive: bool = False
@@ -89,7 +90,8 @@ class SlurmSettings:
     signal_grace_s: int = 90
     """Seconds before the time limit at which a job gets SIGUSR1 to save a checkpoint."""
     pack: int = 1
-    """Runs per array task: > 1 starts the app once per task and forks per run."""
+    """Runs per array task, one after the other: > 1 starts the app once per task and forks
+    per run (for sweeps of many short runs)."""
     warm: bool = True
     """With pack > 1: import the app once and fork per run (else one interpreter per run)."""
     python: str | None = None

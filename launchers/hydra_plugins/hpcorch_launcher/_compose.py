@@ -20,7 +20,6 @@ from hydra.core.override_parser.types import Override
 from hydra.core.utils import JobRuntime
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-
 #: A cached composition: config, group choices, config sources, task part (or None).
 _Entry = tuple[DictConfig, dict[str, Any], list[Any], "DictConfig | None"]
 

@@ -17,8 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
+from hydra.core.utils import (
+    JobReturn,
+    JobStatus,
+    configure_log,
+    filter_overrides,
+    run_job,
+    setup_globals,
+)
 from hydra.types import HydraContext, TaskFunction
+from hydra_plugins.hpcorch_launcher._compose import CachedComposer
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hpcorch.containers import sweep_context
@@ -32,12 +40,11 @@ from hpcorch.providers import create_provider
 from hpcorch.repro.fingerprint import fingerprint
 from hpcorch.repro.settings import job_env_pairs
 from hpcorch.settings import HpcorchSettings, parse_settings
-from hpcorch.spec import Resources, RunSpec, RunState
+from hpcorch.spec import Resources, RunSpec
 from hpcorch.store.index import StoreIndex, default_home
-from hpcorch.store.ledger import SweepInfo, read_ledger
+from hpcorch.store.ledger import SweepInfo, read_ledger, write_ledger
 from hpcorch.store.records import RunRecord, meta_dir
 from hpcorch.worker.callback import RETURN_PICKLE, plain, raw_overrides, seed_for, task_config
-from hydra_plugins.hpcorch_launcher._compose import CachedComposer
 
 log = logging.getLogger(__name__)
 
@@ -207,16 +214,14 @@ def launch(hydra_context: HydraContext, task_function: TaskFunction, config: Dic
     orchestrator = Orchestrator(provider, StoreIndex(home), rerun=settings.rerun,
                                 progress=settings.progress)
     if settings.detach:
-        if getattr(provider, "detachable", False):
-            done, open_runs = orchestrator.submit(info, specs)
+        if getattr(provider, "detachable", False):  # the engine keeps the runs
+            done, _ = orchestrator.submit(info, specs)
+            provider.close()
         else:  # the runs would die with this process: a background orchestrator owns them
-            orchestrator.index.put_sweep(info)
-            from hpcorch.store.ledger import write_ledger
-
             write_ledger(info)
+            orchestrator.index.put_sweep(info)
             start_background_resume(info, home)
-            done, open_runs = {}, {}
-        provider.close() if getattr(provider, "detachable", False) else None
+            done = {}
         announce_detached(info, len(specs), len(done))
         raise SystemExit(0)
     try:
