@@ -2,8 +2,8 @@
 # Stop the local Ray head started by scripts/ray-up.sh, and only that one:
 # its processes are found by the temp dir they name (HPCORCH_RAY_TEMP_DIR,
 # default /tmp/hpcorch-ray), never by a broad `ray stop`, so other Ray
-# instances on the machine live on. SIGTERM, then SIGKILL after a bounded
-# wait. Idempotent: fine when nothing runs.
+# instances on the machine live on. SIGTERM, then SIGKILL after
+# HPCORCH_RAY_STOP_GRACE seconds (default 5). Idempotent: fine when nothing runs.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -22,8 +22,10 @@ fi
 # shellcheck disable=SC2086  # one pid per word
 kill -TERM $pids 2>/dev/null || true
 gone() { [ -z "$(ray_pids)" ]; }
-if ! wait_for 15 gone; then
-    log "still running after 15 s, sending SIGKILL: $(ray_pids | tr '\n' ' ')"
+# gcs_server and the autoscaler monitor may sit out SIGTERM; a test head needs no more grace.
+grace=${HPCORCH_RAY_STOP_GRACE:-5}
+if ! wait_for "$grace" gone; then
+    log "still running after ${grace} s, sending SIGKILL: $(ray_pids | tr '\n' ' ')"
     # shellcheck disable=SC2046
     kill -KILL $(ray_pids) 2>/dev/null || true
     wait_for "$RAY_TIMEOUT" gone || { log "ERROR: Ray processes survive SIGKILL: $(ray_pids | tr '\n' ' ')"; exit 1; }

@@ -70,22 +70,28 @@ ray_healthy() {
 # descendants (workers and agents rename themselves, e.g. `ray::IDLE`, so they
 # are found through their parents). The daemons name the session directory
 # under the temp dir (or, for the client server, the GCS address) on their
-# command line. Other Ray instances on the machine are left alone.
+# command line. The patterns reach awk through its environment, never its argv,
+# so the search does not find itself. Zombies (PID 1 here does not reap) are
+# skipped: they hold nothing and cannot be signalled. Other Ray instances on the
+# machine are left alone.
 ray_pids() {
-    ps -eo pid=,ppid=,args= | awk -v tmp="$RAY_TEMP_DIR/session_" \
-        -v tmpflag="--temp-dir=$RAY_TEMP_DIR" -v gcs="--address=127.0.0.1:$RAY_PORT" -v self=$$ '
+    ps -eo pid=,ppid=,stat=,args= |
+        HP_TMP="$RAY_TEMP_DIR/session_" HP_TMPFLAG="--temp-dir=$RAY_TEMP_DIR " \
+            HP_GCS="--address=127.0.0.1:$RAY_PORT " HP_SELF=$$ awk '
         {
-            pid = $1; ppid[pid] = $2
-            line = $0
-            if (index(line, tmp) || index(line, tmpflag " ") ||
-                (index(line, "ray.util.client.server") && index(line, gcs " "))) root[pid] = 1
+            pid = $1; ppid[pid] = $2; stat[pid] = $3
+            line = $0 " "
+            if (index(line, ENVIRON["HP_TMP"]) || index(line, ENVIRON["HP_TMPFLAG"]) ||
+                (index(line, "ray.util.client.server") && index(line, ENVIRON["HP_GCS"])))
+                root[pid] = 1
             pids[++n] = pid
         }
         END {
             for (i = 1; i <= n; i++) {
                 p = pids[i]; q = p; hops = 0
+                if (p == ENVIRON["HP_SELF"] || stat[p] ~ /^Z/) continue
                 while (q != "" && q > 1 && hops++ < 64) {
-                    if (q in root) { if (p != self) print p; break }
+                    if (q in root) { print p; break }
                     q = ppid[q]
                 }
             }

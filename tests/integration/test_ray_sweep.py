@@ -141,6 +141,7 @@ def test_unsatisfiable_resources_are_reported_not_pending(app_dir: Path, ray_url
 
 
 def test_unreachable_address_fails_fast_naming_it(app_dir: Path) -> None:
+    pytest.importorskip("ray")
     proc = run(app_dir, "-m", "provider=ray", "provider.address=http://127.0.0.1:9", "epochs=1",
                f"hydra.sweep.dir={app_dir}/multirun/down", script="train.py")
     assert proc.returncode != 0

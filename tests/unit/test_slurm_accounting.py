@@ -163,7 +163,10 @@ def test_config_limits() -> None:
 
 
 def test_lookup_and_array_ids() -> None:
-    rows = list(parse_lookup("8_[2-3]|hpcorch-s-a0x1|/tmp/a b\n9|other|/x\n"))
+    rows = list(parse_lookup("8_[2-3]|PENDING|hpcorch-s-a0x1|/tmp/a b\n9|RUNNING|other|/x\n"
+                             "8_0|COMPLETING|hpcorch-s-a0x1|/tmp/a b\n"
+                             "8_1|CANCELLED|hpcorch-s-a0x1|/tmp/a|b\n"
+                             "8_4|REQUEUED|hpcorch-s-a0x1|/tmp/a|b\n"))
     assert rows == [("8_2", "hpcorch-s-a0x1", "/tmp/a b"), ("8_3", "hpcorch-s-a0x1", "/tmp/a b"),
-                    ("9", "other", "/x")]
+                    ("9", "other", "/x"), ("8_4", "hpcorch-s-a0x1", "/tmp/a|b")]
     assert array_ids(["8_1", "8_2", "9", "10_0"]) == ["8", "9", "10"]

@@ -91,8 +91,8 @@ class FakeSlurm:
                     name, workdir = self.names.get(array, ("x", "/"))
                     lines.append(f"{array}|{task}|{job_id}|{state}|None|{node}|0|{name}|{workdir}")
             return 0, "\n".join(lines) + "\n", ""
-        rows = [f"{j}|{self.names[j.split('_')[0]][0]}|{self.names[j.split('_')[0]][1]}"
-                for j, text in self.states.items() if text.split("|")[0] in ("PENDING", "RUNNING")]
+        rows = [f"{j}|{text.split('|')[0]}|{self.names[j.split('_')[0]][0]}|"
+                f"{self.names[j.split('_')[0]][1]}" for j, text in self.states.items()]
         return 0, "\n".join(rows) + "\n", ""
 
     def _scancel(self, argv: list[str]) -> tuple[int, str, str]:
@@ -225,6 +225,34 @@ def test_status_is_one_sacct_call_per_interval_with_backoff(tmp_path: Path, fake
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     assert all(g <= 20.0 * 1.1 + 0.5 for g in gaps) and gaps[0] < gaps[-1]
     assert all(len(c[c.index("-j") + 1].split(",")) == 1 for c in fake.calls if c[0] == "sacct")
+
+
+def test_progress_in_the_files_defers_the_scheduler(tmp_path: Path, fake: FakeSlurm,
+                                                    clock: Clock) -> None:
+    provider = make(fake, clock, query_interval=5.0, max_query_interval=30.0)
+    runs = specs(tmp_path, 40)
+    handles = provider.submit(runs)
+    for step in range(80):  # one run starts every 0.5 s: the jobs show progress by themselves
+        clock.now += 0.5
+        write_task_state(runs[step // 2].run_dir, TaskState(handles[step // 2].job_id, "RUNNING"))
+        provider.status(handles)
+    assert fake.count("sacct") == 1  # once per max_query_interval (30 s), not every 5-7 s
+    for _ in range(25):  # quiet files: asked again at the latest 30 s after the last query
+        clock.now += 1.0
+        provider.status(handles)
+    assert fake.count("sacct") == 2
+
+
+def test_sacct_lag_right_after_submission_is_not_asked_of_squeue(
+        tmp_path: Path, fake: FakeSlurm, clock: Clock) -> None:
+    provider = make(fake, clock)
+    handles = provider.submit(specs(tmp_path, 2))
+    real_sacct = fake._sacct
+    fake._sacct = lambda argv: (0, "", "")  # type: ignore[method-assign]  # dbd not updated yet
+    clock.now += 6
+    assert [s.state for s in provider.status(handles)] == [RunState.SUBMITTED] * 2
+    assert fake.count("squeue") == 0
+    fake._sacct = real_sacct  # type: ignore[method-assign]
 
 
 def test_task_state_files_answer_without_the_scheduler(tmp_path: Path, fake: FakeSlurm,

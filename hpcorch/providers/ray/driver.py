@@ -41,6 +41,14 @@ def _alive_node_resources() -> list[dict[str, float]]:
     return [dict(n.get("Resources", {})) for n in ray.nodes() if n.get("Alive")]
 
 
+_T0 = time.time()
+
+
+def say(message: str) -> None:
+    """One line of the sweep job's log (the dashboard shows it), with seconds since start."""
+    print(f"[hpcorch +{time.time() - _T0:6.2f}s] {message}", flush=True)
+
+
 def run_batch(batch_file: str) -> int:
     """Run every spec of a batch as a named task; exit 0 once all have an outcome."""
     import ray
@@ -49,6 +57,7 @@ def run_batch(batch_file: str) -> int:
     submission_id = batch["submission_id"]
     warm = bool(batch.get("warm", True))
     specs = [execute.load_spec(p) for p in batch["specs"]]
+    say(f"driver up (started {_T0:.3f}), {len(specs)} run(s) in {batch_file}")
     ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), log_to_driver=False,
              logging_level="WARNING")
     nodes = _alive_node_resources()
@@ -60,13 +69,13 @@ def run_batch(batch_file: str) -> int:
         if reason:
             execute.write_outcome(spec, submission_id, "FAILED", reason=reason, job_id=job_id,
                                   node="", exit_code=None, signal=None)
-            print(f"[hpcorch] run #{spec.num} {task_name(spec)} FAILED: {reason}", flush=True)
+            say(f"run #{spec.num} {task_name(spec)} FAILED: {reason}")
             continue
         ref = remote.options(**task_options(spec)).remote(
             str(execute.spec_path(spec.run_dir)), submission_id, warm, job_id)
         open_refs[ref] = spec
-    print(f"[hpcorch] sweep {specs[0].sweep_id if specs else '?'}: {len(open_refs)} task(s) "
-          f"submitted as {submission_id}", flush=True)
+    say(f"sweep {specs[0].sweep_id if specs else '?'}: {len(open_refs)} task(s) "
+          f"submitted as {submission_id}")
 
     def stop(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)
@@ -114,8 +123,7 @@ def _collect(ref: Any, spec: RunSpec, submission_id: str) -> None:
         reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc) else ''}"
         outcome = {"state": "FAILED", "reason": reason}
         execute.write_outcome(spec, submission_id, "FAILED", reason=reason, job_id=job_id)
-    print(f"[hpcorch] run #{spec.num} {task_name(spec)} {execute.outcome_summary(outcome)}",
-          flush=True)
+    say(f"run #{spec.num} {task_name(spec)} {execute.outcome_summary(outcome)}")
 
 
 def _cancel(open_refs: dict[Any, RunSpec], submission_id: str, reason: str) -> None:

@@ -108,6 +108,23 @@ def entrypoint(python: str, *args: str) -> str:
     return shlex.join([python, "-m", "hpcorch.providers.ray.driver", *args])
 
 
+def entrypoint_resources(spec: RunSpec) -> dict[str, Any]:
+    """submit_job's entrypoint resources (mode=job) from the run's Resources."""
+    res = spec.resources
+    out: dict[str, Any] = {"entrypoint_num_cpus": res.cpus, "entrypoint_num_gpus": res.gpus}
+    if res.mem_gb:
+        out["entrypoint_memory"] = int(res.mem_gb * 2**30)
+    return out
+
+
+def by_sweep(runs: Sequence[RunSpec]) -> list[list[RunSpec]]:
+    """A batch split by sweep, in order: one sweep job each."""
+    groups: dict[str, list[RunSpec]] = {}
+    for spec in runs:
+        groups.setdefault(spec.sweep_id, []).append(spec)
+    return list(groups.values())
+
+
 def run_env_vars(spec: RunSpec, user: Mapping[str, str]) -> dict[str, str]:
     """runtime_env env_vars of a job: the user's plus where the run starts."""
     return {**dict(user), "HPCORCH_WORKDIR": spec.workdir or spec.run_dir,

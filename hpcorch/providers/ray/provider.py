@@ -4,19 +4,23 @@ mode=sweep (default): a batch becomes ONE Ray job (its submission id derives
 from the sweep id and the runs' keys) whose driver, inside the cluster, runs
 every run as a named task `run-<num>-<key>` with the run's own resources, and
 writes each run's outcome into its run directory. A run's job id is
-`<submission id>#<num>`. Measured here: a Ray job costs ~2 s of start-up
-(a supervisor actor and a driver), a task milliseconds; see scripts/bench_ray.py.
+`<submission id>#<num>`. Why (scripts/bench_ray.py, 50 trivial runs, 2 cores):
+a Ray job costs seconds of start-up (a supervisor actor, a driver, its
+workers), so a job per run took 7.4x hydra-ray-launcher's time; a task costs
+milliseconds, and with warm tasks the sweep job beat the peer (0.81x).
 
 mode=job: every run is its own Ray job (submission id `hpcorch-<run key>`)
 whose entrypoint resources are the run's; each run is then a dashboard job.
 
 Either way the sweep lives in the cluster (detaching is safe), status() asks
-Ray ONE question per interval (list_jobs) and reads the outcome files, and
-the run's stdout/stderr land in `<run_dir>/.hpcorch/` as for every provider.
+Ray ONE question per interval (get_job_info for one sweep job, else
+list_jobs) and reads the outcome files, and the run's stdout/stderr land in
+`<run_dir>/.hpcorch/` as for every provider.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shlex
@@ -120,7 +124,7 @@ class RayProvider:
         for spec in runs:
             self._check_spec(spec)
         if self.settings.mode == "sweep":
-            for group in _by_sweep(runs):
+            for group in naming.by_sweep(runs):
                 sid = naming.batch_submission_id(group)
                 entry = naming.entrypoint(self.python, "batch", self._batch_file(group, sid))
                 lines.append(f"# sweep job {sid}: entrypoint {entry}")
@@ -132,7 +136,7 @@ class RayProvider:
         else:
             for spec in runs:
                 sid = naming.run_submission_id(spec)
-                lines.append(f"# job {sid} {json.dumps(self._entrypoint_resources(spec))} "
+                lines.append(f"# job {sid} {json.dumps(naming.entrypoint_resources(spec))} "
                              f"dir={spec.run_dir}")
                 lines.append(naming.entrypoint(self.python, "run", str(spec_path(spec.run_dir)),
                                                sid))
@@ -163,7 +167,7 @@ class RayProvider:
             else:
                 feasible.append(spec)
         if self.settings.mode == "sweep":
-            for group in _by_sweep(feasible):
+            for group in naming.by_sweep(feasible):
                 handles.update(self._submit_batch(group, jobs))
         else:
             for spec in feasible:
@@ -200,7 +204,7 @@ class RayProvider:
             self._submit_job(
                 sid, naming.entrypoint(self.python, "run", str(spec_path(spec.run_dir)), sid), spec,
                 naming.run_metadata(spec, self.settings.metadata),
-                self._entrypoint_resources(spec))
+                naming.entrypoint_resources(spec))
         return RunHandle(self.name, spec.run_key, sid)
 
     def _reusable(self, base: str, jobs: dict[str, dict[str, Any]],
@@ -287,7 +291,7 @@ class RayProvider:
         if not handles:
             return []
         pending = [h for h in handles if h.job_id not in self._rejected]
-        jobs = self._list_jobs() if pending else {}
+        jobs = self._jobs_of(pending)
         self._learn_run_dirs(pending, jobs)
         out = []
         for handle in handles:
@@ -301,10 +305,27 @@ class RayProvider:
             mapper = naming.task_run_status if num is not None else naming.job_run_status
             status = mapper(handle, job, outcome, "")
             if status.state in (RunState.FAILED, RunState.CANCELLED) and status.context:
-                status = RunStatus(handle, status.state, _with_tail(
-                    status.context, self._stderr_tail(run_dir, sid)))
+                tail = self._stderr_tail(run_dir, sid)
+                status = RunStatus(handle, status.state,
+                                   dataclasses.replace(status.context, stderr_tail=tail))
             out.append(status)
         return out
+
+    def _jobs_of(self, handles: Sequence[RunHandle]) -> dict[str, dict[str, Any]]:
+        """The jobs behind `handles` in ONE call: get_job_info for a single sweep job (the
+        usual case, cheap for the dashboard), else list_jobs."""
+        sids = {naming.split_job_id(h.job_id)[0] for h in handles}
+        if len(sids) != 1:
+            return self._list_jobs() if sids else {}
+        [sid] = sids
+        try:
+            info = self._connect().get_job_info(sid)
+        except Exception as exc:  # noqa: BLE001 - the SDK raises RuntimeError for 404 too
+            if "does not exist" in str(exc) or "404" in str(exc):
+                return {}
+            raise ProviderUnavailable(f"[ray] get_job_info({sid}) at {self.url} failed: "
+                                      f"{exc}") from None
+        return {sid: info.model_dump(mode="json")}
 
     def _learn_run_dirs(self, handles: Sequence[RunHandle], jobs: dict[str, dict[str, Any]]
                         ) -> None:
@@ -394,26 +415,5 @@ class RayProvider:
                               "need provider=mpi or provider=slurm")
 
     @staticmethod
-    def _entrypoint_resources(spec: RunSpec) -> dict[str, Any]:
-        res = spec.resources
-        out: dict[str, Any] = {"entrypoint_num_cpus": res.cpus, "entrypoint_num_gpus": res.gpus}
-        if res.mem_gb:
-            out["entrypoint_memory"] = int(res.mem_gb * 2**30)
-        return out
-
-    @staticmethod
     def _batch_file(specs: Sequence[RunSpec], sid: str) -> str:
         return str(Path(specs[0].run_dir).parent / META_DIR / f"ray-{sid}.json")
-
-
-def _by_sweep(runs: Sequence[RunSpec]) -> list[list[RunSpec]]:
-    groups: dict[str, list[RunSpec]] = {}
-    for spec in runs:
-        groups.setdefault(spec.sweep_id, []).append(spec)
-    return list(groups.values())
-
-
-def _with_tail(context: FailureContext, tail: str) -> FailureContext:
-    import dataclasses
-
-    return dataclasses.replace(context, stderr_tail=tail) if tail else context

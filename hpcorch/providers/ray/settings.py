@@ -42,8 +42,9 @@ class RaySettings:
     """Interpreter the job's entrypoint runs with; null: this one (sys.executable)."""
     num_cpus: int | None = None
     """address=null: CPUs of the Ray started for the sweep; null: every usable core."""
-    poll_interval: float = 0.2
-    """Seconds between the first status queries (the orchestrator backs off)."""
+    poll_interval: float = 0.5
+    """Seconds between the first status queries (the orchestrator backs off; finished
+    runs are seen sooner through their record files)."""
     max_poll_interval: float = 2.0
     """The longest wait between two status queries."""
     connect_timeout: float = 10.0

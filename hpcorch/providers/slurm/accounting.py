@@ -274,13 +274,27 @@ def _wait_status(text: str) -> tuple[int | None, int | None]:
     return status >> 8, None
 
 
+#: States of a job that will still run (or run again): what lookup may adopt. COMPLETING
+#: is not one of them: the job has ended, only its epilog is left.
+OPEN_STATES = frozenset({SlurmState.PENDING, SlurmState.CONFIGURING, SlurmState.RUNNING,
+                         SlurmState.SUSPENDED, SlurmState.STOPPED, SlurmState.SIGNALING,
+                         SlurmState.RESIZING, SlurmState.RESV_DEL_HOLD, SlurmState.REQUEUED,
+                         SlurmState.REQUEUE_HOLD, SlurmState.REQUEUE_FED})
+
+#: squeue -o format for lookup (work dir last: it may contain the separator).
+LOOKUP_FORMAT = "%i|%T|%j|%Z"
+
+
 def parse_lookup(text: str) -> Iterator[tuple[str, str, str]]:
-    """`squeue -h -r -o %i|%j|%Z` -> (job id, job name, work dir) for every task."""
+    """`squeue -h -r -o LOOKUP_FORMAT` -> (job id, job name, work dir) of every open task."""
     for line in text.splitlines():
-        parts = line.split("|", 2)
-        if len(parts) == 3 and parts[0].strip():
+        parts = line.split("|", 3)
+        if len(parts) < 4 or not parts[0].strip():
+            continue
+        state = JobInfo(parts[0], parts[1].strip()).base_state
+        if state in OPEN_STATES:
             for job_id in expand_job_id(parts[0]):
-                yield job_id, parts[1].strip(), parts[2].strip()
+                yield job_id, parts[2].strip(), parts[3].strip()
 
 
 def array_ids(job_ids: Iterable[str]) -> list[str]:

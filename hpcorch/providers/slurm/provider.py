@@ -7,7 +7,10 @@
 - status: each run's task-state file first (written inside the job, no
   scheduler involved); for the rest ONE `sacct` call, at most every
   `query_interval` seconds and backing off, or ONE `squeue` when accounting
-  is off. A job sacct does not list yet is asked of squeue once.
+  is off. While the runs' files show progress, the scheduler is asked only
+  every `max_query_interval` (it is needed for what files cannot tell: jobs
+  killed for time or memory, cancelled, lost nodes). A job that neither
+  sacct nor this process knows is asked of squeue once.
 - lookup: `squeue` of this user's `hpcorch-*` jobs; the job's work dir holds
   the map file that says which run keys each array index runs.
 - cancel: one `scancel` for every handle; cancelling what ended is fine.
@@ -26,6 +29,7 @@ from pathlib import Path
 from hpcorch.errors import ProviderError, ProviderUnavailable
 from hpcorch.providers.local import tail
 from hpcorch.providers.slurm.accounting import (
+    LOOKUP_FORMAT,
     SACCT_FIELDS,
     SQUEUE_FORMAT,
     ClusterLimits,
@@ -37,6 +41,7 @@ from hpcorch.providers.slurm.accounting import (
     parse_squeue,
     spread_array_records,
 )
+from hpcorch.providers.slurm.pacing import QueryPacing
 from hpcorch.providers.slurm.script import (
     ArrayPlan,
     job_name_token,
@@ -94,8 +99,8 @@ class SlurmProvider:
         self._jobs: dict[str, JobInfo] = {}  # job id -> the scheduler's latest word
         self._gone: set[str] = set()  # job ids neither sacct nor squeue knows
         self._submitted: dict[str, float] = {}  # array job id -> clock at submission
-        self._interval = self.settings.query_interval
-        self._next_query = 0.0
+        self._pacing = QueryPacing(self.settings.query_interval,
+                                   self.settings.max_query_interval, clock)
         self._accounting: bool | None = None
         self.calls: dict[str, int] = {}
         """How often each Slurm command ran (sbatch, sacct, squeue, scancel, scontrol)."""
@@ -141,11 +146,13 @@ class SlurmProvider:
                             self.name, spec.run_key, job_id)
         except BaseException:
             if submitted:
-                self._scancel(submitted)
+                try:
+                    self._scancel(submitted)
+                except ProviderError as exc:  # the first error is the one to report
+                    log.warning("could not cancel arrays %s of a failed batch: %s",
+                                submitted, exc)
             raise
-        # Just submitted: the scheduler can only say PENDING; ask it later.
-        self._interval = self.settings.query_interval
-        self._next_query = self._clock() + self._interval
+        self._pacing.submitted()
         return [handles[f"{s.sweep_id}/{s.num}"] for s in runs]
 
     def lookup(self, run_keys: Sequence[str]) -> list[RunHandle]:
@@ -153,7 +160,7 @@ class SlurmProvider:
         wanted = set(run_keys)
         if not wanted:
             return []
-        done = self._slurm(["squeue", "--me", "-h", "-r", "-o", "%i|%j|%Z"])
+        done = self._slurm(["squeue", "--me", "-h", "-r", "-o", LOOKUP_FORMAT])
         if done.returncode != 0:
             raise ProviderError(self.name, "cannot list jobs", argv=done.args,
                                 returncode=done.returncode, stderr_tail=done.stderr)
@@ -176,13 +183,17 @@ class SlurmProvider:
             state = read_task_state(run_dir) if run_dir else None
             if state is not None and state.job_id != handle.job_id:
                 state = None  # written by an earlier submission of the same run
+            if state is not None:
+                self._pacing.observe((handle.job_id, handle.run_key),
+                                     (state.state, state.started, state.restart))
             if state is not None and state.exited and state.signal != 9:
                 out[i] = self._from_task_state(handle, state, run_dir or "")
             else:  # SIGKILL may be Slurm's (memory, time): its word decides
                 hints[i] = state
         if hints:
             open_ids = [handles[i].job_id for i in hints]
-            if self._query_due(open_ids):
+            unknown = any(j not in self._jobs and j not in self._gone for j in open_ids)
+            if self._pacing.due(unknown):
                 self._query(open_ids)
             for i, state in hints.items():
                 out[i] = self._from_scheduler(handles[i], state)
@@ -194,9 +205,7 @@ class SlurmProvider:
         if not ids:
             return
         self._scancel(ids)
-        # The next status() should see the cancellation soon: query again, briefly fast.
-        self._interval = min(1.0, self.settings.query_interval)
-        self._next_query = 0.0
+        self._pacing.cancelled()
 
     def close(self) -> None:
         """Nothing to release; jobs belong to Slurm (an interrupted sweep cancels them)."""
@@ -278,12 +287,6 @@ class SlurmProvider:
                                     stderr_tail=done.stderr)
 
     # -- status ------------------------------------------------------------------------
-    def _query_due(self, job_ids: Sequence[str]) -> bool:
-        if self._clock() >= self._next_query:
-            return True
-        # A job this process never heard of (another process submitted it): ask now.
-        return any(j not in self._jobs and j not in self._gone for j in job_ids)
-
     def _query(self, job_ids: Sequence[str]) -> None:
         arrays = array_ids(job_ids)
         infos: dict[str, JobInfo] | None = None
@@ -298,13 +301,15 @@ class SlurmProvider:
             self._jobs.update(infos)
             missing = [j for j in job_ids if j not in infos]
             seen_arrays = {j.split("_", 1)[0] for j in infos}
-            # sacct lags behind slurmctld: ask squeue about arrays sacct has not heard of.
-            unheard = [a for a in array_ids(missing) if a not in seen_arrays]
+            now = self._clock()
+            # sacct lags behind slurmctld: ask squeue about arrays sacct has not heard of,
+            # unless this process just submitted them (then they are simply still queued).
+            unheard = [a for a in array_ids(missing) if a not in seen_arrays
+                       and now - self._submitted.get(a, -1e18) > _SUBMIT_GRACE_S]
             if unheard and self._accounting:
                 more = spread_array_records(self._squeue(unheard) or {}, missing)
                 self._jobs.update(more)
                 infos = {**infos, **more}
-            now = self._clock()
             known_arrays = {j.split("_", 1)[0] for j in infos}
             for job_id in job_ids:
                 array = job_id.split("_", 1)[0]
@@ -313,8 +318,7 @@ class SlurmProvider:
                 elif array not in known_arrays and \
                         now - self._submitted.get(array, -1e18) > _SUBMIT_GRACE_S:
                     self._gone.add(job_id)
-        self._next_query = self._clock() + self._interval * random.uniform(0.9, 1.1)
-        self._interval = min(self._interval * 1.5, self.settings.max_query_interval)
+        self._pacing.queried()
 
     def _sacct(self, arrays: Sequence[str]) -> dict[str, JobInfo] | None:
         done = self._slurm(["sacct", "-P", "-n", "-X", "-D", "-j", ",".join(arrays),

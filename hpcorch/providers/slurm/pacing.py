@@ -1,0 +1,68 @@
+"""When to ask the scheduler: the pacing of sacct/squeue calls, kept out of the provider.
+
+The runs' own task-state files answer most questions; the scheduler is asked
+for the rest, ONE call for every open job, spaced out:
+
+- not before `query_interval` seconds after a submission (jobs just queued);
+- then backing off x1.5 (with +-10% jitter) up to `max_query_interval`;
+- while the files show progress, only every `max_query_interval`;
+- at once after a cancel (briefly fast again), or for a job nobody here knows.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+
+class QueryPacing:
+    """Decides whether a status() call may query the scheduler now."""
+
+    def __init__(self, interval: float, max_interval: float,
+                 clock: Callable[[], float]) -> None:
+        self.base = interval
+        self.max_interval = max_interval
+        self._clock = clock
+        self.interval = interval
+        self.next_at = 0.0
+        self.last_at = float("-inf")
+        self.progress_at = float("-inf")
+        self.forced = False
+        self._seen: dict[object, object] = {}
+
+    def submitted(self) -> None:
+        """Jobs were just queued: the scheduler can only say PENDING; ask it later."""
+        self.interval = self.base
+        self.last_at = self._clock()
+        self.next_at = self.last_at + self.interval
+
+    def cancelled(self) -> None:
+        """A cancel should be seen soon: ask at once, then back off from one second."""
+        self.interval = min(1.0, self.base)
+        self.forced = True
+
+    def observe(self, key: object, observation: object) -> None:
+        """A job's own file says `observation` about `key`; a change counts as progress."""
+        if self._seen.get(key) != observation:
+            self._seen[key] = observation
+            self.progress_at = self._clock()
+
+    def due(self, unknown_jobs: bool = False) -> bool:
+        """Whether to query now (`unknown_jobs`: some job was never heard of here)."""
+        if self.forced or unknown_jobs:
+            return True
+        now = self._clock()
+        if now < self.next_at:
+            return False
+        if self.progress_at > self.last_at and now - self.last_at < self.max_interval:
+            # The jobs report progress themselves: the scheduler can wait a while longer.
+            self.next_at = min(now + self.interval, self.last_at + self.max_interval)
+            return False
+        return True
+
+    def queried(self) -> None:
+        """A query was made: schedule the next one, backing off."""
+        self.last_at = self._clock()
+        self.forced = False
+        self.next_at = self.last_at + self.interval * random.uniform(0.9, 1.1)
+        self.interval = min(self.interval * 1.5, self.max_interval)

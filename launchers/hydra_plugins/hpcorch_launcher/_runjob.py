@@ -1,0 +1,91 @@
+"""Hydra's `run_job`, for a forked child that runs exactly one job.
+
+Same steps, same order, same files and the same JobReturn as
+`hydra.core.utils.run_job` (Hydra 1.3); the difference is only in copying.
+Hydra deep-copies the whole job config (Hydra's large node included) to
+build the task config, then deep-copies Hydra's node again for the
+JobReturn. Here the task config is copied without Hydra's node and the
+Hydra config that `HydraConfig.set_config` already copied is used as is:
+the child owns both and exits after this one job. The conformance tests
+(tests/integration/test_hydra_conformance.py) compare every output file
+with Hydra's basic launcher.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import (
+    JobReturn,
+    JobRuntime,
+    JobStatus,
+    _check_hydra_context,
+    _flush_loggers,
+    _save_config,
+    configure_log,
+    env_override,
+)
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, read_write
+
+
+def run_job_in_child(task_function: TaskFunction, config: DictConfig, job_dir_key: str,
+                     job_subdir_key: str | None, hydra_context: HydraContext) -> JobReturn:
+    """`hydra.core.utils.run_job` for a process that owns `config` and runs one job."""
+    _check_hydra_context(hydra_context)
+    callbacks = hydra_context.callbacks
+    HydraConfig.instance().set_config(config)
+    output_dir = str(OmegaConf.select(config, job_dir_key))
+    if job_subdir_key is not None:
+        output_dir = os.path.join(output_dir, str(OmegaConf.select(config, job_subdir_key)))
+    with read_write(config.hydra.runtime):
+        config.hydra.runtime.output_dir = os.path.abspath(output_dir)
+    HydraConfig.instance().set_config(config)
+
+    ret = JobReturn()
+    task_keys = [k for k in config.keys() if k != "hydra"]
+    task_cfg = OmegaConf.masked_copy(config, task_keys)  # a copy without Hydra's node
+    ret.cfg = task_cfg
+    hydra_cfg = HydraConfig.instance().cfg  # already a private copy, made by set_config
+    assert isinstance(hydra_cfg, DictConfig)
+    ret.hydra_cfg = hydra_cfg
+    overrides = OmegaConf.to_container(config.hydra.overrides.task)
+    assert isinstance(overrides, list)
+    ret.overrides = overrides
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    chdir = hydra_cfg.hydra.job.chdir
+    if chdir is None:  # Hydra's rule: apps below version_base 1.2 still change directory
+        from hydra import version
+        from hydra.core.utils import deprecation_warning
+
+        chdir = not version.base_at_least("1.2")
+        if chdir:
+            deprecation_warning(
+                message="Future Hydra versions will no longer change working directory at job "
+                        "runtime by default.\nSee https://hydra.cc/docs/1.2/upgrades/1.1_to_1.2/"
+                        "changes_to_job_working_dir/ for more information.", stacklevel=2)
+    if chdir:
+        os.chdir(output_dir)
+        ret.working_dir = output_dir
+    else:
+        ret.working_dir = os.getcwd()
+    configure_log(config.hydra.job_logging, config.hydra.verbose)
+    if config.hydra.output_subdir is not None:
+        hydra_output = Path(config.hydra.runtime.output_dir) / Path(config.hydra.output_subdir)
+        _save_config(task_cfg, "config.yaml", hydra_output)
+        _save_config(hydra_cfg, "hydra.yaml", hydra_output)
+        _save_config(config.hydra.overrides.task, "overrides.yaml", hydra_output)
+    with env_override(hydra_cfg.hydra.job.env_set):
+        callbacks.on_job_start(config=config, task_function=task_function)
+        try:
+            ret.return_value = task_function(task_cfg)
+            ret.status = JobStatus.COMPLETED
+        except Exception as e:  # noqa: BLE001 - exactly Hydra's contract
+            ret.return_value = e
+            ret.status = JobStatus.FAILED
+    ret.task_name = JobRuntime.instance().get("name")
+    _flush_loggers()
+    callbacks.on_job_end(config=config, job_return=ret)
+    return ret
