@@ -20,7 +20,7 @@ from hpcorch.orchestrate.detach import orchestrator_alive, orchestrator_pid_path
 from hpcorch.orchestrate.summary import report
 from hpcorch.orchestrate.sweep import Orchestrator
 from hpcorch.providers import create_provider
-from hpcorch.spec import RunSpec
+from hpcorch.spec import RunHandle, RunSpec, RunState
 from hpcorch.store.index import StoreIndex, default_home
 from hpcorch.store.ledger import SweepInfo, read_ledger
 from hpcorch.store.records import RunRecord, read_record
@@ -58,6 +58,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
     info, index = load_sweep(args)
     orch = _orchestrator(info, index, args.progress)
     finished, open_runs, lost = orch.attach(info.specs)
+    lost = _ask_engine(orch, index, info, lost, finished, open_runs)
     # A local sweep detached into a background orchestrator: its runs appear as records.
     deadline = time.monotonic() + args.timeout if args.timeout else None
     while lost and orchestrator_alive(info.sweep_dir):
@@ -76,6 +77,28 @@ def cmd_wait(args: argparse.Namespace) -> int:
               f"`hpcorch resume {info.sweep_id}` submits them again "
               f"(#{', #'.join(str(s.num) for s in missing)})")
     return _finish(info, finished_records, index) if not missing else 3
+
+
+def _ask_engine(orch: Orchestrator, index: StoreIndex, info: SweepInfo, lost: list[RunSpec],
+                finished: dict[str, RunRecord], open_runs: dict[str, Any]) -> list[RunSpec]:
+    """Runs the engine no longer lists as open (lookup) may still be known by the job id
+    the index recorded at submission: ask for them in one status call, so a run that
+    ended without a record (time limit, memory, cancel) is reported with its context."""
+    job_ids = {row.num: row.job_id for row in index.runs(info.sweep_id) if row.job_id}
+    asked = [s for s in lost if job_ids.get(s.num)]
+    if not asked:
+        return lost
+    handles = [RunHandle(orch.provider.name, s.run_key, job_ids[s.num]) for s in asked]
+    still_lost = [s for s in lost if not job_ids.get(s.num)]
+    for spec, handle, st in zip(asked, handles, orch.provider.status(handles), strict=True):
+        jid = f"{spec.sweep_id}/{spec.num}"
+        if st.state.terminal and st.state is not RunState.UNKNOWN:
+            finished[jid] = orch.record_for(spec, handle, st)
+        elif st.state is RunState.UNKNOWN:
+            still_lost.append(spec)
+        else:
+            open_runs[jid] = (spec, handle)
+    return still_lost
 
 
 def cmd_resume(args: argparse.Namespace) -> int:

@@ -219,7 +219,7 @@ class Orchestrator:
                     for (jid, (spec, handle)), st in zip(
                             pairs, self.provider.status([h for _, (_, h) in pairs]), strict=True):
                         if st.state.terminal:
-                            finished[jid] = self._finish(spec, handle, st)
+                            finished[jid] = self.record_for(spec, handle, st)
                             unindexed.append(finished[jid])
                             del open_runs[jid]
                             changed = True
@@ -253,7 +253,7 @@ class Orchestrator:
         else:
             self._sleep(seconds)
 
-    def _finish(self, spec: RunSpec, handle: RunHandle, st: RunStatus) -> RunRecord:
+    def record_for(self, spec: RunSpec, handle: RunHandle, st: RunStatus) -> RunRecord:
         """The record of a run the provider reports terminal (the job's own record wins)."""
         record = read_record(spec.run_dir)
         if record is not None and record.sweep_id == spec.sweep_id and record.state.terminal:

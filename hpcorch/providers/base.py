@@ -1,6 +1,8 @@
 """The provider contract: one small, batched interface in front of every engine.
 
-Optionally a provider may also define `wait(timeout)`: block until something
+Optionally a provider may define `detachable = True` when its runs live in the
+engine and survive the submitting process (then `hpcorch.detach=true` just
+submits), and `wait(timeout)`: block until something
 may have changed (a child exited, an event arrived) or `timeout` passes. The
 orchestrator then waits on it instead of sleeping between polls.
 

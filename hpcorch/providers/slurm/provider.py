@@ -81,6 +81,8 @@ class SlurmProvider:
 
     Settings = SlurmSettings
     name = "slurm"
+    detachable = True
+    """Array jobs live in Slurm: a detached sweep needs no process of ours."""
 
     def __init__(self, settings: SlurmSettings | None = None, *,
                  runner: CommandRunner = run_command, limits: ClusterLimits | None = None,
