@@ -1,7 +1,8 @@
-"""Take one headless-Chromium screenshot of the Ray dashboard's jobs page.
+"""Take one headless-Chromium screenshot of the Ray dashboard's jobs page (or one job's).
 
     scripts/in-netns.sh .venv/bin/python scripts/ray-dashboard-screenshot.py \
         [--url http://127.0.0.1:8265] [--out ray-dashboard-jobs.png] [--expect TEXT ...]
+        [--job SUBMISSION_ID]
 
 The dashboard needs Ray's token (Ray 2.60): it is handed to the browser as the
 dashboard's own session cookie through the DevTools protocol, never on a
@@ -63,7 +64,8 @@ async def capture(args: argparse.Namespace, port: int, token: str) -> list[str]:
                 await tools.call("Network.setCookie", name="ray-authentication-token",
                                  value=token, url=args.url + "/")
             await tools.call("Page.enable")
-            await tools.call("Page.navigate", url=args.url + "/#/jobs")
+            page_url = args.url + "/#/jobs" + (f"/{args.job}" if args.job else "")
+            await tools.call("Page.navigate", url=page_url)
             deadline = time.monotonic() + args.timeout
             missing = list(args.expect)
             while time.monotonic() < deadline:
@@ -71,7 +73,7 @@ async def capture(args: argparse.Namespace, port: int, token: str) -> list[str]:
                                           expression="document.body ? document.body.innerText : ''")
                 text = str(result.get("result", {}).get("value", ""))
                 missing = [e for e in args.expect if e not in text]
-                if not missing and "Jobs" in text:
+                if not missing and ("Jobs" in text or "Job" in text):
                     break
                 await asyncio.sleep(0.5)
             await asyncio.sleep(1.0)  # let the table finish painting
@@ -86,6 +88,8 @@ def main() -> int:
     parser.add_argument("--url", default="http://127.0.0.1:8265")
     parser.add_argument("--out", default="ray-dashboard-jobs.png")
     parser.add_argument("--expect", nargs="*", default=[], help="texts the page must show")
+    parser.add_argument("--job", default="",
+                        help="a submission id: shoot that job's page (its named tasks) instead")
     parser.add_argument("--timeout", type=float, default=60.0)
     args = parser.parse_args()
     args.url = args.url.rstrip("/")

@@ -14,7 +14,6 @@ from rich.console import Console
 from rich.table import Table
 
 from hpcorch.orchestrate.summary import print_summary
-from hpcorch.spec import RunState
 from hpcorch.store.index import RunRow, StoreIndex, default_home
 from hpcorch.store.ledger import read_ledger
 from hpcorch.store.records import STDERR_FILE, STDOUT_FILE, meta_dir, read_record
@@ -69,8 +68,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 1
     sweep = index.sweep(args.sweep) if args.sweep else sweeps[0]
     rows = refresh(index, index.runs(sweep["sweep_id"]))
+    links = dashboard_links(sweep["sweep_dir"], rows)
     if args.json:
-        print(json.dumps({"sweep": sweep, "runs": [r.to_dict() for r in rows]}, indent=1))
+        print(json.dumps({"sweep": sweep, "runs": [r.to_dict() for r in rows],
+                          "dashboard": links}, indent=1))
         return 0
     counts: dict[str, int] = {}
     for row in rows:
@@ -79,7 +80,26 @@ def cmd_status(args: argparse.Namespace) -> int:
     print_summary([r.to_dict() for r in rows], console=_console(),
                   title=f"sweep {sweep['sweep_id']} on {sweep['provider']}: {parts}  "
                         f"({sweep['sweep_dir']})")
+    for link in links:
+        print(f"dashboard: {link}")
     return 0 if all(r.state.ok for r in rows) else 3
+
+
+def dashboard_links(sweep_dir: str, rows: list[RunRow]) -> list[str]:
+    """Ray dashboard pages of a sweep's jobs (empty for other providers, or a Ray
+    that was started for the sweep and is gone)."""
+    info = read_ledger(sweep_dir)
+    address = (info.provider_settings or {}).get("address") if info else None
+    if info is None or info.provider != "ray" or not address:
+        return []
+    try:
+        from hpcorch.providers.ray.cluster import resolve_address
+
+        url = resolve_address(str(address))
+    except Exception:  # noqa: BLE001 - a link is a courtesy; the table is what matters
+        return []
+    job_ids = sorted({r.job_id.split("#")[0] for r in rows if r.job_id})
+    return [f"{url}/#/jobs/{job_id}" for job_id in job_ids]
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -156,5 +176,3 @@ def register(sub: Any) -> None:
                                             "and ./multirun)")
     p.set_defaults(func=cmd_rebuild)
 
-
-_ = (RunState, read_ledger)

@@ -79,6 +79,9 @@ class LaunchOptions:
     """More environment variables to forward to every rank."""
     mpirun_args: tuple[str, ...] = ()
     """Extra mpirun arguments, passed through as given (argv, never a shell)."""
+    label: bool = False
+    """srun: prefix every output line with its rank (--label). The ranks' stderr then shares
+    one file and still tells which rank said what (the failure context's stderr tail)."""
     python: str = sys.executable
     """The interpreter that runs the rank shim."""
 
@@ -149,6 +152,8 @@ def srun_argv(resources: Resources, options: LaunchOptions) -> list[str]:
         argv.append(f"--ntasks-per-node={resources.tasks_per_node}")
     if options.slots is not None and resources.tasks_per_node * resources.cpus > options.slots:
         argv.append("--overcommit")
+    if options.label:
+        argv.append("--label")
     # Any rank failing ends the step (mpirun does this by default).
     argv += ["--kill-on-bad-exit=1", f"--export=ALL,{PROVIDER_ENV}={options.provider}"]
     return argv

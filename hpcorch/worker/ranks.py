@@ -291,7 +291,7 @@ def with_ranks(record: Any, info: RankInfo, files: Sequence[Mapping[str, Any]]) 
         error = record.error
         what = f": {error.type}: {error.message}" if error is not None else ""
         updates["failure"] = FailureContext(
-            provider=os.environ.get(PROVIDER_ENV, ""), node=info.host,
+            provider=os.environ.get(PROVIDER_ENV, ""), job_id=record.job_id, node=info.host,
             reason=f"rank {info.rank} of {info.size} on {info.host}{what}",
             stderr_tail="\n".join((error.traceback if error else "").splitlines()[-20:]))
     return dataclasses.replace(record, **updates)

@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -213,17 +213,7 @@ class ArrayTask:
         return proc.pid
 
     def _argv(self, spec: RunSpec) -> list[str]:
-        """The run's command, under srun (hpcorch.launch's wrapper) when it has several ranks."""
-        mode = self.map.get("srun", "auto")
-        if mode == "never" or (mode == "auto" and spec.resources.tasks <= 1):
-            return list(spec.command)
-        from hpcorch.launch.wrappers import Launcher, LaunchOptions, srun_argv, wrap
-
-        options = LaunchOptions.here("slurm")
-        argv = wrap(spec.command, spec.resources, options, Launcher.SRUN,
-                    env_names=[k for k, _ in spec.env])
-        cut = len(srun_argv(spec.resources, options))
-        return [*argv[:cut], *self.map.get("srun_args", []), *argv[cut:]]
+        return step_argv(spec, self.map)
 
     def _wait(self, pid: int) -> int:
         """Wait for the child (polling, so signals and the requeue deadline are seen)."""
@@ -250,6 +240,25 @@ class ArrayTask:
         while time.monotonic() < end:
             time.sleep(0.5)
         return 0
+
+
+def step_argv(spec: RunSpec, task_map: Mapping[str, Any],
+              python: str = sys.executable) -> list[str]:
+    """The argv an array task starts one run with (the provider renders the same): the
+    run's command, under srun (hpcorch.launch's wrapper, --mpi=pmix) when it has several
+    ranks. --overcommit exactly when the allocation got it (from the same `node_cpus`),
+    --label so a failed rank's stderr lines can be told from the others'."""
+    mode = task_map.get("srun", "auto")
+    if mode == "never" or (mode == "auto" and spec.resources.tasks <= 1):
+        return list(spec.command)
+    from hpcorch.launch.wrappers import Launcher, LaunchOptions, srun_argv, wrap
+
+    options = LaunchOptions.here("slurm", slots=task_map.get("node_cpus"), label=True,
+                                 python=python)
+    argv = wrap(spec.command, spec.resources, options, Launcher.SRUN,
+                env_names=[k for k, _ in spec.env])
+    cut = len(srun_argv(spec.resources, options))
+    return [*argv[:cut], *task_map.get("srun_args", []), *argv[cut:]]
 
 
 def _warm_script(specs: Sequence[RunSpec], task_map: dict[str, Any]) -> str | None:

@@ -1,4 +1,4 @@
-"""What Slurm says about jobs: `scontrol show config`, `sacct -P` and `squeue` output, parsed.
+"""What Slurm says: `scontrol show config`, `sinfo`, `sacct -P` and `squeue` output, parsed.
 
 Pure functions over text, so unit tests feed them recorded tables. Slurm's
 job states map onto RunState here and nowhere else.
@@ -28,6 +28,9 @@ class ClusterLimits:
     version: str = ""
     read_from_cluster: bool = True
     """False when these are defaults because `scontrol show config` could not be read."""
+    node_cpus: int | None = None
+    """CPUs of the largest node in the partition (`sinfo`), read only for multi-rank runs:
+    more ranks x cpus per node than that need --overcommit. None: not known."""
 
 
 def parse_config(text: str) -> ClusterLimits:
@@ -49,6 +52,25 @@ def parse_config(text: str) -> ClusterLimits:
         accounting=storage not in ("accounting_storage/none", "(null)", ""),
         version=values.get("SLURM_VERSION", ""),
     )
+
+
+#: `sinfo -h -N -o NODE_CPUS_FORMAT`: one line per node and partition, `debug*|2`.
+NODE_CPUS_FORMAT = "%P|%c"
+
+
+def parse_node_cpus(text: str, partition: str | None) -> int | None:
+    """The CPUs of the largest node of `partition` (None: the default one, marked `*`) from
+    `sinfo -h -N -o NODE_CPUS_FORMAT`; None when no line names it."""
+    found: list[int] = []
+    for line in text.splitlines():
+        name, sep, cpus = line.strip().partition("|")
+        default = name.endswith("*")
+        if not sep or (name.rstrip("*") != partition if partition else not default):
+            continue
+        match = re.match(r"\d+", cpus.strip())
+        if match:
+            found.append(int(match.group()))
+    return max(found) if found else None
 
 
 class SlurmState(str, Enum):

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import subprocess
@@ -27,9 +28,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hpcorch.errors import ProviderError, ProviderUnavailable
+from hpcorch.launch.failure import rank_failure
 from hpcorch.providers.local import tail
 from hpcorch.providers.slurm.accounting import (
     LOOKUP_FORMAT,
+    NODE_CPUS_FORMAT,
     SACCT_FIELDS,
     SQUEUE_FORMAT,
     ClusterLimits,
@@ -37,6 +40,7 @@ from hpcorch.providers.slurm.accounting import (
     array_ids,
     parse_config,
     parse_lookup,
+    parse_node_cpus,
     parse_sacct,
     parse_squeue,
     spread_array_records,
@@ -104,6 +108,7 @@ class SlurmProvider:
         self._pacing = QueryPacing(self.settings.query_interval,
                                    self.settings.max_query_interval, clock)
         self._accounting: bool | None = None
+        self._sinfo_done = False
         self.calls: dict[str, int] = {}
         """How often each Slurm command ran (sbatch, sacct, squeue, scancel, scontrol)."""
 
@@ -114,7 +119,7 @@ class SlurmProvider:
 
     def render(self, runs: Sequence[RunSpec]) -> str:
         """Every sbatch script `submit` would write and submit, exactly."""
-        limits = self.limits
+        limits = self._limits_for(runs)
         plans = plan_arrays(runs, self.settings, limits)
         head = [f"# provider=slurm: {len(runs)} run(s) in {len(plans)} job array(s), one "
                 f"`sbatch --parsable SCRIPT` each; MaxArraySize={limits.max_array_size} "
@@ -130,7 +135,7 @@ class SlurmProvider:
         """One sbatch per array; all or nothing (arrays of a failed batch are cancelled)."""
         if not runs:
             return []
-        plans = plan_arrays(runs, self.settings, self.limits)
+        plans = plan_arrays(runs, self.settings, self._limits_for(runs))
         handles: dict[str, RunHandle] = {}
         submitted: list[str] = []
         try:
@@ -219,6 +224,26 @@ class SlurmProvider:
         if self._limits is None:
             self._limits = self._read_limits(strict=False)
         return self._limits
+
+    def _limits_for(self, runs: Sequence[RunSpec]) -> ClusterLimits:
+        """The limits, with the node size (one `sinfo`, once) when a run has several ranks:
+        only then may a run need --overcommit (ranks beyond the cores of a node)."""
+        limits = self.limits
+        if limits.node_cpus is None and limits.read_from_cluster and not self._sinfo_done \
+                and any(spec.resources.tasks > 1 for spec in runs):
+            self._sinfo_done = True
+            argv = ["sinfo", "-h", "-N", "-o", NODE_CPUS_FORMAT]
+            if self.settings.partition:
+                argv += ["-p", self.settings.partition]
+            done = self._slurm(argv)
+            cpus = parse_node_cpus(done.stdout, self.settings.partition) \
+                if done.returncode == 0 else None
+            if cpus is None:
+                log.warning("cannot read the node size (`%s` rc=%s): no --overcommit for runs "
+                            "of more ranks than cores", " ".join(argv), done.returncode)
+            else:
+                self._limits = limits = dataclasses.replace(limits, node_cpus=cpus)
+        return limits
 
     def _read_limits(self, strict: bool) -> ClusterLimits:
         try:
@@ -347,10 +372,10 @@ class SlurmProvider:
     def _from_task_state(self, handle: RunHandle, state: TaskState, run_dir: str) -> RunStatus:
         if state.exit_code == 0 and state.signal is None:
             return RunStatus(handle, RunState.SUCCEEDED)
-        return RunStatus(handle, RunState.FAILED, FailureContext(
+        return RunStatus(handle, RunState.FAILED, _ranked(run_dir, FailureContext(
             provider=self.name, job_id=handle.job_id, node=state.node,
             exit_code=state.exit_code, signal=state.signal,
-            stderr_tail=tail(meta_dir(run_dir) / STDERR_FILE)))
+            stderr_tail=tail(meta_dir(run_dir) / STDERR_FILE))))
 
     def _from_scheduler(self, handle: RunHandle, hint: TaskState | None) -> RunStatus:
         info = self._jobs.get(handle.job_id)
@@ -376,6 +401,8 @@ class SlurmProvider:
                                      hint.exit_code, hint.signal, context.reason, stderr)
             if state is RunState.SUCCEEDED:
                 state = RunState.FAILED
+        if state is RunState.FAILED and run_dir:  # not for time-outs, cancels, node losses
+            context = _ranked(run_dir, context)
         return RunStatus(handle, state, context)
 
     # -- map files -------------------------------------------------------------------
@@ -411,3 +438,11 @@ class SlurmProvider:
                 "client commands (locally: scripts/slurm-up.sh, then scripts/in-netns.sh CMD)"
             ) from exc
 
+
+def _ranked(run_dir: str, context: FailureContext) -> FailureContext:
+    """A multi-rank run's failure, naming the failed rank, its host and its stderr."""
+    try:
+        spec = RunSpec.from_dict(read_json(spec_path(run_dir)))
+    except (OSError, ValueError, TypeError):
+        return context
+    return rank_failure(spec, context) if spec.resources.tasks > 1 else context

@@ -25,6 +25,7 @@ from hpcorch.providers.slurm.accounting import ClusterLimits
 from hpcorch.providers.slurm.settings import SlurmSettings, normalized_extra
 from hpcorch.spec import Resources, RunSpec
 from hpcorch.store.records import META_DIR
+from hpcorch.worker.slurm_task import step_argv
 
 #: Every job hpcorch submits is named `hpcorch-<sweep id>-<token>`.
 JOB_PREFIX = "hpcorch-"
@@ -44,6 +45,8 @@ class ArrayPlan:
     resources: Resources
     tasks: tuple[tuple[RunSpec, ...], ...]
     pack: int
+    node_cpus: int | None = None
+    """CPUs of the partition's largest node, when known: ranks beyond it need --overcommit."""
 
     @property
     def job_name(self) -> str:
@@ -109,7 +112,7 @@ def plan_arrays(specs: Sequence[RunSpec], settings: SlurmSettings,
             digest = short_hash(canonical_json(
                 [first.sweep_id, pack, [[(s.run_key, s.run_dir) for s in t] for t in chunk]]), 8)
             plans.append(ArrayPlan(first.sweep_id, f"a{first.num}x{digest}", slurm_dir,
-                                   resources, chunk, pack))
+                                   resources, chunk, pack, limits.node_cpus))
     return plans
 
 
@@ -142,7 +145,7 @@ def sbatch_options(plan: ArrayPlan, settings: SlurmSettings) -> dict[str, Any]:
         "time": time_limit(plan, settings),
     }
     # nodes / ntasks / cpus exactly as the srun launch wrapper (hpcorch.launch) expects them.
-    for arg in slurm_allocation_args(res):
+    for arg in slurm_allocation_args(res, plan.node_cpus):
         key, _, value = arg.lstrip("-").partition("=")
         opts[key.replace("-", "_")] = value if value else True
     opts |= {
@@ -172,6 +175,7 @@ def render_script(plan: ArrayPlan, settings: SlurmSettings, python: str) -> str:
             lines.append(f"#   {index}: #{spec.num} {spec.run_key} {_printable(spec.run_dir)}")
     if settings.setup:
         lines += ["", "# setup (provider.setup)", *settings.setup]
+    lines += _step_lines(plan, settings, python)
     lines += [
         "",
         "# Runs this task's run(s) from their spec files, each with its own logs and record.",
@@ -179,6 +183,20 @@ def render_script(plan: ArrayPlan, settings: SlurmSettings, python: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _step_lines(plan: ArrayPlan, settings: SlurmSettings, python: str) -> list[str]:
+    """Comment lines with the exact srun step of every run that has several ranks."""
+    task_map = map_data(plan, settings)
+    steps = [(spec, step_argv(spec, task_map, python)) for spec in plan.runs]
+    steps = [(spec, argv) for spec, argv in steps if argv != list(spec.command)]
+    if not steps:
+        return []
+    lines = ["", "# MPI: the task starts each run as one srun step of this allocation, in the "
+             "run's workdir, with HPCORCH_SPEC=<run_dir>/.hpcorch/spec.json (every rank reads "
+             "the same seed)"]
+    lines += [f"#   #{spec.num}: {_printable(shlex.join(argv))}" for spec, argv in steps]
+    return lines
 
 
 def _printable(text: str) -> str:
@@ -198,6 +216,7 @@ def map_data(plan: ArrayPlan, settings: SlurmSettings) -> dict[str, Any]:
         "srun_args": list(settings.srun_args),
         "max_requeues": settings.max_requeues,
         "grace_s": signal_grace(plan, settings),
+        "node_cpus": plan.node_cpus,
         "tasks": [[{"num": s.num, "run_key": s.run_key, "run_dir": s.run_dir} for s in task]
                   for task in plan.tasks],
     }
