@@ -1,0 +1,61 @@
+"""Jobs started as fresh processes run from a snapshot of the git-tracked code."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.integration.helpers import hpcorch_cli, records, run, write_probe_app
+
+pytestmark = pytest.mark.integration
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def test_editing_the_app_after_submission_changes_nothing(tmp_path: Path) -> None:
+    app = write_probe_app(tmp_path / "repo")
+    _git(app, "init", "-q")
+    _git(app, "config", "user.email", "t@example.org")
+    _git(app, "config", "user.name", "t")
+    _git(app, "add", "app.py", "conf")
+    _git(app, "commit", "-qm", "probe")
+    commit = _git(app, "rev-parse", "HEAD")
+    proc = run(app, "-m", "x=1,2", "sleep=2", "hpcorch.detach=true", "hydra.sweep.dir=out")
+    assert proc.returncode == 0, proc.stderr
+    sid = next(line.split()[1] for line in proc.stdout.splitlines() if "submitted" in line)
+    # edit the research code while the sweep is queued or running
+    (app / "app.py").write_text((app / "app.py").read_text().replace(
+        '"x": float(cfg.x)', '"x": -1000.0'))
+    waited = hpcorch_cli(app, "wait", sid, "--progress", "off")
+    assert waited.returncode == 0, waited.stdout + waited.stderr
+    recs = records(app / "out")
+    assert [r["return_value"]["x"] for r in recs] == [1.0, 2.0]  # the submitted code ran
+    assert all(r["code_version"] == f"git:{commit[:12]}" for r in recs)
+    meta = json.loads((app / "out/.hpcorch/code/.hpcorch-snapshot.json").read_text())
+    assert meta["commit"] == commit and meta["dirty"] is False
+    spec = json.loads((app / "out/0/.hpcorch/spec.json").read_text())
+    assert spec["command"][1] == str(app / "out/.hpcorch/code/app.py")
+
+
+def test_uncommitted_edits_are_part_of_the_snapshot_and_the_key(tmp_path: Path) -> None:
+    app = write_probe_app(tmp_path / "repo")
+    _git(app, "init", "-q")
+    _git(app, "config", "user.email", "t@example.org")
+    _git(app, "config", "user.name", "t")
+    _git(app, "add", "app.py", "conf")
+    _git(app, "commit", "-qm", "probe")
+    (app / "app.py").write_text((app / "app.py").read_text().replace(
+        '"x": float(cfg.x)', '"x": 10 * float(cfg.x)'))
+    proc = run(app, "-m", "x=3", "provider.warm=false", "hydra.sweep.dir=out")
+    assert proc.returncode == 0, proc.stderr
+    [rec] = records(app / "out")
+    assert rec["return_value"]["x"] == 30.0
+    assert "+dirty:" in rec["code_version"]
+    meta = json.loads((app / "out/.hpcorch/code/.hpcorch-snapshot.json").read_text())
+    assert meta["dirty"] is True and rec["code_version"] == meta["label"]
