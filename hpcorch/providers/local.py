@@ -21,7 +21,6 @@ import socket
 import subprocess
 import sys
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from hpcorch.launch import LaunchOptions, launch_argv, preflight, rank_failure
 from hpcorch.settings import require
 from hpcorch.spec import FailureContext, RunHandle, RunSpec, RunState, RunStatus
 from hpcorch.store.records import STDERR_FILE, STDOUT_FILE, meta_dir, spec_path
+from hpcorch.worker.forked import become_run, exit_with
 
 #: A function run inside a forked child to execute one spec; returns the exit code.
 Executor = Callable[[RunSpec], int]
@@ -250,27 +250,12 @@ class LocalProvider:
             err.close()
 
     def _run_child(self, spec: RunSpec, out_fd: int, err_fd: int) -> None:
-        code = 1
-        try:
-            os.setsid()
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.dup2(out_fd, 1)
-            os.dup2(err_fd, 2)
-            env = job_environment(spec)  # computed before clearing: it starts from ours
-            os.environ.clear()
-            os.environ.update(env)
+        def body() -> int:
+            become_run(out_fd, err_fd, job_environment(spec))
             assert self._executor is not None
-            code = self._executor(spec)
-        except BaseException:  # the child must report, then exit, whatever happened
-            traceback.print_exc()
-            code = 1
-        finally:
-            try:
-                sys.stdout.flush()
-                sys.stderr.flush()
-            finally:
-                os._exit(code)
+            return self._executor(spec)
+
+        exit_with(body)
 
     def _reap(self) -> None:
         for job_id, proc in list(self._running.items()):

@@ -22,6 +22,7 @@ forwarded too, and the task leaves the verdict to the scheduler.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import importlib
 import os
 import runpy
@@ -45,6 +46,12 @@ from hpcorch.store.records import (
     meta_dir,
     read_json,
     spec_path,
+)
+from hpcorch.worker.forked import (
+    become_run,
+    exit_with,
+    run_script_as_main,
+    skip_mode_probe,
 )
 
 TASK_STATE_FILE = "slurm.json"
@@ -308,7 +315,7 @@ def _warm_up(script: str, overrides: list[str]) -> None:
         from hydra.core.plugins import Plugins
 
         Plugins.instance()
-        _mode_from_argv()
+        skip_mode_probe()
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
         OverridesParser.create().parse_overrides(overrides)
@@ -322,56 +329,22 @@ def _warm_up(script: str, overrides: list[str]) -> None:
         traceback.print_exc()
 
 
-def _mode_from_argv() -> None:
-    """Hydra composes a run's whole config twice: once only to read `hydra.mode`. A job's
-    argv states `hydra.mode=RUN`, which is what that composition would return, so the
-    forks skip it (about 40% of a trivial run's CPU time). Without it: Hydra's own way."""
-    from hydra._internal.hydra import Hydra
-    from hydra.types import RunMode
-
-    original = Hydra.get_mode
-
-    def get_mode(self: Hydra, config_name: str | None, overrides: list[str]) -> Any:
-        if "hydra.mode=RUN" in overrides:
-            return RunMode.RUN
-        return original(self, config_name, overrides)
-
-    Hydra.get_mode = get_mode  # type: ignore[method-assign]
-
-
 def _fork_warm(spec: RunSpec, env: dict[str, str], cwd: str, out_fd: int, err_fd: int) -> int:
     """Fork; the child runs the app's script as `__main__` with this run's argv."""
     sys.stdout.flush()
     sys.stderr.flush()
+    gc.freeze()  # a collection in the child must not copy all inherited memory
     pid = os.fork()
     if pid:
+        gc.unfreeze()
         return pid
-    code = 1
-    try:
-        os.setsid()
-        for sig in (PREEMPT_SIGNAL, signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, signal.SIG_DFL)
-        os.dup2(out_fd, 1)
-        os.dup2(err_fd, 2)
-        os.environ.clear()
-        os.environ.update(env)
-        os.chdir(cwd)
-        sys.argv = list(spec.command[1:])
-        try:
-            runpy.run_path(spec.command[1], run_name="__main__")
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except BaseException:  # the child must report, then exit, whatever happened
-        traceback.print_exc()
-        code = 1
-    finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
-    return 0  # pragma: no cover - os._exit never returns
+
+    def body() -> int:
+        become_run(out_fd, err_fd, env, cwd,
+                   signals=(PREEMPT_SIGNAL, signal.SIGTERM, signal.SIGINT))
+        return run_script_as_main(list(spec.command[1:]))
+
+    exit_with(body)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

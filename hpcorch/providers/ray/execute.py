@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import ctypes
 import gc
 import importlib
 import json
@@ -41,6 +40,13 @@ from hpcorch.store.records import (
     read_json,
     spec_path,
 )
+from hpcorch.worker.forked import (
+    become_run,
+    die_with_parent,
+    exit_with,
+    run_script_as_main,
+    skip_mode_probe,
+)
 
 #: The outcome file this provider keeps next to the run record.
 OUTCOME_FILE = "ray.json"
@@ -51,7 +57,6 @@ KILL_WAIT_S = 5.0
 #: Lines of the run's output echoed into the Ray task's own log (the dashboard shows them).
 ECHO_LINES = 200
 
-_PR_SET_PDEATHSIG = 1
 
 
 def outcome_path(run_dir: str | Path) -> Path:
@@ -179,7 +184,7 @@ def _dry_compose(spec: RunSpec, script: str) -> None:
 
     argv, cwd, out, err = sys.argv, os.getcwd(), sys.stdout, sys.stderr
     try:
-        _skip_mode_probe()
+        skip_mode_probe()
         Hydra.run = compose_only  # type: ignore[method-assign]
         os.chdir(spec.workdir or spec.run_dir)
         sys.argv = [script, *spec.command[2:]]
@@ -196,67 +201,19 @@ def _dry_compose(spec: RunSpec, script: str) -> None:
         os.chdir(cwd)
 
 
-def _die_with_parent() -> None:
-    """Ask the kernel to SIGKILL this process when its parent (the Ray worker) dies."""
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
 def _child_warm(spec: RunSpec, script: str, out_fd: int, err_fd: int, job_id: str) -> None:
     """In the forked child: become the run, exactly as `python SCRIPT ARGS` would. Never returns."""
-    code = 1
-    try:
-        os.setsid()
-        _die_with_parent()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_DFL)
-        os.dup2(out_fd, 1)
-        os.dup2(err_fd, 2)
-        sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
-        sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
-        os.chdir(spec.workdir or spec.run_dir)
-        env = job_environment(spec, job_id)
-        os.environ.clear()
-        os.environ.update(env)
-        sys.argv = [script, *spec.command[2:]]
+    def body() -> int:
+        become_run(out_fd, err_fd, job_environment(spec, job_id), spec.workdir or spec.run_dir,
+                   rebind_streams=True)
         sys.path.insert(0, str(Path(script).parent))
-        _skip_mode_probe()
+        skip_mode_probe()
         from hpcorch.providers.ray import warmhydra
 
         warmhydra.mark_child()
-        import runpy
+        return run_script_as_main([script, *spec.command[2:]])
 
-        try:
-            runpy.run_path(script, run_name="__main__")
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except BaseException:  # the child must report, then exit, whatever happened
-        import traceback
-
-        traceback.print_exc()
-        code = 1
-    finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
-
-
-def _skip_mode_probe() -> None:
-    """Spare the run Hydra's first, throw-away composition (`Hydra.get_mode`).
-
-    A run's command never asks for a multirun, so Hydra's answer is RUN either
-    way: with `hydra.mode` unset (the default) get_mode finds None and Hydra
-    falls back to RUN, appending `hydra.mode=RUN`, which is exactly what
-    returning None here does, one full config composition cheaper.
-    """
-    with contextlib.suppress(Exception):
-        from hydra._internal.hydra import Hydra
-
-        Hydra.get_mode = lambda self, config_name, overrides: None  # type: ignore[method-assign]
+    exit_with(body)
 
 
 @contextlib.contextmanager
@@ -292,7 +249,7 @@ class RunProcess:
                     list(spec.command), cwd=spec.workdir or spec.run_dir,
                     env=job_environment(spec, job_id), stdin=subprocess.DEVNULL, stdout=out,
                     stderr=err,
-                    start_new_session=True, preexec_fn=_die_with_parent)  # noqa: PLW1509
+                    start_new_session=True, preexec_fn=die_with_parent)  # noqa: PLW1509
                 self.pid = self._popen.pid
 
     def poll(self) -> int | None:

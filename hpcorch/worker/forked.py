@@ -1,0 +1,97 @@
+"""What every forked run does to become a run: one implementation for the local
+provider's warm workers, packed Slurm array tasks and Ray's warm tasks.
+
+A forked child takes a session of its own (so cancelling kills its whole
+tree), default signal handlers, the run's stdout/stderr files, working
+directory and environment; it then runs its body and exits with the body's
+exit code whatever happens, never returning into the parent's code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import runpy
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Iterable, Mapping
+from typing import NoReturn
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux), so a run
+    forked by an orchestrator or a worker that was killed does not run on unseen."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def become_run(out_fd: int, err_fd: int, env: Mapping[str, str], cwd: str | None = None, *,
+               signals: Iterable[int] = (signal.SIGINT, signal.SIGTERM),
+               rebind_streams: bool = False) -> None:
+    """Turn this freshly forked process into the run's process."""
+    os.setsid()
+    die_with_parent()
+    for sig in signals:
+        signal.signal(sig, signal.SIG_DFL)
+    os.dup2(out_fd, 1)
+    os.dup2(err_fd, 2)
+    if rebind_streams:  # the parent's sys.stdout may not be file descriptor 1 (Ray workers)
+        sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+        sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    if cwd:
+        os.chdir(cwd)
+    environment = dict(env)  # copied first: `env` may be a view of os.environ
+    os.environ.clear()
+    os.environ.update(environment)
+
+
+def exit_with(body: Callable[[], int]) -> NoReturn:
+    """Run `body` and `os._exit` with its code (1 and a traceback if it raised)."""
+    code = 1
+    try:
+        code = body()
+    except BaseException:  # the child must report, then exit, whatever happened
+        traceback.print_exc()
+        code = 1
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def run_script_as_main(argv: list[str]) -> int:
+    """Run `argv[0]` as `__main__` with `argv` as sys.argv, as `python ARGV...` would;
+    returns the exit code it would have had."""
+    sys.argv = list(argv)
+    try:
+        runpy.run_path(argv[0], run_name="__main__")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
+
+
+def skip_mode_probe() -> None:
+    """Spare a forked run Hydra's first, throw-away composition (`Hydra.get_mode`).
+
+    Hydra composes a run's whole config twice: once only to read `hydra.mode`.
+    A job's argv states `hydra.mode=RUN`, which is what that composition would
+    return (about 40% of a trivial run's CPU time); without it, Hydra's own way.
+    """
+    from hydra._internal.hydra import Hydra
+    from hydra.types import RunMode
+
+    original = Hydra.get_mode
+
+    def get_mode(self: Hydra, config_name: str | None, overrides: list[str]) -> object:
+        if "hydra.mode=RUN" in overrides:
+            return RunMode.RUN
+        return original(self, config_name, overrides)
+
+    Hydra.get_mode = get_mode  # type: ignore[method-assign]
