@@ -311,7 +311,12 @@ class Orchestrator:
             updates["failure"] = dataclasses.replace(
                 context, reason=context.reason or (
                     f"{record.error.type}: {record.error.message}" if record.error else ""))
-        return dataclasses.replace(record, **updates) if updates else record  # type: ignore[arg-type]
+        if not updates:
+            return record
+        # The job could not know these; its record file gains them (nothing is removed).
+        completed = dataclasses.replace(record, **updates)  # type: ignore[arg-type]
+        write_record(completed)
+        return completed
 
     def _reuse(self, spec: RunSpec, earlier: RunRecord) -> RunRecord:
         if earlier.run_dir == spec.run_dir:

@@ -5,7 +5,7 @@ Single-process runs must match exactly (same seed, same code, same arithmetic); 
 runs (data-parallel SGD, gradients summed by an MPI allreduce) within 1e-9, because the
 sum's rounding order differs. Needs the real Slurm (run inside its network namespace,
 `scripts/in-netns.sh .venv/bin/python -m pytest tests/integration/test_cross_provider.py`)
-and Open MPI with mpi4py.
+Open MPI with mpi4py, and the Ray head of scripts/ray-up.sh.
 """
 
 from __future__ import annotations
@@ -23,10 +23,12 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, require_service
+from tests.integration.ray_support import HOW as RAY_HOW
+from tests.integration.ray_support import RAY_URL, ray_available
 from tests.integration.slurm_support import records, require_slurm, run_app
 from tests.integration.test_slurm_mpi import mpi_available
 
-pytestmark = [pytest.mark.integration, pytest.mark.slurm, pytest.mark.mpi]
+pytestmark = [pytest.mark.integration, pytest.mark.slurm, pytest.mark.mpi, pytest.mark.ray]
 
 SWEEP = ("lr=0.1,0.05", "epochs=3")
 MULTI_RANK_TOLERANCE = 1e-9
@@ -35,6 +37,10 @@ MULTI_RANK_TOLERANCE = 1e-9
 def _need_mpi() -> None:
     require_service(mpi_available(), "Open MPI (mpirun) and mpi4py",
                     "run scripts/mpi-up.sh and pip install -e '.[mpi]'")
+
+
+def _need_ray() -> None:
+    require_service(ray_available(), f"a Ray head at {RAY_URL}", RAY_HOW)
 
 
 def _need_slurm_and_mpi() -> None:
@@ -60,9 +66,7 @@ PEERS = [
          _need_slurm_and_mpi),
     Peer("mpi", ("provider=mpi", "provider.hosts=[localhost]"), 0.0, _need_mpi),
     Peer("local-2-ranks", ("resources.tasks=2",), MULTI_RANK_TOLERANCE, _need_mpi),
-    # provider=ray goes here once hpcorch/providers/ray is finished (its own engineer), e.g.
-    #   Peer("ray", ("provider=ray",), 0.0, <tests.integration.ray_support's check>),
-    # with pytest.mark.ray added to this module's pytestmark.
+    Peer("ray", ("provider=ray", f"provider.address={RAY_URL}"), 0.0, _need_ray),
 ]
 
 

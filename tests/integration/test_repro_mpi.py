@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 
@@ -19,8 +20,11 @@ def test_mpi_vendor_and_version_are_fingerprinted_when_mpi4py_is_used() -> None:
                     "pip install 'hpcorch[mpi]' with Open MPI installed")
     script = ("import json\nfrom mpi4py import MPI\nfrom hpcorch.repro.fingerprint import "
               "fingerprint\nprint(json.dumps(fingerprint()['mpi']))\n")
+    # A singleton MPI process inside the tests' loopback-only network namespace needs
+    # Open MPI told to use loopback (what hpcorch's launch wrappers pass to mpirun).
+    env = {**os.environ, "OMPI_MCA_oob_tcp_if_include": "lo", "OMPI_MCA_btl": "self,vader"}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120, check=False)
+                          timeout=120, check=False, env=env)
     assert done.returncode == 0, done.stderr
     info = json.loads(done.stdout.strip().splitlines()[-1])
     assert info["vendor"] and info["vendor_version"] and info["standard"]
