@@ -56,11 +56,12 @@ def run_dir() -> Path:
     """This run's directory: Hydra's output dir, else the spec's run_dir, else the cwd."""
     try:
         from hydra.core.hydra_config import HydraConfig
+        from omegaconf.errors import MissingMandatoryValue
 
         if HydraConfig.initialized():
             return Path(str(HydraConfig.get().runtime.output_dir))
-    except (ImportError, ValueError):
-        pass
+    except (ImportError, ValueError, MissingMandatoryValue):
+        pass  # not inside a Hydra job (or before its output dir is known)
     spec = os.environ.get("HPCORCH_SPEC")
     if spec and Path(spec).exists():
         return Path(str(read_json(spec)["run_dir"]))

@@ -7,6 +7,7 @@ Hydra's basic launcher calls for each job.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,11 @@ from omegaconf import OmegaConf
 
 
 @pytest.fixture(autouse=True)
-def _resolvers() -> None:
+def _resolvers() -> Iterator[None]:
     setup_globals()  # registers Hydra's `now` and `hydra` resolvers, as every Hydra app does
+    saved = HydraConfig.instance().cfg
+    yield
+    HydraConfig.instance().cfg = saved  # later tests must not see a job's Hydra config
 
 
 @pytest.fixture
