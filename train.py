@@ -46,7 +46,9 @@ def forward(params: dict[str, np.ndarray], x: np.ndarray) -> tuple[np.ndarray, n
     return hidden, 1.0 / (1.0 + np.exp(-logits[:, 0]))
 
 
-def loss_and_accuracy(params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+def loss_and_accuracy(
+    params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray
+) -> tuple[float, float]:
     """Mean binary cross-entropy and accuracy."""
     _, prob = forward(params, x)
     eps = 1e-12
@@ -59,8 +61,12 @@ def gradients(params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> di
     hidden, prob = forward(params, x)
     d_logits = (prob - y)[:, None]
     d_hidden = (d_logits @ params["w2"].T) * (1 - hidden**2)
-    return {"w2": hidden.T @ d_logits, "b2": d_logits.sum(0),
-            "w1": x.T @ d_hidden, "b1": d_hidden.sum(0)}
+    return {
+        "w2": hidden.T @ d_logits,
+        "b2": d_logits.sum(0),
+        "w1": x.T @ d_hidden,
+        "b1": d_hidden.sum(0),
+    }
 
 
 def allreduce_sum(comm: object, grads: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -72,7 +78,7 @@ def allreduce_sum(comm: object, grads: dict[str, np.ndarray]) -> dict[str, np.nd
     out, offset = {}, 0
     for name in names:
         size = grads[name].size
-        out[name] = total[offset:offset + size].reshape(grads[name].shape)
+        out[name] = total[offset : offset + size].reshape(grads[name].shape)
         offset += size
     return out
 
@@ -99,7 +105,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     for epoch in range(cfg.epochs):
         order = order_rng.permutation(train_idx)
         for start in range(0, len(order), cfg.batch_size):
-            batch = order[start:start + cfg.batch_size]
+            batch = order[start : start + cfg.batch_size]
             shard = np.array_split(batch, world.size)[world.rank]
             grads = gradients(params, x[shard], y[shard])
             if comm is not None:
@@ -107,12 +113,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
             for name in params:
                 params[name] -= cfg.lr * grads[name] / len(batch)
         if epoch == cfg.epochs - 1 or epoch % 5 == 0:
-            log.info("epoch %d train_loss %.4f", epoch, loss_and_accuracy(params, x[train_idx], y[train_idx])[0])
+            log.info(
+                "epoch %d train_loss %.4f",
+                epoch,
+                loss_and_accuracy(params, x[train_idx], y[train_idx])[0],
+            )
     train_loss, train_acc = loss_and_accuracy(params, x[train_idx], y[train_idx])
     val_loss, val_acc = loss_and_accuracy(params, x[val_idx], y[val_idx])
     _, test_acc = loss_and_accuracy(params, x[test_idx], y[test_idx])
-    return {"train_loss": train_loss, "val_loss": val_loss, "val_acc": val_acc,
-            "test_acc": test_acc, "train_acc": train_acc}
+    return {
+        "train_loss": train_loss,
+        "val_loss": val_loss,
+        "val_acc": val_acc,
+        "test_acc": test_acc,
+        "train_acc": train_acc,
+    }
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

@@ -30,14 +30,22 @@ def short_hash(text: str, length: int = 16) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def experiment_config(config: Mapping[str, Any], exclude: Iterable[str] = DEFAULT_KEY_EXCLUDE) -> dict[str, Any]:
+def experiment_config(
+    config: Mapping[str, Any], exclude: Iterable[str] = DEFAULT_KEY_EXCLUDE
+) -> dict[str, Any]:
     """The part of a resolved config that defines the experiment."""
     dropped = set(exclude)
     return {k: v for k, v in config.items() if k not in dropped}
 
 
-def run_key(config: Mapping[str, Any], *, code_version: str, seed: int, image: str | None = None,
-            exclude: Iterable[str] = DEFAULT_KEY_EXCLUDE) -> str:
+def run_key(
+    config: Mapping[str, Any],
+    *,
+    code_version: str,
+    seed: int,
+    image: str | None = None,
+    exclude: Iterable[str] = DEFAULT_KEY_EXCLUDE,
+) -> str:
     """The content-addressed id of one run."""
     payload = {
         "config": experiment_config(config, exclude),

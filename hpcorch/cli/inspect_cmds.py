@@ -36,8 +36,9 @@ def refresh(index: StoreIndex, rows: list[RunRow]) -> list[RunRow]:
         index.put_records(fresh)
         done = {(r.sweep_id, r.num) for r in fresh}
         by_id = {(r.sweep_id, r.num): r for r in index.runs(rows[0].sweep_id)} if rows else {}
-        rows = [by_id.get((r.sweep_id, r.num), r) if (r.sweep_id, r.num) in done else r
-                for r in rows]
+        rows = [
+            by_id.get((r.sweep_id, r.num), r) if (r.sweep_id, r.num) in done else r for r in rows
+        ]
     return rows
 
 
@@ -53,8 +54,9 @@ def cmd_sweeps(args: argparse.Namespace) -> int:
     for s in sweeps:
         states = " ".join(f"{k.lower()}={v}" for k, v in sorted(s["states"].items()))
         created = dt.datetime.fromtimestamp(s["created"]).strftime("%Y-%m-%d %H:%M:%S")
-        table.add_row(s["sweep_id"], created, s["provider"], str(s["n_runs"]), states,
-                      s["sweep_dir"])
+        table.add_row(
+            s["sweep_id"], created, s["provider"], str(s["n_runs"]), states, s["sweep_dir"]
+        )
     _console().print(table)
     return 0
 
@@ -70,16 +72,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     rows = refresh(index, index.runs(sweep["sweep_id"]))
     links = dashboard_links(sweep["sweep_dir"], rows)
     if args.json:
-        print(json.dumps({"sweep": sweep, "runs": [r.to_dict() for r in rows],
-                          "dashboard": links}, indent=1))
+        print(
+            json.dumps(
+                {"sweep": sweep, "runs": [r.to_dict() for r in rows], "dashboard": links}, indent=1
+            )
+        )
         return 0
     counts: dict[str, int] = {}
     for row in rows:
         counts[row.state.value] = counts.get(row.state.value, 0) + 1
     parts = ", ".join(f"{n} {s.lower()}" for s, n in counts.items())
-    print_summary([r.to_dict() for r in rows], console=_console(),
-                  title=f"sweep {sweep['sweep_id']} on {sweep['provider']}: {parts}  "
-                        f"({sweep['sweep_dir']})")
+    print_summary(
+        [r.to_dict() for r in rows],
+        console=_console(),
+        title=f"sweep {sweep['sweep_id']} on {sweep['provider']}: {parts}  ({sweep['sweep_dir']})",
+    )
     for link in links:
         print(f"dashboard: {link}")
     return 0 if all(r.state.ok for r in rows) else 3
@@ -107,8 +114,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     row = open_index(args).find_run(args.run)
     record = read_record(row.run_dir)
     if record is None:
-        print(json.dumps({**row.to_dict(), "note": "no record yet: the run has not finished"},
-                         indent=1))
+        print(
+            json.dumps(
+                {**row.to_dict(), "note": "no record yet: the run has not finished"}, indent=1
+            )
+        )
         return 0
     print(json.dumps(record.to_dict(), indent=1, sort_keys=True, default=str))
     return 0
@@ -119,8 +129,11 @@ def cmd_logs(args: argparse.Namespace) -> int:
     row = open_index(args).find_run(args.run)
     record = read_record(row.run_dir)
     job_name = (record.fingerprint.get("job_name") if record else None) or "*"
-    paths = [meta_dir(row.run_dir) / STDOUT_FILE, meta_dir(row.run_dir) / STDERR_FILE,
-             *sorted(Path(row.run_dir).glob(f"{job_name}.log"))]
+    paths = [
+        meta_dir(row.run_dir) / STDOUT_FILE,
+        meta_dir(row.run_dir) / STDERR_FILE,
+        *sorted(Path(row.run_dir).glob(f"{job_name}.log")),
+    ]
     shown = 0
     for path in paths:
         if path.exists():
@@ -138,8 +151,10 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     index = open_index(args)
     roots = list(args.roots)
     if not roots:
-        roots = sorted({str(Path(s["sweep_dir"]).parent) for s in _safe_sweeps(index)}
-                       | {str(Path(os.getcwd()) / "multirun")})
+        roots = sorted(
+            {str(Path(s["sweep_dir"]).parent) for s in _safe_sweeps(index)}
+            | {str(Path(os.getcwd()) / "multirun")}
+        )
     n_sweeps, n_runs = index.rebuild(roots)
     print(f"rebuilt {index.path}: {n_sweeps} sweep(s), {n_runs} run(s) from {', '.join(roots)}")
     return 0
@@ -162,7 +177,9 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_sweeps)
     p = sub.add_parser("status", help="the runs of a sweep (exit 3 if any did not succeed)")
-    p.add_argument("sweep", nargs="?", help="sweep id, unique prefix or directory (default: newest)")
+    p.add_argument(
+        "sweep", nargs="?", help="sweep id, unique prefix or directory (default: newest)"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
     p = sub.add_parser("show", help="one run's whole record")
@@ -172,7 +189,7 @@ def register(sub: Any) -> None:
     p.add_argument("run", help="run key (or prefix), SWEEP/NUM, or run directory")
     p.set_defaults(func=cmd_logs)
     p = sub.add_parser("rebuild", help="recreate the index from run directories")
-    p.add_argument("roots", nargs="*", help="directories to scan (default: known sweep roots "
-                                            "and ./multirun)")
+    p.add_argument(
+        "roots", nargs="*", help="directories to scan (default: known sweep roots and ./multirun)"
+    )
     p.set_defaults(func=cmd_rebuild)
-

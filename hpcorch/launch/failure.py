@@ -12,14 +12,12 @@ labelled every line with its rank (--label).
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from hpcorch.spec import FailureContext, RunSpec
-from hpcorch.store.records import STDERR_FILE, meta_dir
+from hpcorch.store.records import STDERR_FILE, meta_dir, tail_text
 from hpcorch.worker.ranks import rank_stderr, read_rank_files
 
 _MPIRUN_EXIT = re.compile(r"Process name:\s*\[\[\d+,\d+\],(\d+)\]\s*\n\s*Exit code:\s*(-?\d+)")
@@ -63,19 +61,6 @@ def parse_report(stderr: str) -> LauncherReport | None:
     return min(found, key=lambda pair: pair[0])[1] if found else None
 
 
-def _tail_text(path: Path | None, lines: int = 20, max_bytes: int = 65536) -> str:
-    if path is None:
-        return ""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - max_bytes))
-            data = handle.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-    return "\n".join(data.splitlines()[-lines:]) if lines else data
-
-
 def _labelled_tail(text: str, rank: int, lines: int = 20) -> str:
     """The last lines rank `rank` wrote into a shared `srun --label` stream, label removed."""
     mine = [m[2] for m in map(_LABEL.match, text.splitlines()) if m and int(m[1]) == rank]
@@ -86,7 +71,7 @@ def rank_failure(spec: RunSpec, context: FailureContext,
                  rank_hosts: Sequence[str] = ()) -> FailureContext:
     """`context` of a failed run, completed with the failing rank, its host and its stderr."""
     run_dir = spec.run_dir
-    stderr = _tail_text(meta_dir(run_dir) / STDERR_FILE, lines=0)
+    stderr = tail_text(meta_dir(run_dir) / STDERR_FILE, lines=0)
     report = parse_report(stderr)
     files = {int(d.get("rank", -1)): d for d in read_rank_files(run_dir)}
     failed = [r for r, d in sorted(files.items()) if d.get("state") == "FAILED"]
@@ -105,7 +90,7 @@ def rank_failure(spec: RunSpec, context: FailureContext,
         how = f" exited {report.exit_code}"
     error = str(info.get("error") or "")
     reason = f"rank {rank} of {size} on {host or '?'}{how}" + (f": {error}" if error else "")
-    stderr_tail = (_tail_text(rank_stderr(run_dir, rank)) or _labelled_tail(stderr, rank)
+    stderr_tail = (tail_text(rank_stderr(run_dir, rank)) or _labelled_tail(stderr, rank)
                    or context.stderr_tail)
     return dataclasses.replace(
         context, node=host or context.node, reason=reason, stderr_tail=stderr_tail,

@@ -12,7 +12,14 @@ from types import TracebackType
 from typing import Literal
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 
 class SweepProgress:
@@ -24,7 +31,7 @@ class SweepProgress:
         console = Console(stderr=True)
         self.enabled = mode == "on" or (mode == "auto" and sys.stderr.isatty())
         self._progress: Progress | None = None
-        self._task = None
+        self._task: TaskID | None = None
         self._label = label
         self._console = console
         self._last = (-1, -1, -1)

@@ -32,7 +32,9 @@ class Snapshot:
     files: int
 
 
-def snapshot_code(script: str, sweep_dir: str, runner: CommandRunner = run_command) -> Snapshot | None:
+def snapshot_code(
+    script: str, sweep_dir: str, runner: CommandRunner = run_command
+) -> Snapshot | None:
     """Copy the tracked files of the repository holding `script`; None outside git."""
     script_path = Path(script).resolve()
     version = code_version(str(script_path.parent), runner)
@@ -57,8 +59,16 @@ def snapshot_code(script: str, sweep_dir: str, runner: CommandRunner = run_comma
         destination = staging / name
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, destination)
-    atomic_write_json(staging / ".hpcorch-snapshot.json", {
-        "commit": version.commit, "dirty": version.dirty, "diff_hash": version.diff_hash,
-        "label": version.label(), "source": str(root), "files": len(files)})
+    atomic_write_json(
+        staging / ".hpcorch-snapshot.json",
+        {
+            "commit": version.commit,
+            "dirty": version.dirty,
+            "diff_hash": version.diff_hash,
+            "label": version.label(),
+            "source": str(root),
+            "files": len(files),
+        },
+    )
     os.replace(staging, target)
     return Snapshot(str(target), str(target / relative_script), version, len(files))

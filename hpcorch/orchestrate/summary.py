@@ -59,7 +59,7 @@ def summary_table(rows: Sequence[dict[str, Any]], *, title: str, metrics: int = 
     for row in rows:
         state = RunState(row["state"])
         # Text(), not str: an override like `hosts=[a:4]` must not be read as rich markup.
-        cells = [str(row["num"]), Text(" ".join(row["overrides"]) or "(none)"),
+        cells: list[str | Text] = [str(row["num"]), Text(" ".join(row["overrides"]) or "(none)"),
                  Text(state.value, style=_STYLE.get(state, "")),
                  format_duration(row.get("duration_s")), Text(row.get("job_id") or "")]
         metrics_of = row.get("metrics") or {}

@@ -69,9 +69,15 @@ def _signals_raise() -> Iterator[None]:
 class Orchestrator:
     """Runs batches of RunSpecs on one provider and keeps the store up to date."""
 
-    def __init__(self, provider: Provider, index: StoreIndex, *, rerun: bool = False,
-                 progress: Literal["auto", "on", "off"] = "auto",
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        provider: Provider,
+        index: StoreIndex,
+        *,
+        rerun: bool = False,
+        progress: Literal["auto", "on", "off"] = "auto",
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.provider = provider
         self.index = index
         self.rerun = rerun
@@ -92,8 +98,12 @@ class Orchestrator:
         to_run, reused = [], []
         for spec in specs:
             own = read_record(spec.run_dir)
-            if own is not None and own.sweep_id == spec.sweep_id and own.state.ok \
-                    and not self.rerun:
+            if (
+                own is not None
+                and own.sweep_id == spec.sweep_id
+                and own.state.ok
+                and not self.rerun
+            ):
                 reused.append((spec, own))
                 continue
             if own is not None:
@@ -112,8 +122,9 @@ class Orchestrator:
         records.update(self.watch(open_runs, total=len(specs), already=len(records)))
         return [records[_jid(s)] for s in specs]
 
-    def submit(self, info: SweepInfo, specs: Sequence[RunSpec]
-               ) -> tuple[dict[str, RunRecord], dict[str, tuple[RunSpec, RunHandle]]]:
+    def submit(
+        self, info: SweepInfo, specs: Sequence[RunSpec]
+    ) -> tuple[dict[str, RunRecord], dict[str, tuple[RunSpec, RunHandle]]]:
         """Plan and submit (or find again) a batch; returns (reused records, open runs)."""
         write_ledger(info)
         self.index.put_sweep(info)
@@ -129,21 +140,24 @@ class Orchestrator:
             atomic_write_json(spec_path(spec.run_dir), spec.to_dict(), durable=False)
         with _signals_raise():
             try:
-                found = {h.run_key: h for h in self.provider.lookup([s.run_key for s in plan.to_run])}
+                found = {
+                    h.run_key: h for h in self.provider.lookup([s.run_key for s in plan.to_run])
+                }
                 fresh = [s for s in plan.to_run if s.run_key not in found]
                 handles = self.provider.submit(fresh) if fresh else []
                 by_key = dict(zip((s.run_key for s in fresh), handles, strict=True))
                 for spec in plan.to_run:
                     open_runs[_jid(spec)] = (spec, found.get(spec.run_key) or by_key[spec.run_key])
-                self.index.set_states((s, RunState.SUBMITTED, h.job_id)
-                                      for s, h in open_runs.values())
+                self.index.set_states(
+                    (s, RunState.SUBMITTED, h.job_id) for s, h in open_runs.values()
+                )
             except KeyboardInterrupt as exc:
                 self._interrupted(open_runs, {}, exc)
         return records, open_runs
 
-    def attach(self, specs: Sequence[RunSpec]) -> tuple[dict[str, RunRecord],
-                                                        dict[str, tuple[RunSpec, RunHandle]],
-                                                        list[RunSpec]]:
+    def attach(
+        self, specs: Sequence[RunSpec]
+    ) -> tuple[dict[str, RunRecord], dict[str, tuple[RunSpec, RunHandle]], list[RunSpec]]:
         """For a sweep submitted by another process: (finished records, open runs the
         engine still knows, runs that are neither finished nor known)."""
         finished: dict[str, RunRecord] = {}
@@ -154,15 +168,19 @@ class Orchestrator:
                 finished[_jid(spec)] = record
             else:
                 pending.append(spec)
-        found = {h.run_key: h for h in self.provider.lookup([s.run_key for s in pending])} \
-            if pending else {}
+        found = (
+            {h.run_key: h for h in self.provider.lookup([s.run_key for s in pending])}
+            if pending
+            else {}
+        )
         open_runs = {_jid(s): (s, found[s.run_key]) for s in pending if s.run_key in found}
         lost = [s for s in pending if s.run_key not in found]
         self.index.put_records(finished.values())
         return finished, open_runs, lost
 
-    def watch(self, open_runs: dict[str, tuple[RunSpec, RunHandle]], *, total: int,
-              already: int = 0) -> dict[str, RunRecord]:
+    def watch(
+        self, open_runs: dict[str, tuple[RunSpec, RunHandle]], *, total: int, already: int = 0
+    ) -> dict[str, RunRecord]:
         """Watch open runs until every one is terminal; returns their records."""
         finished: dict[str, RunRecord] = {}
         with SweepProgress(total, self.progress_mode) as progress, _signals_raise():
@@ -178,24 +196,37 @@ class Orchestrator:
         closed: dict[str, RunRecord] = {}
         self._cancel_open(open_runs, closed, reason=reason)
         for spec in lost:
-            record = self._synthesize(spec, RunHandle(self.provider.name, spec.run_key, ""),
-                                      RunState.CANCELLED,
-                                      FailureContext(self.provider.name, reason=reason))
+            record = self._synthesize(
+                spec,
+                RunHandle(self.provider.name, spec.run_key, ""),
+                RunState.CANCELLED,
+                FailureContext(self.provider.name, reason=reason),
+            )
             write_record(record)
             closed[_jid(spec)] = record
         self.index.put_records(closed.values())
         return list(closed.values())
 
-    def _interrupted(self, open_runs: dict[str, tuple[RunSpec, RunHandle]],
-                     finished: dict[str, RunRecord], exc: BaseException) -> None:
+    def _interrupted(
+        self,
+        open_runs: dict[str, tuple[RunSpec, RunHandle]],
+        finished: dict[str, RunRecord],
+        exc: BaseException,
+    ) -> None:
         self._cancel_open(open_runs, finished, reason=f"sweep interrupted ({exc or 'SIGINT'})")
         raise SweepInterrupted(
             f"sweep interrupted: {len(open_runs)} open run(s) cancelled and recorded; "
-            "run the same command again (or `hpcorch resume`) to finish them") from None
+            "run the same command again (or `hpcorch resume`) to finish them"
+        ) from None
 
     # -- watch ---------------------------------------------------------------
-    def _watch(self, open_runs: dict[str, tuple[RunSpec, RunHandle]],
-               finished: dict[str, RunRecord], progress: SweepProgress, already: int) -> None:
+    def _watch(
+        self,
+        open_runs: dict[str, tuple[RunSpec, RunHandle]],
+        finished: dict[str, RunRecord],
+        progress: SweepProgress,
+        already: int,
+    ) -> None:
         interval = self.provider.poll_interval
         states: dict[str, RunState] = {}
         unindexed: list[RunRecord] = []
@@ -209,7 +240,11 @@ class Orchestrator:
                     if not os.path.exists(record_files[jid]):
                         continue
                     record = read_record(spec.run_dir)
-                    if record is not None and record.state.terminal and record.sweep_id == spec.sweep_id:
+                    if (
+                        record is not None
+                        and record.state.terminal
+                        and record.sweep_id == spec.sweep_id
+                    ):
                         finished[jid] = self._with_handle(record, handle)
                         unindexed.append(finished[jid])
                         del open_runs[jid]
@@ -217,7 +252,8 @@ class Orchestrator:
                 if open_runs:
                     pairs = list(open_runs.items())
                     for (jid, (spec, handle)), st in zip(
-                            pairs, self.provider.status([h for _, (_, h) in pairs]), strict=True):
+                        pairs, self.provider.status([h for _, (_, h) in pairs]), strict=True
+                    ):
                         if st.state.terminal:
                             finished[jid] = self.record_for(spec, handle, st)
                             unindexed.append(finished[jid])
@@ -263,15 +299,21 @@ class Orchestrator:
         if state is RunState.SUCCEEDED:  # exited 0 but the worker never wrote a record
             state = RunState.FAILED
             context = FailureContext(
-                self.provider.name, job_id=handle.job_id,
+                self.provider.name,
+                job_id=handle.job_id,
                 reason="the job exited 0 but wrote no run record "
-                       "(is the hpcorch callback in the app's config defaults?)")
+                "(is the hpcorch callback in the app's config defaults?)",
+            )
         record = self._synthesize(spec, handle, state, context)
         write_record(record)
         return record
 
-    def _cancel_open(self, open_runs: dict[str, tuple[RunSpec, RunHandle]],
-                     finished: dict[str, RunRecord], reason: str) -> None:
+    def _cancel_open(
+        self,
+        open_runs: dict[str, tuple[RunSpec, RunHandle]],
+        finished: dict[str, RunRecord],
+        reason: str,
+    ) -> None:
         handles = [h for _, h in open_runs.values()]
         if handles:
             self.provider.cancel(handles)
@@ -279,9 +321,12 @@ class Orchestrator:
         for jid, (spec, handle) in list(open_runs.items()):
             record = read_record(spec.run_dir)
             if record is None or record.sweep_id != spec.sweep_id:
-                record = self._synthesize(spec, handle, RunState.CANCELLED,
-                                          FailureContext(self.provider.name, job_id=handle.job_id,
-                                                         reason=reason))
+                record = self._synthesize(
+                    spec,
+                    handle,
+                    RunState.CANCELLED,
+                    FailureContext(self.provider.name, job_id=handle.job_id, reason=reason),
+                )
                 write_record(record)
             else:
                 del open_runs[jid]
@@ -290,17 +335,30 @@ class Orchestrator:
         self.index.put_records(records)
 
     # -- records ----------------------------------------------------------------
-    def _synthesize(self, spec: RunSpec, handle: RunHandle, state: RunState,
-                    context: FailureContext | None) -> RunRecord:
+    def _synthesize(
+        self, spec: RunSpec, handle: RunHandle, state: RunState, context: FailureContext | None
+    ) -> RunRecord:
         return RunRecord(
-            run_key=spec.run_key, sweep_id=spec.sweep_id, num=spec.num, state=state,
-            run_dir=spec.run_dir, overrides=spec.overrides, seed=spec.seed, failure=context,
-            provider=self.provider.name, job_id=handle.job_id,
-            node=context.node if context else "", ended=time.time(),
-            code_version=spec.code_version, config=spec.config, attempt=spec.attempt)
+            run_key=spec.run_key,
+            sweep_id=spec.sweep_id,
+            num=spec.num,
+            state=state,
+            run_dir=spec.run_dir,
+            overrides=spec.overrides,
+            seed=spec.seed,
+            failure=context,
+            provider=self.provider.name,
+            job_id=handle.job_id,
+            node=context.node if context else "",
+            ended=time.time(),
+            code_version=spec.code_version,
+            config=spec.config,
+            attempt=spec.attempt,
+        )
 
-    def _with_handle(self, record: RunRecord, handle: RunHandle,
-                     context: FailureContext | None = None) -> RunRecord:
+    def _with_handle(
+        self, record: RunRecord, handle: RunHandle, context: FailureContext | None = None
+    ) -> RunRecord:
         """The job's record, completed with what only the provider knows."""
         updates: dict[str, object] = {}
         if not record.provider:
@@ -309,8 +367,10 @@ class Orchestrator:
             updates["job_id"] = handle.job_id
         if context is not None and record.failure is None and not record.state.ok:
             updates["failure"] = dataclasses.replace(
-                context, reason=context.reason or (
-                    f"{record.error.type}: {record.error.message}" if record.error else ""))
+                context,
+                reason=context.reason
+                or (f"{record.error.type}: {record.error.message}" if record.error else ""),
+            )
         if not updates:
             return record
         # The job could not know these; its record file gains them (nothing is removed).
@@ -322,8 +382,14 @@ class Orchestrator:
         if earlier.run_dir == spec.run_dir:
             return earlier
         record = dataclasses.replace(
-            earlier, sweep_id=spec.sweep_id, num=spec.num, run_dir=spec.run_dir,
-            overrides=spec.overrides, state=RunState.SKIPPED, reused_from=earlier.run_dir)
+            earlier,
+            sweep_id=spec.sweep_id,
+            num=spec.num,
+            run_dir=spec.run_dir,
+            overrides=spec.overrides,
+            state=RunState.SKIPPED,
+            reused_from=earlier.run_dir,
+        )
         write_record(record)
         return record
 

@@ -29,8 +29,8 @@ from typing import Literal
 from hpcorch.launch import LaunchOptions, launch_argv, preflight, rank_failure
 from hpcorch.settings import require
 from hpcorch.spec import FailureContext, RunHandle, RunSpec, RunState, RunStatus
-from hpcorch.store.records import STDERR_FILE, STDOUT_FILE, meta_dir, spec_path
-from hpcorch.worker.forked import become_run, exit_with
+from hpcorch.store.records import STDERR_FILE, STDOUT_FILE, meta_dir, spec_path, tail_text
+from hpcorch.worker.forked import become_run, exit_with, signal_run
 
 #: A function run inside a forked child to execute one spec; returns the exit code.
 Executor = Callable[[RunSpec], int]
@@ -61,8 +61,12 @@ class LocalSettings:
 
     def validate(self, prefix: str) -> None:
         """workers must be positive."""
-        require(self.workers is None or self.workers >= 1, f"{prefix}.workers", self.workers,
-                "must be a positive integer, or null for one per usable core")
+        require(
+            self.workers is None or self.workers >= 1,
+            f"{prefix}.workers",
+            self.workers,
+            "must be a positive integer, or null for one per usable core",
+        )
 
 
 @dataclass
@@ -94,8 +98,9 @@ class LocalProvider:
     poll_interval = 0.005
     max_poll_interval = 0.05
 
-    def __init__(self, settings: LocalSettings | None = None, *,
-                 executor: Executor | None = None) -> None:
+    def __init__(
+        self, settings: LocalSettings | None = None, *, executor: Executor | None = None
+    ) -> None:
         self.settings = settings or LocalSettings()
         self.workers = self.settings.workers or usable_cores()
         self._executor = executor if self.settings.warm else None
@@ -137,9 +142,11 @@ class LocalProvider:
         """Runs of this provider object still queued or running (a local run dies with
         its orchestrator's session, so there is nothing to find across processes)."""
         wanted = set(run_keys)
-        return [RunHandle(self.name, spec.run_key, job_id)
-                for job_id, spec in self._known.items()
-                if spec.run_key in wanted and job_id not in self._finished]
+        return [
+            RunHandle(self.name, spec.run_key, job_id)
+            for job_id, spec in self._known.items()
+            if spec.run_key in wanted and job_id not in self._finished
+        ]
 
     def status(self, handles: Sequence[RunHandle]) -> list[RunStatus]:
         """Reap finished children, start queued runs, and report."""
@@ -165,8 +172,10 @@ class LocalProvider:
             self._queue.remove(spec)
             job_id = self._job_id(spec)
             self._finished[job_id] = RunStatus(
-                RunHandle(self.name, spec.run_key, job_id), RunState.CANCELLED,
-                FailureContext(self.name, reason="cancelled before it started"))
+                RunHandle(self.name, spec.run_key, job_id),
+                RunState.CANCELLED,
+                FailureContext(self.name, reason="cancelled before it started"),
+            )
         procs = [p for job_id, p in self._running.items() if job_id in ids]
         for proc in procs:
             proc.cancelled = True
@@ -181,7 +190,7 @@ class LocalProvider:
             time.sleep(0.01)
 
     def wait(self, timeout: float) -> None:
-        """Block until a running child exits (or `timeout`), so a free worker is refilled at once."""
+        """Block until a running child exits (or `timeout`): a free worker is refilled at once."""
         fds = [p.pidfd for p in self._running.values() if p.pidfd is not None]
         if not fds:
             time.sleep(timeout)
@@ -196,8 +205,13 @@ class LocalProvider:
             self._reap()
             if self._running:
                 self.wait(0.05)
-        self.cancel([RunHandle(self.name, s.run_key, j) for j, s in self._known.items()
-                     if j not in self._finished])
+        self.cancel(
+            [
+                RunHandle(self.name, s.run_key, j)
+                for j, s in self._known.items()
+                if j not in self._finished
+            ]
+        )
         self._queue.clear()
 
     # -- internals -------------------------------------------------------
@@ -230,9 +244,14 @@ class LocalProvider:
             # Ranks and runs inside an image start cold: the warm fork runs on the host.
             if self._executor is None or spec.resources.tasks > 1 or spec.image:
                 popen = subprocess.Popen(
-                    self._argv(spec), cwd=spec.workdir or spec.run_dir,
-                    env=job_environment(spec), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                    start_new_session=True)
+                    self._argv(spec),
+                    cwd=spec.workdir or spec.run_dir,
+                    env=job_environment(spec),
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    start_new_session=True,
+                )
                 return _Proc(spec, popen.pid, popen, time.time())
             sys.stdout.flush()
             sys.stderr.flush()
@@ -276,7 +295,7 @@ class LocalProvider:
                 os.close(proc.pidfd)
             # Like Slurm at the end of a job: whatever the run left running in its
             # session (a forgotten subprocess) goes with it, so nothing is orphaned.
-            self._signal_group(proc.pid, signal.SIGKILL)
+            signal_run(proc.pid, signal.SIGKILL)
             self._finished[job_id] = self._outcome(proc, rc)
 
     def _outcome(self, proc: _Proc, rc: int) -> RunStatus:
@@ -284,10 +303,14 @@ class LocalProvider:
         if rc == 0:
             return RunStatus(handle, RunState.SUCCEEDED)
         context = FailureContext(
-            provider=self.name, job_id=str(proc.pid), node=self._host,
-            exit_code=rc if rc > 0 else None, signal=-rc if rc < 0 else None,
+            provider=self.name,
+            job_id=str(proc.pid),
+            node=self._host,
+            exit_code=rc if rc > 0 else None,
+            signal=-rc if rc < 0 else None,
             reason="cancelled" if proc.cancelled else "",
-            stderr_tail=tail(meta_dir(proc.spec.run_dir) / STDERR_FILE))
+            stderr_tail=tail_text(meta_dir(proc.spec.run_dir) / STDERR_FILE),
+        )
         state = RunState.CANCELLED if proc.cancelled else RunState.FAILED
         if state is RunState.FAILED:
             context = self._failure(proc.spec, context)
@@ -302,32 +325,5 @@ class LocalProvider:
         return rank_failure(spec, context) if spec.resources.tasks > 1 else context
 
     @staticmethod
-    def _signal_group(pgid: int, sig: int) -> None:
-        try:
-            os.killpg(pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-    @staticmethod
     def _signal(proc: _Proc, sig: int) -> None:
-        try:
-            os.killpg(proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            # The child may not have called setsid() yet: signal it alone.
-            try:
-                os.kill(proc.pid, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
-
-
-def tail(path: os.PathLike[str] | str, lines: int = 20, max_bytes: int = 16384) -> str:
-    """The last `lines` lines of a text file ('' if it does not exist)."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - max_bytes))
-            data = handle.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-    return "\n".join(data.splitlines()[-lines:])
+        signal_run(proc.pid, sig)

@@ -96,12 +96,20 @@ class RunRow:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (for `--json`)."""
         return {
-            "sweep_id": self.sweep_id, "num": self.num, "run_key": self.run_key,
-            "state": self.state.value, "run_dir": self.run_dir,
-            "overrides": list(self.overrides), "provider": self.provider,
-            "job_id": self.job_id, "node": self.node, "started": self.started,
-            "ended": self.ended, "duration_s": self.duration_s,
-            "metrics": self.metrics or {}, "failure": self.failure,
+            "sweep_id": self.sweep_id,
+            "num": self.num,
+            "run_key": self.run_key,
+            "state": self.state.value,
+            "run_dir": self.run_dir,
+            "overrides": list(self.overrides),
+            "provider": self.provider,
+            "job_id": self.job_id,
+            "node": self.node,
+            "started": self.started,
+            "ended": self.ended,
+            "duration_s": self.duration_s,
+            "metrics": self.metrics or {},
+            "failure": self.failure,
         }
 
 
@@ -139,14 +147,33 @@ class StoreIndex:
             conn.execute(
                 "INSERT INTO sweeps VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(sweep_id) DO UPDATE SET "
                 "sweep_dir=excluded.sweep_dir, provider=excluded.provider, n_runs=excluded.n_runs",
-                (info.sweep_id, info.sweep_dir, info.provider, info.created, info.cwd,
-                 json.dumps(list(info.argv)), info.app, len(info.specs)),
+                (
+                    info.sweep_id,
+                    info.sweep_dir,
+                    info.provider,
+                    info.created,
+                    info.cwd,
+                    json.dumps(list(info.argv)),
+                    info.app,
+                    len(info.specs),
+                ),
             )
             conn.executemany(
                 "INSERT OR IGNORE INTO runs (sweep_id, num, run_key, state, run_dir, overrides, "
                 "provider, updated) VALUES (?,?,?,?,?,?,?,?)",
-                [(s.sweep_id, s.num, s.run_key, RunState.PENDING.value, s.run_dir,
-                  json.dumps(list(s.overrides)), info.provider, now) for s in info.specs],
+                [
+                    (
+                        s.sweep_id,
+                        s.num,
+                        s.run_key,
+                        RunState.PENDING.value,
+                        s.run_dir,
+                        json.dumps(list(s.overrides)),
+                        info.provider,
+                        now,
+                    )
+                    for s in info.specs
+                ],
             )
 
     def set_states(self, updates: Iterable[tuple[RunSpec, RunState, str]]) -> None:
@@ -156,8 +183,10 @@ class StoreIndex:
             conn.executemany(
                 "UPDATE runs SET state=?, job_id=COALESCE(NULLIF(?, ''), job_id), run_key=?, "
                 "updated=? WHERE sweep_id=? AND num=?",
-                [(state.value, job_id, spec.run_key, now, spec.sweep_id, spec.num)
-                 for spec, state, job_id in updates],
+                [
+                    (state.value, job_id, spec.run_key, now, spec.sweep_id, spec.num)
+                    for spec, state, job_id in updates
+                ],
             )
 
     def put_records(self, records: Iterable[RunRecord]) -> None:
@@ -168,9 +197,24 @@ class StoreIndex:
             failure = r.failure.one_line() if r.failure else ""
             if not failure and r.error:
                 failure = f"{r.error.type}: {r.error.message}"
-            rows.append((r.sweep_id, r.num, r.run_key, r.state.value, r.run_dir,
-                         json.dumps(list(r.overrides)), r.provider, r.job_id, r.node,
-                         r.started, r.ended, json.dumps(r.metrics), failure, now))
+            rows.append(
+                (
+                    r.sweep_id,
+                    r.num,
+                    r.run_key,
+                    r.state.value,
+                    r.run_dir,
+                    json.dumps(list(r.overrides)),
+                    r.provider,
+                    r.job_id,
+                    r.node,
+                    r.started,
+                    r.ended,
+                    json.dumps(r.metrics),
+                    failure,
+                    now,
+                )
+            )
         with self._connect() as conn:
             conn.executemany(
                 "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
@@ -194,18 +238,31 @@ class StoreIndex:
             ).fetchall()
         out: dict[str, dict[str, Any]] = {}
         for sid, sdir, provider, created, n_runs, argv, state, count in rows:
-            entry = out.setdefault(sid, {"sweep_id": sid, "sweep_dir": sdir, "provider": provider,
-                                         "created": created, "n_runs": n_runs,
-                                         "argv": json.loads(argv or "[]"), "states": {}})
+            entry = out.setdefault(
+                sid,
+                {
+                    "sweep_id": sid,
+                    "sweep_dir": sdir,
+                    "provider": provider,
+                    "created": created,
+                    "n_runs": n_runs,
+                    "argv": json.loads(argv or "[]"),
+                    "states": {},
+                },
+            )
             if state:
                 entry["states"][state] = count
         return list(out.values())
 
     def sweep(self, ref: str) -> dict[str, Any]:
         """One sweep by id, unique id prefix, or sweep directory; StoreError if none/ambiguous."""
-        candidates = [s for s in self.sweeps()
-                      if s["sweep_id"] == ref or s["sweep_id"].startswith(ref)
-                      or os.path.abspath(ref) == s["sweep_dir"]]
+        candidates = [
+            s
+            for s in self.sweeps()
+            if s["sweep_id"] == ref
+            or s["sweep_id"].startswith(ref)
+            or os.path.abspath(ref) == s["sweep_dir"]
+        ]
         exact = [s for s in candidates if s["sweep_id"] == ref]
         if exact:
             return exact[0]
@@ -213,7 +270,9 @@ class StoreIndex:
             return candidates[0]
         if not candidates:
             raise StoreError(f"no sweep {ref!r} in {self.path} (see `hpcorch sweeps`)")
-        raise StoreError(f"sweep {ref!r} is ambiguous: " + ", ".join(s["sweep_id"] for s in candidates))
+        raise StoreError(
+            f"sweep {ref!r} is ambiguous: " + ", ".join(s["sweep_id"] for s in candidates)
+        )
 
     def runs(self, sweep_id: str | None = None) -> list[RunRow]:
         """The runs of one sweep (or all), in sweep order."""
@@ -252,11 +311,13 @@ class StoreIndex:
         found: dict[str, str] = {}
         with self._connect() as conn:
             for start in range(0, len(keys), 500):
-                chunk = keys[start:start + 500]
+                chunk = keys[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 for key, run_dir in conn.execute(
                     f"SELECT run_key, run_dir FROM runs WHERE state='SUCCEEDED' "
-                    f"AND run_key IN ({marks}) ORDER BY ended", chunk):
+                    f"AND run_key IN ({marks}) ORDER BY ended",
+                    chunk,
+                ):
                     found[key] = run_dir
         return found
 
@@ -266,8 +327,14 @@ class StoreIndex:
 
         Returns (sweeps, runs) indexed.
         """
-        ledgers = sorted({p.parent.parent for root in roots if Path(root).exists()
-                          for p in Path(root).rglob(f"{META_DIR}/{LEDGER_FILE}")})
+        ledgers = sorted(
+            {
+                p.parent.parent
+                for root in roots
+                if Path(root).exists()
+                for p in Path(root).rglob(f"{META_DIR}/{LEDGER_FILE}")
+            }
+        )
         if self.path.exists():
             for suffix in ("", "-wal", "-shm"):
                 Path(str(self.path) + suffix).unlink(missing_ok=True)
@@ -284,9 +351,34 @@ class StoreIndex:
 
 
 def _row(r: tuple[Any, ...]) -> RunRow:
-    (sweep_id, num, run_key, state, run_dir, overrides, provider, job_id, node,
-     started, ended, metrics, failure, _updated) = r
-    return RunRow(sweep_id=sweep_id, num=num, run_key=run_key, state=RunState(state),
-                  run_dir=run_dir, overrides=tuple(json.loads(overrides)), provider=provider or "",
-                  job_id=job_id or "", node=node or "", started=started, ended=ended,
-                  metrics=json.loads(metrics) if metrics else None, failure=failure or "")
+    (
+        sweep_id,
+        num,
+        run_key,
+        state,
+        run_dir,
+        overrides,
+        provider,
+        job_id,
+        node,
+        started,
+        ended,
+        metrics,
+        failure,
+        _updated,
+    ) = r
+    return RunRow(
+        sweep_id=sweep_id,
+        num=num,
+        run_key=run_key,
+        state=RunState(state),
+        run_dir=run_dir,
+        overrides=tuple(json.loads(overrides)),
+        provider=provider or "",
+        job_id=job_id or "",
+        node=node or "",
+        started=started,
+        ended=ended,
+        metrics=json.loads(metrics) if metrics else None,
+        failure=failure or "",
+    )

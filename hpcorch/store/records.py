@@ -175,6 +175,22 @@ def read_record(run_dir: str | Path) -> RunRecord | None:
         raise StoreError(f"{path}: not a valid hpcorch run record: {exc}") from exc
 
 
+def tail_text(path: str | os.PathLike[str] | None, lines: int = 20,
+              max_bytes: int = 65536) -> str:
+    """The last `lines` lines of a text file (all that was read when `lines` is 0);
+    '' when there is no such file."""
+    if path is None:
+        return ""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - max_bytes))
+            data = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(data.splitlines()[-lines:]) if lines else data
+
+
 def metrics_from(value: Any) -> dict[str, float]:
     """The numeric metrics in a task's return value (a dict of numbers, or one number)."""
     if isinstance(value, bool):

@@ -120,14 +120,20 @@ class HpcorchCallback(Callback):
         cfg = task_config(config)
         fp = fingerprint()
         code = spec.code_version if spec else fp["git"]["label"]
-        key = run_key(cfg, code_version=code, seed=self._seed,
-                      image=spec.image if spec else None, exclude=key_exclude(config))
+        key = run_key(
+            cfg,
+            code_version=code,
+            seed=self._seed,
+            image=spec.image if spec else None,
+            exclude=key_exclude(config),
+        )
         ok = job_return.status == JobStatus.COMPLETED
         value = job_return._return_value  # the property would re-raise a failure
         error = None
         if not ok and isinstance(value, BaseException):
-            error = ErrorInfo(type(value).__name__, str(value),
-                              "".join(traceback.format_exception(value)))
+            error = ErrorInfo(
+                type(value).__name__, str(value), "".join(traceback.format_exception(value))
+            )
         returned = jsonable(value) if ok else None
         if ok and returned is not None and not _json_exact(value):
             _save_pickle(run_dir, value)
@@ -135,7 +141,9 @@ class HpcorchCallback(Callback):
         record = RunRecord(
             run_key=key,
             sweep_id=spec.sweep_id if spec else "",
-            num=spec.num if spec else int(OmegaConf.select(config, "hydra.job.num", default=0) or 0),
+            num=spec.num
+            if spec
+            else int(OmegaConf.select(config, "hydra.job.num", default=0) or 0),
             state=RunState.SUCCEEDED if ok else RunState.FAILED,
             run_dir=os.path.abspath(run_dir),
             overrides=tuple(raw_overrides(config, "task")),
@@ -149,8 +157,12 @@ class HpcorchCallback(Callback):
             ended=ended,
             code_version=code,
             config=cfg,
-            fingerprint={**fp, "job_name": hydra_job.name, "repro": run_facts(),
-                         "container": {**fp.get("container", {}), **container_fingerprint()}},
+            fingerprint={
+                **fp,
+                "job_name": hydra_job.name,
+                "repro": run_facts(),
+                "container": {**fp.get("container", {}), **container_fingerprint()},
+            },
             seeded=tuple(run_facts()["seeded"]),  # torch may have been seeded late
             attempt=spec.attempt if spec else 0,
         )
@@ -169,7 +181,11 @@ def spec_job_id(spec: RunSpec | None) -> str:
     for var in ("SLURM_ARRAY_JOB_ID", "SLURM_JOB_ID"):
         if os.environ.get(var):
             task = os.environ.get("SLURM_ARRAY_TASK_ID")
-            return f"{os.environ[var]}_{task}" if task and var == "SLURM_ARRAY_JOB_ID" else os.environ[var]
+            return (
+                f"{os.environ[var]}_{task}"
+                if task and var == "SLURM_ARRAY_JOB_ID"
+                else os.environ[var]
+            )
     return ""
 
 

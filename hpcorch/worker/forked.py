@@ -77,6 +77,16 @@ def run_script_as_main(argv: list[str]) -> int:
     return 0
 
 
+def signal_run(pid: int, sig: int) -> None:
+    """Signal a run's whole process group (its session), or the process alone if it has
+    not called setsid() yet; a run that is already gone is not an error."""
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
 def skip_mode_probe() -> None:
     """Spare a forked run Hydra's first, throw-away composition (`Hydra.get_mode`).
 

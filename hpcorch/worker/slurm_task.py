@@ -51,6 +51,7 @@ from hpcorch.worker.forked import (
     become_run,
     exit_with,
     run_script_as_main,
+    signal_run,
     skip_mode_probe,
 )
 
@@ -142,15 +143,8 @@ class ArrayTask:
         self._forward(signum)
 
     def _forward(self, signum: int) -> None:
-        if self.child is None:
-            return
-        try:
-            os.killpg(self.child, signum)
-        except (ProcessLookupError, PermissionError):
-            try:
-                os.kill(self.child, signum)
-            except (ProcessLookupError, PermissionError):
-                pass
+        if self.child is not None:
+            signal_run(self.child, signum)
 
     # -- the task --------------------------------------------------------------
     def run(self) -> int:

@@ -22,14 +22,29 @@ def _slurm() -> None:
     require_slurm()
 
 
-def _cli(app: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "hpcorch", *args], cwd=app, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, **(env or {})}, check=False)
+def _cli(
+    app: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hpcorch", *args],
+        cwd=app,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
 
 
 def _app(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "app.py", "-m", "provider=slurm", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, "app.py", "-m", "provider=slurm", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 def _sweep_id(stdout: str) -> str:
@@ -65,9 +80,14 @@ def test_cancel_a_detached_sweep(tmp_path: Path) -> None:
 
 def test_sigkill_then_resume_without_duplicates(tmp_path: Path) -> None:
     app = write_probe_app(tmp_path / "app")
-    proc = subprocess.Popen([sys.executable, "app.py", "-m", "provider=slurm", "sleep=0,8",
-                             "hydra.sweep.dir=out"], cwd=app, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "app.py", "-m", "provider=slurm", "sleep=0,8", "hydra.sweep.dir=out"],
+        cwd=app,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     ledger = app / "out/.hpcorch/sweep.json"
     wait_for(lambda: ledger.exists(), "the sweep ledger")
     sid = json.loads(ledger.read_text())["sweep_id"]

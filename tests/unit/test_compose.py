@@ -36,7 +36,8 @@ def loader(tmp_path: Path) -> ConfigLoaderImpl:
     (conf / "config.yaml").write_text(
         "defaults:\n  - model: small\n  - db: sqlite\n  - _self_\n"
         "lr: 0.1\nname: exp\nnested:\n  depth: 2\n  tag: ${name}-${lr}\nlist: [1, 2]\n"
-        "stamp: ${now:%H%M%S%f}\n")
+        "stamp: ${now:%H%M%S%f}\n"
+    )
     (conf / "model" / "small.yaml").write_text("width: 8\nact: relu\n")
     (conf / "model" / "big.yaml").write_text("width: 64\nact: gelu\nextra: yes\n")
     (conf / "db" / "sqlite.yaml").write_text("path: db.sqlite\n")
@@ -71,13 +72,18 @@ def test_cached_configs_equal_hydras(loader: ConfigLoaderImpl, master_overrides:
         theirs = loader.load_sweep_config(master, job)
         assert OmegaConf.to_yaml(ours) == OmegaConf.to_yaml(theirs), job
         HydraConfig.instance().set_config(theirs)
-        assert OmegaConf.to_yaml(_task(ours), resolve=True) == OmegaConf.to_yaml(_task(theirs), resolve=True)
+        assert OmegaConf.to_yaml(_task(ours), resolve=True) == OmegaConf.to_yaml(
+            _task(theirs), resolve=True
+        )
         view = composer.task_view(job)
         if view is not None:
-            assert OmegaConf.to_yaml(view, resolve=True) == OmegaConf.to_yaml(_task(theirs), resolve=True), job
+            assert OmegaConf.to_yaml(view, resolve=True) == OmegaConf.to_yaml(
+                _task(theirs), resolve=True
+            ), job
     # value-only jobs reuse one composition per distinct group choice
-    assert composer.compositions == len({tuple(o for o in j if o.split("=")[0] in ("model", "db"))
-                                        for j in JOBS})
+    assert composer.compositions == len(
+        {tuple(o for o in j if o.split("=")[0] in ("model", "db")) for j in JOBS}
+    )
 
 
 def test_task_view_declines_hydra_interpolations(tmp_path: Path) -> None:

@@ -11,21 +11,35 @@ from hpcorch.identity import canonical_json, run_key
 from hpcorch.repro import rng, seed
 from hpcorch.repro.seeds import apply_seed, derive_seed
 
-CFG = {"lr": 0.1, "epochs": 3, "provider": {"name": "local"}, "hpcorch": {"rerun": False},
-       "resources": {"cpus": 1}}
+CFG = {
+    "lr": 0.1,
+    "epochs": 3,
+    "provider": {"name": "local"},
+    "hpcorch": {"rerun": False},
+    "resources": {"cpus": 1},
+}
 
 
 def test_run_key_is_stable_and_order_independent() -> None:
     shuffled = dict(reversed(list(CFG.items())))
-    assert run_key(CFG, code_version="git:abc", seed=1) == run_key(shuffled, code_version="git:abc", seed=1)
+    assert run_key(CFG, code_version="git:abc", seed=1) == run_key(
+        shuffled, code_version="git:abc", seed=1
+    )
     assert len(run_key(CFG, code_version="git:abc", seed=1)) == 16
 
 
-@pytest.mark.parametrize("change", [
-    {"lr": 0.2}, {"epochs": 4}, {"extra": 1},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"lr": 0.2},
+        {"epochs": 4},
+        {"extra": 1},
+    ],
+)
 def test_run_key_changes_with_the_experiment(change: dict) -> None:
-    assert run_key({**CFG, **change}, code_version="c", seed=1) != run_key(CFG, code_version="c", seed=1)
+    assert run_key({**CFG, **change}, code_version="c", seed=1) != run_key(
+        CFG, code_version="c", seed=1
+    )
 
 
 def test_run_key_changes_with_code_seed_and_image() -> None:
@@ -36,8 +50,13 @@ def test_run_key_changes_with_code_seed_and_image() -> None:
 
 
 def test_run_key_ignores_where_it_runs() -> None:
-    moved = {**CFG, "provider": {"name": "slurm", "partition": "gpu"}, "resources": {"cpus": 8},
-             "hpcorch": {"rerun": True}, "container": {"name": "podman"}}
+    moved = {
+        **CFG,
+        "provider": {"name": "slurm", "partition": "gpu"},
+        "resources": {"cpus": 8},
+        "hpcorch": {"rerun": True},
+        "container": {"name": "podman"},
+    }
     assert run_key(moved, code_version="c", seed=1) == run_key(CFG, code_version="c", seed=1)
 
 
@@ -64,8 +83,19 @@ def test_explicit_seed_wins() -> None:
 
 def test_seed_ignores_provider_and_hpcorch_overrides() -> None:
     base = derive_seed(0, ["lr=0.1"])
-    assert derive_seed(0, ["lr=0.1", "provider=slurm", "hpcorch.rerun=true",
-                           "resources.cpus=4", "provider.workers=3"]) == base
+    assert (
+        derive_seed(
+            0,
+            [
+                "lr=0.1",
+                "provider=slurm",
+                "hpcorch.rerun=true",
+                "resources.cpus=4",
+                "provider.workers=3",
+            ],
+        )
+        == base
+    )
 
 
 def test_no_overrides_means_the_base_seed() -> None:

@@ -15,13 +15,24 @@ from hpcorch.testing import FakeProvider, contract_spec
 
 
 def _info(tmp_path: Path, specs: list) -> SweepInfo:  # type: ignore[type-arg]
-    return SweepInfo(sweep_id="contract", sweep_dir=str(tmp_path / "sweep"), provider="fake",
-                     created=0.0, specs=tuple(specs))
+    return SweepInfo(
+        sweep_id="contract",
+        sweep_dir=str(tmp_path / "sweep"),
+        provider="fake",
+        created=0.0,
+        specs=tuple(specs),
+    )
 
 
 def _ok(spec) -> RunRecord:  # type: ignore[no-untyped-def]
-    return RunRecord(run_key=spec.run_key, sweep_id=spec.sweep_id, num=spec.num,
-                     state=RunState.SUCCEEDED, run_dir=spec.run_dir, metrics={"m": 1.0})
+    return RunRecord(
+        run_key=spec.run_key,
+        sweep_id=spec.sweep_id,
+        num=spec.num,
+        state=RunState.SUCCEEDED,
+        run_dir=spec.run_dir,
+        metrics={"m": 1.0},
+    )
 
 
 def test_runs_without_records_are_failed_with_a_reason(tmp_path: Path) -> None:
@@ -40,9 +51,16 @@ class _JobWritesRecord(FakeProvider):
     def submit(self, runs):  # type: ignore[no-untyped-def]
         handles = super().submit(runs)
         for spec in runs:
-            write_record(RunRecord(run_key=spec.run_key, sweep_id=spec.sweep_id, num=spec.num,
-                                   state=RunState.SUCCEEDED, run_dir=spec.run_dir,
-                                   metrics={"m": 2.0}))
+            write_record(
+                RunRecord(
+                    run_key=spec.run_key,
+                    sweep_id=spec.sweep_id,
+                    num=spec.num,
+                    state=RunState.SUCCEEDED,
+                    run_dir=spec.run_dir,
+                    metrics={"m": 2.0},
+                )
+            )
         return handles
 
 
@@ -50,7 +68,8 @@ def test_record_written_by_the_job_wins(tmp_path: Path) -> None:
     spec = contract_spec(tmp_path, 0)
     provider = _JobWritesRecord()
     [record] = Orchestrator(provider, StoreIndex(tmp_path / "h"), progress="off").run(
-        _info(tmp_path, [spec]), [spec])
+        _info(tmp_path, [spec]), [spec]
+    )
     assert record.state is RunState.SUCCEEDED and record.metrics == {"m": 2.0}
     assert record.provider == "fake" and record.job_id == "fake-0"
     assert provider.calls["status"] == 0  # the record file answered; the engine was not asked
@@ -83,7 +102,9 @@ def test_interrupt_cancels_and_records_open_runs(tmp_path: Path) -> None:
 
     index = StoreIndex(tmp_path / "h")
     with pytest.raises(SweepInterrupted, match="2 open run"):
-        Orchestrator(provider, index, progress="off", sleep=sleep).run(_info(tmp_path, specs), specs)
+        Orchestrator(provider, index, progress="off", sleep=sleep).run(
+            _info(tmp_path, specs), specs
+        )
     assert provider.calls["cancel"] == 1
     for spec in specs:
         record = read_record(spec.run_dir)
@@ -97,7 +118,8 @@ def test_a_finished_record_in_the_run_dir_is_not_run_again(tmp_path: Path) -> No
     write_record(_ok(spec))  # e.g. the orchestrator died before it indexed this run
     provider = FakeProvider()
     [record] = Orchestrator(provider, StoreIndex(tmp_path / "h"), progress="off").run(
-        _info(tmp_path, [spec]), [spec])
+        _info(tmp_path, [spec]), [spec]
+    )
     assert record.state is RunState.SUCCEEDED and provider.submitted == []
 
 
@@ -107,7 +129,8 @@ def test_a_failed_attempt_is_kept_and_run_again(tmp_path: Path) -> None:
     write_record(failed)
     provider = _JobWritesRecord()
     [record] = Orchestrator(provider, StoreIndex(tmp_path / "h"), progress="off").run(
-        _info(tmp_path, [spec]), [spec])
+        _info(tmp_path, [spec]), [spec]
+    )
     assert record.state is RunState.SUCCEEDED
     assert provider.submitted[0].attempt == 1
     kept = Path(spec.run_dir) / ".hpcorch" / "record.attempt-0.json"

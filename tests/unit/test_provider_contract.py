@@ -27,6 +27,8 @@ def _run_command_in_child(spec: RunSpec) -> int:
 class TestLocalWarmContract(ProviderContract):
     @pytest.fixture
     def provider(self):  # type: ignore[no-untyped-def]
-        provider = LocalProvider(LocalSettings(workers=2, warm=True), executor=_run_command_in_child)
+        provider = LocalProvider(
+            LocalSettings(workers=2, warm=True), executor=_run_command_in_child
+        )
         yield provider
         provider.close()

@@ -22,10 +22,20 @@ from hpcorch.store.records import (
 )
 
 
-def _record(tmp_path: Path, num: int, state: RunState = RunState.SUCCEEDED, key: str = "") -> RunRecord:
-    return RunRecord(run_key=key or f"key{num}", sweep_id="s1", num=num, state=state,
-                     run_dir=str(tmp_path / "sweep" / str(num)), overrides=(f"x={num}",),
-                     metrics={"loss": 1.0 / (num + 1)}, started=1.0, ended=3.5)
+def _record(
+    tmp_path: Path, num: int, state: RunState = RunState.SUCCEEDED, key: str = ""
+) -> RunRecord:
+    return RunRecord(
+        run_key=key or f"key{num}",
+        sweep_id="s1",
+        num=num,
+        state=state,
+        run_dir=str(tmp_path / "sweep" / str(num)),
+        overrides=(f"x={num}",),
+        metrics={"loss": 1.0 / (num + 1)},
+        started=1.0,
+        ended=3.5,
+    )
 
 
 def test_record_round_trip(tmp_path: Path) -> None:
@@ -38,8 +48,9 @@ def test_record_round_trip(tmp_path: Path) -> None:
     assert oct(os.stat(record_path(rec.run_dir)).st_mode & 0o777) != oct(0o600)
 
 
-def test_atomic_write_keeps_old_content_when_interrupted(tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_atomic_write_keeps_old_content_when_interrupted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     target = tmp_path / "r.json"
     atomic_write_text(target, "old")
 
@@ -65,12 +76,15 @@ def test_missing_record_is_none(tmp_path: Path) -> None:
     assert read_record(tmp_path) is None
 
 
-@pytest.mark.parametrize("value, expected", [
-    ({"a": 1, "b": 2.5, "c": "text", "d": True}, {"a": 1.0, "b": 2.5}),
-    (0.5, {"value": 0.5}),
-    (None, {}),
-    ("str", {}),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ({"a": 1, "b": 2.5, "c": "text", "d": True}, {"a": 1.0, "b": 2.5}),
+        (0.5, {"value": 0.5}),
+        (None, {}),
+        ("str", {}),
+    ],
+)
 def test_metrics_from_return_values(value: object, expected: dict) -> None:
     assert metrics_from(value) == expected
 
@@ -82,11 +96,22 @@ def test_metrics_from_numpy_scalars() -> None:
 
 
 def _sweep(tmp_path: Path, n: int) -> SweepInfo:
-    specs = tuple(RunSpec(run_key=f"key{i}", sweep_id="s1", num=i, overrides=(f"x={i}",),
-                          config={"x": i}, seed=i, run_dir=str(tmp_path / "sweep" / str(i)),
-                          command=("python", "app.py")) for i in range(n))
-    return SweepInfo(sweep_id="s1", sweep_dir=str(tmp_path / "sweep"), provider="local",
-                     created=1.0, specs=specs)
+    specs = tuple(
+        RunSpec(
+            run_key=f"key{i}",
+            sweep_id="s1",
+            num=i,
+            overrides=(f"x={i}",),
+            config={"x": i},
+            seed=i,
+            run_dir=str(tmp_path / "sweep" / str(i)),
+            command=("python", "app.py"),
+        )
+        for i in range(n)
+    )
+    return SweepInfo(
+        sweep_id="s1", sweep_dir=str(tmp_path / "sweep"), provider="local", created=1.0, specs=specs
+    )
 
 
 def test_index_tracks_states_and_successes(tmp_path: Path) -> None:

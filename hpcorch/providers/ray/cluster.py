@@ -38,7 +38,7 @@ RAY_LOCAL_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENAB
 
 def auth_headers() -> dict[str, str]:
     """`Authorization: Bearer <token>` when Ray has a token for this user, else nothing."""
-    from ray._raylet import AuthenticationTokenLoader
+    from ray._raylet import AuthenticationTokenLoader  # type: ignore[attr-defined]
 
     loader = AuthenticationTokenLoader.instance()
     if not loader.has_token(ignore_auth_mode=True):
@@ -49,7 +49,7 @@ def auth_headers() -> dict[str, str]:
 def ensure_token() -> None:
     """Create Ray's token (as `ray get-auth-token --generate` does) when there is none."""
     from ray._private.authentication.authentication_token_setup import generate_and_save_token
-    from ray._raylet import AuthenticationTokenLoader
+    from ray._raylet import AuthenticationTokenLoader  # type: ignore[attr-defined]
 
     loader = AuthenticationTokenLoader.instance()
     if not loader.has_token(ignore_auth_mode=True):

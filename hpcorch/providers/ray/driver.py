@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -59,7 +60,7 @@ def run_batch(batch_file: str) -> int:
     specs = [execute.load_spec(p) for p in batch["specs"]]
     say(f"driver up (started {_T0:.3f}), {len(specs)} run(s) in {batch_file}")
     ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), log_to_driver=False,
-             logging_level="WARNING")
+             logging_level=logging.WARNING)
     nodes = _alive_node_resources()
     remote = ray.remote(execute.remote_run)
     open_refs: dict[Any, RunSpec] = {}

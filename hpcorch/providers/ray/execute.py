@@ -39,6 +39,7 @@ from hpcorch.store.records import (
     meta_dir,
     read_json,
     spec_path,
+    tail_text,
 )
 from hpcorch.worker.forked import (
     become_run,
@@ -185,7 +186,7 @@ def _dry_compose(spec: RunSpec, script: str) -> None:
     argv, cwd, out, err = sys.argv, os.getcwd(), sys.stdout, sys.stderr
     try:
         skip_mode_probe()
-        Hydra.run = compose_only  # type: ignore[method-assign]
+        Hydra.run = compose_only  # type: ignore[method-assign,assignment]
         os.chdir(spec.workdir or spec.run_dir)
         sys.argv = [script, *spec.command[2:]]
         with open(os.devnull, "w") as devnull:
@@ -296,18 +297,6 @@ class RunProcess:
                 continue
 
 
-def tail_text(path: str | Path, lines: int = ECHO_LINES, max_bytes: int = 65536) -> str:
-    """The last `lines` lines of a text file ('' when missing)."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - max_bytes))
-            data = handle.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-    return "\n".join(data.splitlines()[-lines:])
-
-
 def run_spec(spec: RunSpec, submission_id: str, *, warm: bool, echo: bool = True,
              job_id: str = "") -> dict[str, Any]:
     """Run one spec to the end, keeping its outcome file current; returns the final outcome.
@@ -346,10 +335,10 @@ def _echo(spec: RunSpec, state: str, code: int) -> None:
     meta = meta_dir(spec.run_dir)
     head = f"[hpcorch] run #{spec.num} key={spec.run_key} {state} exit={code} dir={spec.run_dir}"
     print(head, flush=True)
-    out = tail_text(meta / STDOUT_FILE)
+    out = tail_text(meta / STDOUT_FILE, ECHO_LINES)
     if out:
         print(out, flush=True)
-    err = tail_text(meta / STDERR_FILE)
+    err = tail_text(meta / STDERR_FILE, ECHO_LINES)
     if err:
         print(err, file=sys.stderr, flush=True)
 

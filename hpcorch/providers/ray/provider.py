@@ -32,7 +32,7 @@ from typing import Any
 
 from hpcorch.errors import ConfigError, ProviderError, ProviderUnavailable
 from hpcorch.providers.ray import cluster, naming
-from hpcorch.providers.ray.execute import cancel_path, read_outcome, tail_text
+from hpcorch.providers.ray.execute import cancel_path, read_outcome
 from hpcorch.providers.ray.naming import infeasible_reason, task_name, task_options
 from hpcorch.providers.ray.settings import RaySettings
 from hpcorch.spec import FailureContext, RunHandle, RunSpec, RunState, RunStatus
@@ -43,6 +43,7 @@ from hpcorch.store.records import (
     meta_dir,
     read_json,
     spec_path,
+    tail_text,
 )
 
 log = logging.getLogger(__name__)

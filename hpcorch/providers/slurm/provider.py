@@ -29,7 +29,6 @@ from pathlib import Path
 
 from hpcorch.errors import ProviderError, ProviderUnavailable
 from hpcorch.launch.failure import rank_failure
-from hpcorch.providers.local import tail
 from hpcorch.providers.slurm.accounting import (
     LOOKUP_FORMAT,
     NODE_CPUS_FORMAT,
@@ -64,6 +63,7 @@ from hpcorch.store.records import (
     meta_dir,
     read_json,
     spec_path,
+    tail_text,
 )
 from hpcorch.worker.slurm_task import TaskState, read_task_state
 
@@ -375,7 +375,7 @@ class SlurmProvider:
         return RunStatus(handle, RunState.FAILED, _ranked(run_dir, FailureContext(
             provider=self.name, job_id=handle.job_id, node=state.node,
             exit_code=state.exit_code, signal=state.signal,
-            stderr_tail=tail(meta_dir(run_dir) / STDERR_FILE))))
+            stderr_tail=tail_text(meta_dir(run_dir) / STDERR_FILE))))
 
     def _from_scheduler(self, handle: RunHandle, hint: TaskState | None) -> RunStatus:
         info = self._jobs.get(handle.job_id)
@@ -394,7 +394,7 @@ class SlurmProvider:
         if state is RunState.SUCCEEDED and (hint is None or not hint.exited):
             return RunStatus(handle, state)
         run_dir = self._run_dir(handle)
-        stderr = tail(meta_dir(run_dir) / STDERR_FILE) if run_dir else ""
+        stderr = tail_text(meta_dir(run_dir) / STDERR_FILE) if run_dir else ""
         context = info.context(stderr, handle.job_id)
         if hint is not None and hint.exited:  # the run's own exit beats the task's
             context = FailureContext(context.provider, context.job_id, hint.node or context.node,

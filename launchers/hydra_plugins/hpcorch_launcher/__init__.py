@@ -1,1 +1,1 @@
-"""hpcorch's Hydra plugins: the `hpcorch` launcher and the search path that ships hpcorch's configs."""
+"""hpcorch's Hydra plugins: the `hpcorch` launcher and sweeper, and hpcorch's config path."""

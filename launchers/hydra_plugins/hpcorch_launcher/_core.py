@@ -23,7 +23,6 @@ from hydra.core.utils import (
     JobStatus,
     configure_log,
     filter_overrides,
-    run_job,
     setup_globals,
 )
 from hydra.types import HydraContext, TaskFunction
@@ -67,8 +66,9 @@ class WarmExecutor:
     the composition cache it inherited, modifying its private copy in place.
     """
 
-    def __init__(self, hydra_context: HydraContext, task_function: TaskFunction,
-                 composer: CachedComposer) -> None:
+    def __init__(
+        self, hydra_context: HydraContext, task_function: TaskFunction, composer: CachedComposer
+    ) -> None:
         self.hydra_context = hydra_context
         self.task_function = task_function
         self.composer = composer
@@ -76,9 +76,12 @@ class WarmExecutor:
     def __call__(self, spec: RunSpec) -> int:
         """Run the job; exit code 0 when the task function returned."""
         ret = run_job_in_child(
-            hydra_context=self.hydra_context, task_function=self.task_function,
+            hydra_context=self.hydra_context,
+            task_function=self.task_function,
             config=job_config(self.composer, spec.overrides, spec.num, reuse=True),
-            job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
+        )
         return 0 if ret.status == JobStatus.COMPLETED else 1
 
 
@@ -104,8 +107,9 @@ class LazyJobReturn(JobReturn):
         self._hydra_cfg = value
 
 
-def job_config(composer: CachedComposer, overrides: Sequence[str], num: int,
-               reuse: bool = False) -> DictConfig:
+def job_config(
+    composer: CachedComposer, overrides: Sequence[str], num: int, reuse: bool = False
+) -> DictConfig:
     """The full config of job `num`, identical to the basic launcher's."""
     cfg = composer.load(list(overrides), reuse=reuse)
     with open_dict(cfg):
@@ -119,8 +123,9 @@ def _provider_kwargs(cls: type, **available: Any) -> dict[str, Any]:
     return {k: v for k, v in available.items() if k in params}
 
 
-def _plan_job(composer: CachedComposer, master: DictConfig, overrides: Sequence[str],
-              num: int, sweep_dir: str) -> tuple[DictConfig, str]:
+def _plan_job(
+    composer: CachedComposer, master: DictConfig, overrides: Sequence[str], num: int, sweep_dir: str
+) -> tuple[DictConfig, str]:
     """(task config, run directory) of one job, by the cheap path when it is exact."""
     task = composer.task_view(list(overrides))
     subdir_node = master.hydra.sweep._get_node("subdir")
@@ -131,7 +136,9 @@ def _plan_job(composer: CachedComposer, master: DictConfig, overrides: Sequence[
     saved = HydraConfig.instance().cfg
     try:
         HydraConfig.instance().set_config(cfg)
-        run_dir = os.path.abspath(os.path.join(str(cfg.hydra.sweep.dir), str(cfg.hydra.sweep.subdir)))
+        run_dir = os.path.abspath(
+            os.path.join(str(cfg.hydra.sweep.dir), str(cfg.hydra.sweep.subdir))
+        )
         task = cfg.copy()
         with open_dict(task):
             del task["hydra"]
@@ -141,8 +148,13 @@ def _plan_job(composer: CachedComposer, master: DictConfig, overrides: Sequence[
         HydraConfig.instance().cfg = saved
 
 
-def launch(hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig,
-           job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+def launch(
+    hydra_context: HydraContext,
+    task_function: TaskFunction,
+    config: DictConfig,
+    job_overrides: Sequence[Sequence[str]],
+    initial_job_idx: int,
+) -> list[JobReturn]:
     """One batch of a sweep, start to finish."""
     setup_globals()
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
@@ -162,16 +174,25 @@ def launch(hydra_context: HydraContext, task_function: TaskFunction, config: Dic
     # Every run seeds numpy: import it once here, not once per forked run (~0.1-0.4 s each).
     importlib.import_module("numpy.random")
     # The container (if any) is checked and its image pinned once, before any spec exists.
-    container = sweep_context(plain(config.get("container")), key=sweep_dir,
-                              app=os.path.abspath(sys.argv[0]),
-                              workdir=str(config.hydra.runtime.cwd), dry_run=settings.dry_run)
+    container = sweep_context(
+        plain(config.get("container")),
+        key=sweep_dir,
+        app=os.path.abspath(sys.argv[0]),
+        workdir=str(config.hydra.runtime.cwd),
+        dry_run=settings.dry_run,
+    )
 
     # Jobs that start a fresh interpreter run from a snapshot of the tracked code,
     # so edits made after submission never reach queued runs. Warm local runs
     # execute the code already loaded in this process and need none.
-    warm_local = provider_settings.get("name") == "local" and provider_settings.get("warm", True) \
+    warm_local = (
+        provider_settings.get("name") == "local"
+        and provider_settings.get("warm", True)
         and not settings.detach
-    snapshot = snapshot_code(sys.argv[0], sweep_dir) if settings.snapshot and not warm_local else None
+    )
+    snapshot = (
+        snapshot_code(sys.argv[0], sweep_dir) if settings.snapshot and not warm_local else None
+    )
     script = snapshot.script if snapshot else os.path.abspath(sys.argv[0])
     if settings.detach and provider_settings.get("name") == "local":
         provider_settings = {**provider_settings, "warm": False}
@@ -185,24 +206,44 @@ def launch(hydra_context: HydraContext, task_function: TaskFunction, config: Dic
         data = plain(task)
         seed = seed_for(task, list(overrides))
         spec = RunSpec(
-            run_key=run_key(data, code_version=code, seed=seed, image=container.image,
-                            exclude=settings.key_exclude),
-            sweep_id=sweep_id, num=idx, overrides=tuple(overrides), config=data, seed=seed,
-            run_dir=run_dir, command=tuple(_cold_command(config, overrides, run_dir, script, idx)),
-            resources=resources, workdir=str(config.hydra.runtime.cwd), code_version=code,
-            env=job_env_pairs((data.get("hpcorch") or {}).get("repro")))  # threads pinned at start
+            run_key=run_key(
+                data,
+                code_version=code,
+                seed=seed,
+                image=container.image,
+                exclude=settings.key_exclude,
+            ),
+            sweep_id=sweep_id,
+            num=idx,
+            overrides=tuple(overrides),
+            config=data,
+            seed=seed,
+            run_dir=run_dir,
+            command=tuple(_cold_command(config, overrides, run_dir, script, idx)),
+            resources=resources,
+            workdir=str(config.hydra.runtime.cwd),
+            code_version=code,
+            env=job_env_pairs((data.get("hpcorch") or {}).get("repro")),
+        )  # threads pinned at start
         spec = container.wrap(spec)  # inside out: providers add srun/mpirun around it
         tasks[idx] = task
         specs.append(spec)
 
     executor = WarmExecutor(hydra_context, task_function, composer)
     provider = create_provider(
-        provider_settings, **_provider_kwargs(provider_cls, executor=executor))
+        provider_settings, **_provider_kwargs(provider_cls, executor=executor)
+    )
     previous = read_ledger(sweep_dir)
-    info = SweepInfo(sweep_id=sweep_id, sweep_dir=sweep_dir, provider=provider.name,
-                     created=previous.created if previous else time.time(),
-                     cwd=str(config.hydra.runtime.cwd), argv=tuple(sys.argv),
-                     app=os.path.abspath(sys.argv[0]), provider_settings=provider_settings)
+    info = SweepInfo(
+        sweep_id=sweep_id,
+        sweep_dir=sweep_dir,
+        provider=provider.name,
+        created=previous.created if previous else time.time(),
+        cwd=str(config.hydra.runtime.cwd),
+        argv=tuple(sys.argv),
+        app=os.path.abspath(sys.argv[0]),
+        provider_settings=provider_settings,
+    )
     info = (previous or info).with_specs(specs)
 
     if settings.dry_run:
@@ -216,8 +257,9 @@ def launch(hydra_context: HydraContext, task_function: TaskFunction, config: Dic
         log.info(f"\t#{spec.num} : {' '.join(filter_overrides(spec.overrides))}")
     provider.check()
     home = Path(settings.home).expanduser() if settings.home else default_home()
-    orchestrator = Orchestrator(provider, StoreIndex(home), rerun=settings.rerun,
-                                progress=settings.progress)
+    orchestrator = Orchestrator(
+        provider, StoreIndex(home), rerun=settings.rerun, progress=settings.progress
+    )
     if settings.detach:
         if getattr(provider, "detachable", False):  # the engine keeps the runs
             done, _ = orchestrator.submit(info, specs)
@@ -253,12 +295,22 @@ def get_composer(hydra_context: HydraContext, config: DictConfig) -> CachedCompo
 
 #: Hydra overrides of the sweeping process that must not reach a single job's command:
 #: the job runs in RUN mode, in its own run dir, with Hydra's default launcher/sweeper.
-_SWEEP_ONLY = ("hydra.mode", "hydra.run.dir", "hydra.sweep.", "hydra/launcher", "hydra.launcher",
-               "hydra/sweeper", "hydra.sweeper", "hydra.job.num", "hydra.job.id")
+_SWEEP_ONLY = (
+    "hydra.mode",
+    "hydra.run.dir",
+    "hydra.sweep.",
+    "hydra/launcher",
+    "hydra.launcher",
+    "hydra/sweeper",
+    "hydra.sweeper",
+    "hydra.job.num",
+    "hydra.job.id",
+)
 
 
-def _cold_command(config: DictConfig, overrides: Sequence[str], run_dir: str,
-                  script: str, num: int) -> list[str]:
+def _cold_command(
+    config: DictConfig, overrides: Sequence[str], run_dir: str, script: str, num: int
+) -> list[str]:
     """`python train.py <hydra overrides> <job overrides> hydra.run.dir=<run_dir>`.
 
     The job is a single run: `hydra.mode=RUN` is explicit, so the command can
@@ -269,17 +321,23 @@ def _cold_command(config: DictConfig, overrides: Sequence[str], run_dir: str,
         if source.provider == "command-line":
             argv += ["--config-dir", str(source.path)]
     argv += ["--config-name", str(config.hydra.job.config_name)]
-    argv += [o for o in raw_overrides(config, "hydra")
-             if not o.lstrip("+~").startswith(_SWEEP_ONLY)]
+    argv += [
+        o for o in raw_overrides(config, "hydra") if not o.lstrip("+~").startswith(_SWEEP_ONLY)
+    ]
     argv += list(overrides)
     # The job's number and id are what the basic launcher gives the same job.
-    argv += ["hydra.mode=RUN", "hydra.run.dir=" + hydra_quote(run_dir),
-             f"hydra.job.num={num}", f"hydra.job.id={num}"]
+    argv += [
+        "hydra.mode=RUN",
+        "hydra.run.dir=" + hydra_quote(run_dir),
+        f"hydra.job.num={num}",
+        f"hydra.job.id={num}",
+    ]
     return argv
 
 
-def _job_return(record: RunRecord, composer: CachedComposer, task: DictConfig,
-                master: DictConfig) -> JobReturn:
+def _job_return(
+    record: RunRecord, composer: CachedComposer, task: DictConfig, master: DictConfig
+) -> JobReturn:
     ret = LazyJobReturn(composer, record.overrides, record.num)
     ret.overrides = list(record.overrides)
     ret.cfg = task
@@ -303,6 +361,3 @@ def _return_value(record: RunRecord) -> Any:
             except Exception:  # noqa: BLE001 - fall back to the JSON form
                 break
     return record.return_value
-
-
-

@@ -1,4 +1,4 @@
-"""Puts hpcorch's shipped config groups (hpcorch, provider, resources, ...) on every app's search path."""
+"""Puts hpcorch's config groups (hpcorch, provider, resources, ...) on every app's search path."""
 
 from __future__ import annotations
 
