@@ -177,7 +177,7 @@ def test_a_changed_split_is_detected_with_the_membership_change_shown(
 def test_a_missing_metric_fails(app_dir: Path, tmp_path: Path) -> None:
     base = sweep(app_dir, tmp_path / "base", "seed=1")
     assert hpcorch("baseline", "save", str(base), "-o", str(tmp_path / "b.yaml")).returncode == 0
-    edit(app_dir / "train.py", '"val_loss": val_loss, ', "")
+    edit(app_dir / "train.py", '"val_loss": val_loss,\n', "")
     new = sweep(app_dir, tmp_path / "new", "seed=1")
     done = hpcorch("baseline", "check", str(new), "--against", str(tmp_path / "b.yaml"),
                    "--junit", str(tmp_path / "r.xml"))
