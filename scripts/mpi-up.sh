@@ -50,11 +50,12 @@ if [ -n "${PYTHON:-}" ]; then
     [ "$(id -u)" -eq 0 ] && root=(--allow-run-as-root)
     out=$(mpirun -n 2 "${root[@]}" --bind-to none --mca btl self,vader \
           --mca oob_tcp_if_include lo "$PYTHON" -c \
-          'from mpi4py import MPI; c = MPI.COMM_WORLD; print(c.allreduce(c.rank + 1))') || {
+          'from mpi4py import MPI; c = MPI.COMM_WORLD; print(f"sum={c.allreduce(c.rank + 1)};", flush=True)') || {
         echo "mpi-up: a 2-rank mpi4py allreduce failed (pip install -e '.[mpi]'?)" >&2
         exit 1
     }
-    [ "$(echo "$out" | sort -u)" = "3" ] || {
+    # mpirun may merge the two ranks' lines, so count the tokens, not the lines.
+    [ "$(echo "$out" | grep -o 'sum=[0-9]*;' | sort | uniq -c | tr -s ' ')" = " 2 sum=3;" ] || {
         echo "mpi-up: 2-rank allreduce gave '$out', expected 3 on both ranks" >&2
         exit 1
     }
