@@ -208,7 +208,27 @@ def job_started(run_dir: str) -> RankInfo:
     info = current()
     if info.multi:
         write_rank_file(run_dir, info, state="RUNNING")
+        _abort_on_failing_exit()
     return info
+
+
+def _abort_on_failing_exit() -> None:
+    """`sys.exit(non-zero)` in research code bypasses Hydra's error handling (SystemExit is
+    not an Exception), and at exit MPI_Finalize would wait forever for ranks blocked in a
+    collective: such an exit ends with MPI_Abort instead, so the whole run fails."""
+    original = sys.exit
+    if getattr(original, "__hpcorch__", False):
+        return
+
+    def exit(status: object = None) -> None:
+        if status not in (None, 0):
+            mpi = sys.modules.get("mpi4py.MPI")
+            if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
+                _abort_at_exit(mpi)
+        original(status)
+
+    exit.__hpcorch__ = True  # type: ignore[attr-defined]
+    sys.exit = exit
 
 
 def job_finished(run_dir: str, info: RankInfo, error: str | None) -> list[dict[str, Any]]:

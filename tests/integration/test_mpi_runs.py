@@ -35,6 +35,11 @@ def main(cfg):
 
     me = ranks.current()
     if me.rank == cfg.fail_rank:
+        if cfg.get("exit_code"):
+            import sys
+
+            print(f"exiting on rank {me.rank}", flush=True)
+            sys.exit(cfg.exit_code)  # not an exception Hydra sees: must not hang the others
         raise RuntimeError(f"boom on rank {me.rank}")
     # The other ranks wait here forever, unless the failed rank's end stops them.
     MPI.COMM_WORLD.Barrier()
@@ -149,6 +154,18 @@ def test_rank_failure_names_rank_host_and_stderr(app_dir: Path, provider: str,
     assert failure["reason"].startswith(f"rank {fail_rank} of 2 on {host}")
     assert f"RuntimeError: boom on rank {fail_rank}" in failure["reason"]
     assert f"boom on rank {fail_rank}" in failure["stderr_tail"]
+
+
+@pytest.mark.parametrize("provider", ["local", "mpi"])
+def test_sys_exit_on_one_rank_fails_the_run_instead_of_hanging(app_dir: Path,
+                                                               provider: str) -> None:
+    (app_dir / "crash.py").write_text(CRASH_APP)
+    hosts = ["provider.hosts=[localhost:2]"] if provider == "mpi" else []
+    proc, sweep_dir = sweep(app_dir, "exit", f"provider={provider}", "resources.tasks=2", *hosts,
+                            "+fail_rank=1", "+exit_code=3", script="crash.py")
+    assert proc.returncode != 0
+    [rec] = records(sweep_dir)
+    assert rec["state"] == "FAILED"
 
 
 def _devices_seen(rec: dict[str, Any]) -> list[str | None]:
