@@ -31,7 +31,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 #: Sub-directory of a run's `.hpcorch` folder that holds per-rank files (and mpirun's output).
 RANKS_DIR = "ranks"
@@ -220,7 +220,7 @@ def _abort_on_failing_exit() -> None:
     if getattr(original, "__hpcorch__", False):
         return
 
-    def exit(status: object = None) -> None:
+    def exit(status: str | int | None = None) -> NoReturn:
         if status not in (None, 0):
             mpi = sys.modules.get("mpi4py.MPI")
             if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
@@ -228,7 +228,7 @@ def _abort_on_failing_exit() -> None:
         original(status)
 
     exit.__hpcorch__ = True  # type: ignore[attr-defined]
-    sys.exit = exit
+    sys.exit = exit  # type: ignore[assignment]
 
 
 def job_finished(run_dir: str, info: RankInfo, error: str | None) -> list[dict[str, Any]]:
