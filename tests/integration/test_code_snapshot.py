@@ -18,13 +18,19 @@ def _git(root: Path, *args: str) -> str:
                           text=True).stdout.strip()
 
 
-def test_editing_the_app_after_submission_changes_nothing(tmp_path: Path) -> None:
+def _committed_app(tmp_path: Path) -> Path:
+    """The probe app in a fresh git repository, committed."""
     app = write_probe_app(tmp_path / "repo")
     _git(app, "init", "-q")
     _git(app, "config", "user.email", "t@example.org")
     _git(app, "config", "user.name", "t")
     _git(app, "add", "app.py", "conf")
     _git(app, "commit", "-qm", "probe")
+    return app
+
+
+def test_editing_the_app_after_submission_changes_nothing(tmp_path: Path) -> None:
+    app = _committed_app(tmp_path)
     commit = _git(app, "rev-parse", "HEAD")
     proc = run(app, "-m", "x=1,2", "sleep=2", "hpcorch.detach=true", "hydra.sweep.dir=out")
     assert proc.returncode == 0, proc.stderr
@@ -44,12 +50,7 @@ def test_editing_the_app_after_submission_changes_nothing(tmp_path: Path) -> Non
 
 
 def test_uncommitted_edits_are_part_of_the_snapshot_and_the_key(tmp_path: Path) -> None:
-    app = write_probe_app(tmp_path / "repo")
-    _git(app, "init", "-q")
-    _git(app, "config", "user.email", "t@example.org")
-    _git(app, "config", "user.name", "t")
-    _git(app, "add", "app.py", "conf")
-    _git(app, "commit", "-qm", "probe")
+    app = _committed_app(tmp_path)
     (app / "app.py").write_text((app / "app.py").read_text().replace(
         '"x": float(cfg.x)', '"x": 10 * float(cfg.x)'))
     proc = run(app, "-m", "x=3", "provider.warm=false", "hydra.sweep.dir=out")

@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, require_service
+from tests.integration.mpi_support import mpi_available
 from tests.integration.ray_support import HOW as RAY_HOW
 from tests.integration.ray_support import RAY_URL, ray_available
 from tests.integration.slurm_support import records, require_slurm, run_app
-from tests.integration.test_slurm_mpi import mpi_available
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm, pytest.mark.mpi, pytest.mark.ray]
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, require_service
+from tests.integration.mpi_support import CRASH_APP, mpi_available
 
 pytestmark = [pytest.mark.integration, pytest.mark.mpi]
 
@@ -25,44 +26,11 @@ TOLERANCE = 1e-9
 LRS = "lr=0.1,0.05"
 MPI4 = "provider.hosts=[localhost:4]"
 
-CRASH_APP = '''
-import hydra
-from hpcorch.worker import ranks
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg):
-    from mpi4py import MPI
-
-    me = ranks.current()
-    if me.rank == cfg.fail_rank:
-        if cfg.get("exit_code"):
-            import sys
-
-            print(f"exiting on rank {me.rank}", flush=True)
-            sys.exit(cfg.exit_code)  # not an exception Hydra sees: must not hang the others
-        raise RuntimeError(f"boom on rank {me.rank}")
-    # The other ranks wait here forever, unless the failed rank's end stops them.
-    MPI.COMM_WORLD.Barrier()
-    return {"ok": 1.0}
-
-if __name__ == "__main__":
-    main()
-'''
-
-
-def _mpi_available() -> bool:
-    if shutil.which("mpirun") is None:
-        return False
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 @pytest.fixture(autouse=True)
 def _needs_mpi() -> None:
-    require_service(_mpi_available(), "Open MPI (mpirun) and mpi4py",
+    require_service(mpi_available(), "Open MPI (mpirun) and mpi4py",
                     "run scripts/mpi-up.sh and pip install -e '.[mpi]'")
 
 
@@ -96,7 +64,7 @@ def succeeded(proc: subprocess.CompletedProcess[str], sweep_dir: Path, runs: int
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory: pytest.TempPathFactory) -> dict[float, dict[str, Any]]:
     """The single-process records of the same sweep, by learning rate."""
-    if not _mpi_available():
+    if not mpi_available():
         return {}
     app = tmp_path_factory.mktemp("baseline") / "app"
     app.mkdir()

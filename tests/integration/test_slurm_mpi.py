@@ -8,9 +8,7 @@ Slurm's clients live in the `hpcorch` network namespace: run these tests inside 
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import shutil
 import socket
 import subprocess
 from pathlib import Path
@@ -19,34 +17,13 @@ from typing import Any
 import pytest
 
 from tests.conftest import require_service
+from tests.integration.mpi_support import CRASH_APP, mpi_available
 from tests.integration.slurm_support import records, require_slurm, run_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm, pytest.mark.mpi]
 
 TOLERANCE = 1e-9
 LRS = "lr=0.1,0.01"
-CRASH_APP = '''
-import hydra
-from hpcorch.worker import ranks
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg):
-    from mpi4py import MPI
-
-    me = ranks.current()
-    if me.rank == cfg.fail_rank:
-        raise RuntimeError(f"boom on rank {me.rank}")
-    MPI.COMM_WORLD.Barrier()  # the others wait here until the failed rank's end stops them
-    return {"ok": 1.0}
-
-if __name__ == "__main__":
-    main()
-'''
-
-
-def mpi_available() -> bool:
-    """Open MPI's mpirun and mpi4py are installed."""
-    return shutil.which("mpirun") is not None and importlib.util.find_spec("mpi4py") is not None
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,37 @@
+"""Shared pieces of the MPI integration tests (local, provider=mpi, under Slurm)."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+
+#: A Hydra app whose `fail_rank` raises (or, with `exit_code`, calls sys.exit) while the
+#: other ranks wait in a barrier: the run must fail, never hang.
+CRASH_APP = '''
+import hydra
+from hpcorch.worker import ranks
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg):
+    from mpi4py import MPI
+
+    me = ranks.current()
+    if me.rank == cfg.fail_rank:
+        if cfg.get("exit_code"):
+            import sys
+
+            print(f"exiting on rank {me.rank}", flush=True)
+            sys.exit(cfg.exit_code)  # not an exception Hydra sees: must not hang the others
+        raise RuntimeError(f"boom on rank {me.rank}")
+    # The other ranks wait here forever, unless the failed rank's end stops them.
+    MPI.COMM_WORLD.Barrier()
+    return {"ok": 1.0}
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+def mpi_available() -> bool:
+    """Open MPI's mpirun and mpi4py are installed."""
+    return shutil.which("mpirun") is not None and importlib.util.find_spec("mpi4py") is not None
