@@ -29,6 +29,9 @@ step "Open MPI (before slurmd, which needs its PMIx)"
 PYTHON=.venv/bin/python scripts/mpi-up.sh
 step "Slurm with accounting, in the loopback-only namespace"
 scripts/slurm-up.sh
+# Jobs left over from an interrupted earlier run (slurmctld keeps its state) must not
+# hold the test cluster's two CPUs.
+scripts/in-netns.sh scancel --quiet --user="$(id -un)" || true
 step "Podman and the project image"
 scripts/podman-up.sh
 step "Ray head on 127.0.0.1"
