@@ -33,33 +33,7 @@ export RAY_AUTH_MODE=token
 _ray_prog=${0##*/}
 log() { printf '%s: %s\n' "${_ray_prog%.sh}" "$*" >&2; }
 
-# Microseconds since the epoch (locale-proof: EPOCHREALTIME may use a comma).
-now_us() { local t=${EPOCHREALTIME//[.,]/}; printf '%s' "$((10#$t))"; }
-elapsed_s() { # elapsed_s START_US -> "12.34"
-    local d=$(( ($(now_us) - $1) / 10000 ))
-    printf '%d.%02d' $((d / 100)) $((d % 100))
-}
-
-# Run a command inside the namespace (directly when we already are inside).
-inns() {
-    if hpcorch_netns_inside; then
-        "$@"
-    else
-        nsenter --net="$HPCORCH_NETNS_PATH" -- "$@"
-    fi
-}
-
-# wait_for TIMEOUT_S CMD... : poll CMD every 0.2 s until it succeeds.
-wait_for() {
-    local deadline=$(( $(now_us) + $1 * 1000000 ))
-    shift
-    until "$@"; do
-        if [ "$(now_us)" -ge "$deadline" ]; then
-            return 1
-        fi
-        sleep 0.2
-    done
-}
+# now_us, elapsed_s, inns and wait_for come from scripts/lib/netns.sh.
 
 # The dashboard answers its public GCS health check (no token needed).
 ray_healthy() {
