@@ -42,7 +42,7 @@ def format_duration(seconds: float | None) -> str:
     return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
 
 
-def summary_table(rows: Sequence[dict[str, Any]], *, title: str, metrics: int = 4) -> Table:
+def summary_table(rows: Sequence[dict[str, Any]], *, title: str, metrics: int = 6) -> Table:
     """A table of runs: num, overrides, state, duration, job, key metrics; failures explained.
 
     `rows` are `RunRow.to_dict()`-shaped mappings.
@@ -70,7 +70,7 @@ def summary_table(rows: Sequence[dict[str, Any]], *, title: str, metrics: int = 
     return table
 
 
-def print_summary(rows: Sequence[dict[str, Any]], *, title: str, metrics: int = 4,
+def print_summary(rows: Sequence[dict[str, Any]], *, title: str, metrics: int = 6,
                   console: Console | None = None) -> None:
     """Print `summary_table` (plain text when stdout is not a terminal)."""
     out = console or Console(soft_wrap=False, width=None if _isatty() else 200)
@@ -101,7 +101,7 @@ def failure_message(record: RunRecord) -> str:
     return f"run #{record.num} ({what}) {record.state.value}: {cause}  [{record.run_dir}]"
 
 
-def report(records: Sequence[RunRecord], sweep_id: str, provider: str, metrics: int = 4) -> None:
+def report(records: Sequence[RunRecord], sweep_id: str, provider: str, metrics: int = 6) -> None:
     """Print the end-of-sweep table, what was skipped, and where to look next."""
     counts: dict[RunState, int] = {}
     for rec in records:
