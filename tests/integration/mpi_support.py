@@ -35,3 +35,13 @@ if __name__ == "__main__":
 def mpi_available() -> bool:
     """Open MPI's mpirun and mpi4py are installed."""
     return shutil.which("mpirun") is not None and importlib.util.find_spec("mpi4py") is not None
+
+
+def assert_ran_as_ranks(rec: dict, tasks: int, launcher: str) -> None:  # type: ignore[type-arg]
+    """The record proves the run really ran as `tasks` MPI ranks, all succeeded."""
+    ranks = rec["fingerprint"]["ranks"]
+    assert ranks["size"] == tasks and ranks["launcher"] == launcher
+    assert "Open MPI" in ranks["mpi"]
+    assert [r["rank"] for r in ranks["ranks"]] == list(range(tasks))
+    assert {r["state"] for r in ranks["ranks"]} == {"SUCCEEDED"}
+    assert len({r["pid"] for r in ranks["ranks"]}) == tasks

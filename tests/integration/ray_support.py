@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -13,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import require_service
+from tests.integration.slurm_support import wait_for
 
 #: The head the tests use: scripts/ray-up.sh's, unless HPCORCH_RAY_ADDRESS names another.
 RAY_URL = os.environ.get("HPCORCH_RAY_ADDRESS", "http://127.0.0.1:8265").rstrip("/")
@@ -56,13 +56,4 @@ def dashboard_get(path: str, headers: dict[str, str] | None = None) -> Any:
 
 def wait_until(condition: Callable[[], Any], timeout: float = 120.0, what: str = "") -> Any:
     """Poll `condition` until it returns something truthy; fail the test after `timeout`."""
-    deadline = time.monotonic() + timeout
-    interval = 0.05
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"not reached within {timeout}s: {what}")
-        time.sleep(interval)
-        interval = min(interval * 1.5, 1.0)
+    return wait_for(condition, what, timeout=timeout, step=0.05)

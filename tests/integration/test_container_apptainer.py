@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import require_service
 from tests.integration.helpers import records, run
 
 pytestmark = [pytest.mark.integration, pytest.mark.container]
@@ -34,8 +35,9 @@ def sif(tmp_path_factory: pytest.TempPathFactory) -> str:
     if given:
         return given
     runtime = shutil.which("podman") or shutil.which("docker")
-    if runtime is None:
-        pytest.skip("no podman/docker image to convert and no HPCORCH_TEST_SIF")
+    require_service(runtime is not None, "podman or docker (to build the SIF)",
+                    "run scripts/podman-up.sh, or set HPCORCH_TEST_SIF")
+    assert runtime is not None
     out = tmp_path_factory.mktemp("sif")
     archive, target = out / "image.tar", out / "hpcorch.sif"
     if os.path.basename(runtime) == "podman":

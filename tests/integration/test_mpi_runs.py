@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, require_service
-from tests.integration.mpi_support import CRASH_APP, mpi_available
+from tests.integration.mpi_support import CRASH_APP, assert_ran_as_ranks, mpi_available
 
 pytestmark = [pytest.mark.integration, pytest.mark.mpi]
 
@@ -90,12 +90,7 @@ def test_ranks_match_single_process(app_dir: Path, baseline: dict[float, dict[st
         assert rec["metrics"].keys() == single["metrics"].keys()
         for name, value in single["metrics"].items():
             assert abs(rec["metrics"][name] - value) < TOLERANCE, (name, rec["metrics"], value)
-        ranks = rec["fingerprint"]["ranks"]  # it really ran as `tasks` MPI ranks
-        assert ranks["size"] == tasks and ranks["launcher"] == "openmpi"
-        assert "Open MPI" in ranks["mpi"]
-        assert [r["rank"] for r in ranks["ranks"]] == list(range(tasks))
-        assert {r["state"] for r in ranks["ranks"]} == {"SUCCEEDED"}
-        assert len({r["pid"] for r in ranks["ranks"]}) == tasks
+        assert_ran_as_ranks(rec, tasks, "openmpi")
         run_dir = Path(rec["run_dir"])
         # Only rank 0 wrote Hydra's outputs; the others logged to their own files.
         assert (run_dir / ".hydra" / "config.yaml").exists()

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import require_service
-from tests.integration.mpi_support import CRASH_APP, mpi_available
+from tests.integration.mpi_support import CRASH_APP, assert_ran_as_ranks, mpi_available
 from tests.integration.slurm_support import records, require_slurm, run_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm, pytest.mark.mpi]
@@ -86,12 +86,7 @@ def test_ranks_under_slurm_match_the_single_process_run(
         for name, value in single["metrics"].items():
             assert abs(rec["metrics"][name] - value) < TOLERANCE, (name, rec["metrics"], value)
         assert re.fullmatch(r"\d+_\d+", rec["job_id"])  # a Slurm array task ran it
-        ranks = rec["fingerprint"]["ranks"]  # it really ran as `tasks` ranks of one srun step
-        assert ranks["size"] == tasks and ranks["launcher"] == "pmix"
-        assert "Open MPI" in ranks["mpi"]
-        assert [r["rank"] for r in ranks["ranks"]] == list(range(tasks))
-        assert {r["state"] for r in ranks["ranks"]} == {"SUCCEEDED"}
-        assert len({r["pid"] for r in ranks["ranks"]}) == tasks
+        assert_ran_as_ranks(rec, tasks, "pmix")
         run_dir = Path(rec["run_dir"])
         # Only rank 0 wrote Hydra's outputs and the record; every other rank logged the
         # same training curve to its own file: same seed, same initial weights everywhere.
