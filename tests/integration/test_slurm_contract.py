@@ -67,7 +67,8 @@ def test_a_new_process_finds_and_follows_the_jobs(tmp_path: Path) -> None:
     specs = [contract_spec(tmp_path, i, "hang") for i in range(2)]
     handles = first.submit(specs)
     try:
-        wait_state(first, handles[1], RunState.RUNNING, 120)
+        for handle in handles:  # array tasks need not start in index order
+            wait_state(first, handle, RunState.RUNNING, 120)
         fresh = SlurmProvider(FAST)
         found = fresh.lookup([s.run_key for s in specs] + ["not-a-key"])
         assert found == handles
