@@ -113,6 +113,19 @@ class Resources:
         return tuple(counts)
 
 
+def fields_dict(obj: Any) -> dict[str, Any]:
+    """A dataclass as a dict for serialising: nested dataclasses become dicts, every other
+    value is shared, not copied (`dataclasses.asdict` deep-copies a run's whole config,
+    a large part of a short run's bookkeeping)."""
+    out = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = fields_dict(value)
+        out[f.name] = value
+    return out
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """Everything needed to run one job anywhere, as data.
@@ -141,8 +154,8 @@ class RunSpec:
     attempt: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict; `RunSpec.from_dict` reverses it."""
-        return dataclasses.asdict(self)
+        """A JSON-ready dict (sharing this spec's values); `RunSpec.from_dict` reverses it."""
+        return fields_dict(self)
 
     def to_json(self) -> str:
         """Canonical JSON text of this spec."""

@@ -236,8 +236,11 @@ class Orchestrator:
             while open_runs:
                 changed = False
                 # Record files first: a finished run says so without asking the scheduler.
+                # Not for runs still queued when last asked: the status call below finds
+                # them if they finished since (record_for reads their record then).
                 for jid, (spec, handle) in list(open_runs.items()):
-                    if not os.path.exists(record_files[jid]):
+                    if states.get(jid) is RunState.SUBMITTED \
+                            or not os.path.exists(record_files[jid]):
                         continue
                     record = read_record(spec.run_dir)
                     if (

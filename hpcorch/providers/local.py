@@ -21,7 +21,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -31,12 +30,15 @@ from hpcorch.settings import require
 from hpcorch.spec import FailureContext, RunHandle, RunSpec, RunState, RunStatus
 from hpcorch.store.records import STDERR_FILE, STDOUT_FILE, meta_dir, spec_path, tail_text
 from hpcorch.worker.forked import become_run, exit_with, signal_run
+from hpcorch.worker.ranks import PROVIDER_ENV
 
 #: A function run inside a forked child to execute one spec; returns the exit code.
 Executor = Callable[[RunSpec], int]
 
 #: Environment variable that tells the job where its RunSpec is.
 SPEC_ENV = "HPCORCH_SPEC"
+#: The run's job id, for providers whose engine sets none the job could read.
+JOB_ID_ENV = "HPCORCH_JOB_ID"
 #: Seconds a cancelled run gets between SIGTERM and SIGKILL (like Slurm's KillWait).
 KILL_WAIT_S = 5.0
 
@@ -80,10 +82,16 @@ class _Proc:
     """A pollable descriptor that becomes readable when the process exits (Linux >= 5.3)."""
 
 
-def job_environment(spec: RunSpec) -> dict[str, str]:
-    """The environment a run's process starts with: ours, the spec's, its seed and spec path."""
+def job_environment(spec: RunSpec, *, provider: str = "", job_id: str = "") -> dict[str, str]:
+    """The environment a run's process starts with: ours, the spec's, its seed and spec
+    path, and, from providers that know them up front, their name and the run's job id
+    (the run's record then carries both as it is written)."""
     env = dict(os.environ)
     env.update(dict(spec.env))
+    if provider:
+        env[PROVIDER_ENV] = provider
+    if job_id:
+        env[JOB_ID_ENV] = job_id
     env[SPEC_ENV] = str(spec_path(spec.run_dir))
     env["PYTHONHASHSEED"] = str(spec.seed)
     env["HPCORCH_SEED"] = str(spec.seed)
@@ -104,7 +112,7 @@ class LocalProvider:
         self.settings = settings or LocalSettings()
         self.workers = self.settings.workers or usable_cores()
         self._executor = executor if self.settings.warm else None
-        self._queue: deque[RunSpec] = deque()
+        self._queue: dict[str, RunSpec] = {}  # job id -> spec, in submission order
         self._running: dict[str, _Proc] = {}
         self._finished: dict[str, RunStatus] = {}
         self._known: dict[str, RunSpec] = {}
@@ -133,7 +141,7 @@ class LocalProvider:
             job_id = self._job_id(spec)
             self._known[job_id] = spec
             self._finished.pop(job_id, None)
-            self._queue.append(spec)
+            self._queue[job_id] = spec
             handles.append(RunHandle(self.name, spec.run_key, job_id))
         self._pump()
         return handles
@@ -153,13 +161,12 @@ class LocalProvider:
         self._reap()
         self._pump()
         out = []
-        queued = {self._job_id(s) for s in self._queue}
         for handle in handles:
             if handle.job_id in self._finished:
                 out.append(self._finished[handle.job_id])
             elif handle.job_id in self._running:
                 out.append(RunStatus(handle, RunState.RUNNING))
-            elif handle.job_id in queued:
+            elif handle.job_id in self._queue:
                 out.append(RunStatus(handle, RunState.SUBMITTED))
             else:
                 out.append(RunStatus(handle, RunState.UNKNOWN))
@@ -168,9 +175,8 @@ class LocalProvider:
     def cancel(self, handles: Sequence[RunHandle]) -> None:
         """Drop queued runs; SIGTERM running ones' process groups, SIGKILL after KILL_WAIT_S."""
         ids = {h.job_id for h in handles}
-        for spec in [s for s in self._queue if self._job_id(s) in ids]:
-            self._queue.remove(spec)
-            job_id = self._job_id(spec)
+        for job_id in [j for j in self._queue if j in ids]:
+            spec = self._queue.pop(job_id)
             self._finished[job_id] = RunStatus(
                 RunHandle(self.name, spec.run_key, job_id),
                 RunState.CANCELLED,
@@ -223,10 +229,16 @@ class LocalProvider:
         """Worker slots a run occupies: one per rank (capped, so a big run still starts)."""
         return min(max(1, spec.resources.tasks), self.workers)
 
+    def _head(self) -> RunSpec | None:
+        """The queued run that starts next (runs start in submission order)."""
+        return next(iter(self._queue.values()), None)
+
     def _pump(self) -> None:
         busy = sum(self._slots(p.spec) for p in self._running.values())
-        while self._queue and busy + self._slots(self._queue[0]) <= self.workers:
-            spec = self._queue.popleft()
+        while (spec := self._head()) is not None:
+            if busy + self._slots(spec) > self.workers:
+                break
+            del self._queue[self._job_id(spec)]
             busy += self._slots(spec)
             proc = self._start(spec)
             try:
@@ -246,7 +258,7 @@ class LocalProvider:
                 popen = subprocess.Popen(
                     self._argv(spec),
                     cwd=spec.workdir or spec.run_dir,
-                    env=job_environment(spec),
+                    env=self._environment(spec),
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=err,
@@ -270,11 +282,14 @@ class LocalProvider:
 
     def _run_child(self, spec: RunSpec, out_fd: int, err_fd: int) -> None:
         def body() -> int:
-            become_run(out_fd, err_fd, job_environment(spec))
+            become_run(out_fd, err_fd, self._environment(spec))
             assert self._executor is not None
             return self._executor(spec)
 
         exit_with(body)
+
+    def _environment(self, spec: RunSpec) -> dict[str, str]:
+        return job_environment(spec, provider=self.name, job_id=self._job_id(spec))
 
     def _reap(self) -> None:
         for job_id, proc in list(self._running.items()):

@@ -142,13 +142,12 @@ class MpiProvider(LocalProvider):
     # -- what may start, and how ----------------------------------------------
     def _pump(self) -> None:
         pool = self._slot_pool()
-        while self._queue:
-            spec = self._queue[0]
+        while (spec := self._head()) is not None:
             placement = pool.place(spec.resources)
             if placement is None:
                 return  # in order: wait until the head of the queue fits
-            self._queue.popleft()
             job_id = self._job_id(spec)
+            del self._queue[job_id]
             self._placements[job_id] = placement
             try:
                 self._running[job_id] = self._start(spec)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hpcorch.errors import StoreError
-from hpcorch.spec import FailureContext, RunState
+from hpcorch.spec import FailureContext, RunState, fields_dict
 
 #: Everything hpcorch keeps in a run directory lives under this sub-directory.
 META_DIR = ".hpcorch"
@@ -136,8 +136,8 @@ class RunRecord:
         return max(0.0, self.ended - self.started)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        data = dataclasses.asdict(self)
+        """JSON-ready dict (sharing this record's values)."""
+        data = fields_dict(self)
         data["state"] = self.state.value
         data["duration_s"] = self.duration_s
         return data

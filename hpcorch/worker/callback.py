@@ -152,6 +152,7 @@ class HpcorchCallback(Callback):
             return_value=returned,
             error=error,
             job_id=spec_job_id(spec),
+            provider=os.environ.get(ranks.PROVIDER_ENV, ""),
             node=socket.gethostname(),
             started=self._started,
             ended=ended,
@@ -176,7 +177,7 @@ class HpcorchCallback(Callback):
 
 def spec_job_id(spec: RunSpec | None) -> str:
     """The engine's job id as the job sees it (Slurm/Ray set their own variables)."""
-    if os.environ.get("HPCORCH_JOB_ID"):  # set by providers whose engine has none (ray)
+    if os.environ.get("HPCORCH_JOB_ID"):  # set by providers whose engine has none (ray, local)
         return os.environ["HPCORCH_JOB_ID"]
     for var in ("SLURM_ARRAY_JOB_ID", "SLURM_JOB_ID"):
         if os.environ.get(var):

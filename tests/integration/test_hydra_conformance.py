@@ -59,8 +59,9 @@ def test_same_outputs_as_the_basic_launcher(tmp_path: Path, scenario: list[str])
     assert _tree(ours_dir) == _tree(basic_dir)
     for cfg in basic_dir.rglob(".hydra/config.yaml"):
         twin = ours_dir / cfg.relative_to(basic_dir)
-        assert _yaml(twin) == _yaml(cfg)
-        assert _yaml(twin.with_name("overrides.yaml")) == _yaml(cfg.with_name("overrides.yaml"))
+        assert twin.read_bytes() == cfg.read_bytes()  # written by libyaml here, by PyYAML there
+        overrides = twin.with_name("overrides.yaml")
+        assert overrides.read_bytes() == cfg.with_name("overrides.yaml").read_bytes()
         assert _comparable_hydra(twin.with_name("hydra.yaml"), ours_app) == \
             _comparable_hydra(cfg.with_name("hydra.yaml"), basic_app)
     multirun = _yaml(ours_dir / "multirun.yaml")["hydra"]

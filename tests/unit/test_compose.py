@@ -57,11 +57,14 @@ JOBS = [
     ["list=[3,4,5]"],
     ["name='with space'"],
     ["hydra.job.chdir=true", "lr=0.3"],
+    ["hydra.job.name=renamed", "model=big"],
+    ["hydra.job.env_copy=[HOME]", "lr=0.4"],
     [],
 ]
 
 
-@pytest.mark.parametrize("master_overrides", [[], ["hydra.job.chdir=false", "name=base"]])
+@pytest.mark.parametrize("master_overrides", [
+    [], ["hydra.job.chdir=false", "name=base"], ["hydra.job.env_copy=[HOME]", "db=pg"]])
 def test_cached_configs_equal_hydras(loader: ConfigLoaderImpl, master_overrides: list[str]) -> None:
     master = loader.load_configuration("config", master_overrides, RunMode.MULTIRUN)
     OmegaConf.to_container(master, resolve=False)
@@ -84,6 +87,9 @@ def test_cached_configs_equal_hydras(loader: ConfigLoaderImpl, master_overrides:
     assert composer.compositions == len(
         {tuple(o for o in j if o.split("=")[0] in ("model", "db")) for j in JOBS}
     )
+    # ... and parse each job's overrides once, whatever asks for them
+    assert composer.load(JOBS[0]).hydra.overrides.task == JOBS[0]
+    assert len(composer._parsed) == len({tuple(j) for j in JOBS})
 
 
 def test_task_view_declines_hydra_interpolations(tmp_path: Path) -> None:

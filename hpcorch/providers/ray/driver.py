@@ -28,6 +28,7 @@ from typing import Any
 from hpcorch.providers.ray import execute
 from hpcorch.providers.ray.naming import infeasible_reason, task_name, task_options
 from hpcorch.spec import RunSpec
+from hpcorch.store.records import spec_path
 
 #: Seconds between two looks for cancel files while runs are open.
 CANCEL_POLL_S = 0.5
@@ -73,7 +74,7 @@ def run_batch(batch_file: str) -> int:
             say(f"run #{spec.num} {task_name(spec)} FAILED: {reason}")
             continue
         ref = remote.options(**task_options(spec)).remote(
-            str(execute.spec_path(spec.run_dir)), submission_id, warm, job_id)
+            str(spec_path(spec.run_dir)), submission_id, warm, job_id)
         open_refs[ref] = spec
     say(f"sweep {specs[0].sweep_id if specs else '?'}: {len(open_refs)} task(s) "
           f"submitted as {submission_id}")

@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from hpcorch.providers.local import job_environment as local_job_environment
 from hpcorch.spec import RunSpec
 from hpcorch.store.records import (
     STDERR_FILE,
@@ -38,7 +39,6 @@ from hpcorch.store.records import (
     atomic_write_json,
     meta_dir,
     read_json,
-    spec_path,
     tail_text,
 )
 from hpcorch.worker.forked import (
@@ -94,16 +94,8 @@ def load_spec(path: str | Path) -> RunSpec:
 
 
 def job_environment(spec: RunSpec, job_id: str = "") -> dict[str, str]:
-    """The run's environment: the worker's, the spec's, its seed, where its spec is, and
-    its Ray job id (HPCORCH_JOB_ID: the run record carries it)."""
-    env = dict(os.environ)
-    env.update(dict(spec.env))
-    if job_id:
-        env["HPCORCH_JOB_ID"] = job_id
-    env["HPCORCH_SPEC"] = str(spec_path(spec.run_dir))
-    env["PYTHONHASHSEED"] = str(spec.seed)
-    env["HPCORCH_SEED"] = str(spec.seed)
-    return env
+    """The run's environment (see providers.local.job_environment), with its Ray job id."""
+    return local_job_environment(spec, provider="ray", job_id=job_id)
 
 
 def node_name() -> str:

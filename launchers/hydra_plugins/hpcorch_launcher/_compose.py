@@ -20,8 +20,9 @@ from hydra.core.override_parser.types import Override
 from hydra.core.utils import JobRuntime
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-#: A cached composition: config, group choices, config sources, task part (or None).
-_Entry = tuple[DictConfig, dict[str, Any], list[Any], "DictConfig | None"]
+#: A cached composition: config, group choices, config sources, task part (or None),
+#: and the config with its job-independent Hydra fields already set (see `_prepare`).
+_Entry = tuple[DictConfig, dict[str, Any], list[Any], "DictConfig | None", DictConfig]
 
 
 def _task_base(cfg: DictConfig) -> DictConfig | None:
@@ -50,6 +51,7 @@ class CachedComposer:
             master.hydra.overrides.hydra, resolve=False)]  # type: ignore[union-attr]
         self._repo: Any = None
         self._cache: dict[tuple[str, ...], _Entry] = {}
+        self._parsed: dict[tuple[str, ...], list[Override]] = {}
         self.compositions = 0
         """How many full compositions were needed (the rest were cache hits)."""
 
@@ -63,9 +65,17 @@ class CachedComposer:
             # A job that changes the search path needs a fresh repository: let Hydra do it.
             return self._loader.load_sweep_config(self._master, list(job_overrides))
         parsed, repo, entry = self._entry(job_overrides)
-        composed, choices, sources, _ = entry
-        cfg = composed if reuse else copy.deepcopy(composed)
-        return self._finish(cfg, parsed, repo, choices, sources)
+        composed, choices, sources, _, prepared = entry
+        if not self._touches_hydra(job_overrides):
+            # Nothing the job sets can change the job-independent fields: start from them
+            # (the sweep's own Hydra overrides are already applied there).
+            cfg = prepared if reuse else copy.deepcopy(prepared)
+            self._apply_job(cfg, parsed, repo, first=len(self._hydra_overrides))
+        else:  # Hydra's order exactly: the job's own values first
+            cfg = composed if reuse else copy.deepcopy(composed)
+            self._apply_job(cfg, parsed, repo)
+            self._prepare(cfg, choices, sources)
+        return self._finish(cfg, parsed)
 
     def task_view(self, job_overrides: list[str]) -> DictConfig | None:
         """The job's task config (no `hydra` node), built without composing Hydra's node.
@@ -74,8 +84,7 @@ class CachedComposer:
         cannot be exact: when the app's config interpolates Hydra's node or a
         job overrides Hydra settings; then the caller uses `load`.
         """
-        if self._needs_hydra(job_overrides) or any(
-                o.split("=", 1)[0].lstrip("+~").startswith("hydra") for o in job_overrides):
+        if self._needs_hydra(job_overrides) or self._touches_hydra(job_overrides):
             return None
         parsed, repo, entry = self._entry(job_overrides)
         task_base = entry[3]
@@ -94,8 +103,12 @@ class CachedComposer:
     def _needs_hydra(job_overrides: list[str]) -> bool:
         return any(o.split("=", 1)[0].lstrip("+~") == "hydra.searchpath" for o in job_overrides)
 
+    @staticmethod
+    def _touches_hydra(job_overrides: list[str]) -> bool:
+        return any(o.split("=", 1)[0].lstrip("+~").startswith("hydra") for o in job_overrides)
+
     def _entry(self, job_overrides: list[str]) -> tuple[list[Override], Any, _Entry]:
-        parsed, repo = self._parse(self._hydra_overrides + list(job_overrides))
+        parsed, repo = self._parse(job_overrides)
         key = tuple(o.input_line for o in parsed if self._is_group(repo, o))
         if key not in self._cache:
             self._cache[key] = self._compose(repo, parsed)
@@ -103,13 +116,20 @@ class CachedComposer:
         return parsed, repo, self._cache[key]
 
     # -- the steps of ConfigLoaderImpl._load_configuration_impl -------------
-    def _parse(self, overrides: list[str]) -> tuple[list[Override], Any]:
-        from hydra.core.override_parser.overrides_parser import OverridesParser
+    def _parse(self, job_overrides: list[str]) -> tuple[list[Override], Any]:
+        """The sweep's Hydra overrides and the job's, parsed once per job: the launcher
+        plans every job before it forks, so a forked job finds its overrides parsed."""
+        key = tuple(job_overrides)
+        parsed = self._parsed.get(key)
+        if parsed is None:
+            from hydra.core.override_parser.overrides_parser import OverridesParser
 
-        parsed = OverridesParser.create().parse_overrides(overrides=overrides)
-        if self._repo is None:
-            _, self._repo = self._loader._parse_overrides_and_create_caching_repo(
-                self._config_name, overrides)
+            overrides = self._hydra_overrides + list(job_overrides)
+            parsed = OverridesParser.create().parse_overrides(overrides=overrides)
+            self._parsed[key] = parsed
+            if self._repo is None:
+                _, self._repo = self._loader._parse_overrides_and_create_caching_repo(
+                    self._config_name, overrides)
         return parsed, self._repo
 
     @staticmethod
@@ -128,25 +148,38 @@ class CachedComposer:
                                                               repo=repo)
         OmegaConf.set_struct(cfg, True)
         OmegaConf.set_readonly(cfg.hydra, False)
-        return (cfg, dict(defaults_list.overrides.known_choices), list(repo.get_sources()),
-                _task_base(cfg))
+        choices = dict(defaults_list.overrides.known_choices)
+        sources = list(repo.get_sources())
+        prepared = copy.deepcopy(cfg)
+        from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
-    def _finish(self, cfg: DictConfig, parsed: list[Override], repo: Any,
-                choices: dict[str, Any], sources: list[Any]) -> DictConfig:
-        from hydra import __version__, version
-        from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
-        from hydra.conf import ConfigSourceInfo
+        sweep_hydra = parsed[:len(self._hydra_overrides)]  # the same for every job
+        ConfigLoaderImpl._apply_overrides_to_config(
+            [o for o in sweep_hydra if not o.is_sweep_override() and not self._is_group(repo, o)],
+            prepared)
+        self._prepare(prepared, choices, sources)
+        return cfg, choices, sources, _task_base(cfg), prepared
 
-        config_overrides = [o for o in parsed
+    def _apply_job(self, cfg: DictConfig, parsed: list[Override], repo: Any,
+                   first: int = 0) -> None:
+        """The value overrides from `parsed[first:]`, and the record of every override
+        in `hydra.overrides`."""
+        from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+        config_overrides = [o for o in parsed[first:]
                             if not o.is_sweep_override() and not self._is_group(repo, o)]
         ConfigLoaderImpl._apply_overrides_to_config(config_overrides, cfg)
-        app_overrides = []
         for override in parsed:
             if override.is_hydra_override():
                 cfg.hydra.overrides.hydra.append(override.input_line)
             else:
                 cfg.hydra.overrides.task.append(override.input_line)
-                app_overrides.append(override)
+
+    def _prepare(self, cfg: DictConfig, choices: dict[str, Any], sources: list[Any]) -> None:
+        """The runtime fields that are the same for every job of one composition."""
+        from hydra import __version__, version
+        from hydra.conf import ConfigSourceInfo
+
         with open_dict(cfg.hydra):
             cfg.hydra.runtime.choices.update(choices)
             for key in cfg.hydra.job.env_copy:
@@ -158,13 +191,17 @@ class CachedComposer:
             ConfigSourceInfo(path=x.path, schema=x.scheme(), provider=x.provider) for x in sources]
         if "name" not in cfg.hydra.job:
             cfg.hydra.job.name = JobRuntime().get("name")
+        cfg.hydra.job.config_name = self._config_name
+
+    def _finish(self, cfg: DictConfig, parsed: list[Override]) -> DictConfig:
+        """The job's `override_dirname` and the master's resolver cache."""
+        from hydra._internal.config_loader_impl import get_overrides_dirname
+
         cfg.hydra.job.override_dirname = get_overrides_dirname(
-            overrides=app_overrides,
+            overrides=[o for o in parsed if not o.is_hydra_override()],
             kv_sep=cfg.hydra.job.config.override_dirname.kv_sep,
             item_sep=cfg.hydra.job.config.override_dirname.item_sep,
             exclude_keys=cfg.hydra.job.config.override_dirname.exclude_keys,
         )
-        cfg.hydra.job.config_name = self._config_name
         OmegaConf.copy_cache(from_config=self._master, to_config=cfg)
         return cfg
-

@@ -79,8 +79,7 @@ class WarmExecutor:
             hydra_context=self.hydra_context,
             task_function=self.task_function,
             config=job_config(self.composer, spec.overrides, spec.num, reuse=True),
-            job_dir_key="hydra.sweep.dir",
-            job_subdir_key="hydra.sweep.subdir",
+            output_dir=spec.run_dir,
         )
         return 0 if ret.status == JobStatus.COMPLETED else 1
 

@@ -1,12 +1,15 @@
 """Hydra's `run_job`, for a forked child that runs exactly one job.
 
-Same steps, same order, same files and the same JobReturn as
-`hydra.core.utils.run_job` (Hydra 1.3); the difference is only in copying.
+Same steps, same files and the same JobReturn as `hydra.core.utils.run_job`
+(Hydra 1.3); the differences are in copying and resolving. Hydra sets the
+job's Hydra config twice (each a deep copy of Hydra's large node), the first
+time only to resolve the job's directory, which the launcher already knows.
 Hydra deep-copies the whole job config (Hydra's large node included) to
 build the task config, then deep-copies Hydra's node again for the
-JobReturn. Here the task config is copied without Hydra's node and the
-Hydra config that `HydraConfig.set_config` already copied is used as is:
-the child owns both and exits after this one job. The conformance tests
+JobReturn. Here the task config is copied without Hydra's node and Hydra's
+node is not copied at all: the child owns the job's config and exits after
+this one job. The YAML files are written by libyaml where it gives the same
+bytes (see _yaml.py). The conformance tests
 (tests/integration/test_hydra_conformance.py) compare every output file
 with Hydra's basic launcher.
 """
@@ -23,32 +26,46 @@ from hydra.core.utils import (
     JobStatus,
     _check_hydra_context,
     _flush_loggers,
-    _save_config,
     configure_log,
     env_override,
 )
 from hydra.types import HydraContext, TaskFunction
+from hydra_plugins.hpcorch_launcher._yaml import save_config
 from omegaconf import DictConfig, OmegaConf, read_write
 
 
-def run_job_in_child(task_function: TaskFunction, config: DictConfig, job_dir_key: str,
-                     job_subdir_key: str | None, hydra_context: HydraContext) -> JobReturn:
-    """`hydra.core.utils.run_job` for a process that owns `config` and runs one job."""
+def _set_hydra_config(config: DictConfig) -> None:
+    """`HydraConfig.set_config(config)` without its deep copy of Hydra's node.
+
+    Hydra copies `config.hydra` into a config of its own and points the copy's
+    parent back at `config`, so that interpolations resolve against the job's
+    config. This child owns `config` and never changes it again: the node
+    itself, read-only, under a root of its own, is the same view.
+    """
+    OmegaConf.set_readonly(config.hydra, True)
+    view = DictConfig(content={})
+    view.__dict__["_content"]["hydra"] = config._get_node("hydra")  # keeps its parent
+    HydraConfig.instance().cfg = view  # type: ignore[assignment]
+
+
+def run_job_in_child(task_function: TaskFunction, config: DictConfig, output_dir: str,
+                     hydra_context: HydraContext) -> JobReturn:
+    """`hydra.core.utils.run_job` for a process that owns `config` and runs one job.
+
+    `output_dir` is the job's absolute directory, `hydra.sweep.dir`/`hydra.sweep.subdir`
+    as the launcher resolved them when it planned the job.
+    """
     _check_hydra_context(hydra_context)
     callbacks = hydra_context.callbacks
-    HydraConfig.instance().set_config(config)
-    output_dir = str(OmegaConf.select(config, job_dir_key))
-    if job_subdir_key is not None:
-        output_dir = os.path.join(output_dir, str(OmegaConf.select(config, job_subdir_key)))
     with read_write(config.hydra.runtime):
-        config.hydra.runtime.output_dir = os.path.abspath(output_dir)
-    HydraConfig.instance().set_config(config)
+        config.hydra.runtime.output_dir = output_dir
+    _set_hydra_config(config)
 
     ret = JobReturn()
     task_keys = [k for k in config.keys() if k != "hydra"]
     task_cfg = OmegaConf.masked_copy(config, task_keys)  # a copy without Hydra's node
     ret.cfg = task_cfg
-    hydra_cfg = HydraConfig.instance().cfg  # already a private copy, made by set_config
+    hydra_cfg = HydraConfig.instance().cfg
     assert isinstance(hydra_cfg, DictConfig)
     ret.hydra_cfg = hydra_cfg
     overrides = OmegaConf.to_container(config.hydra.overrides.task)
@@ -74,9 +91,9 @@ def run_job_in_child(task_function: TaskFunction, config: DictConfig, job_dir_ke
     configure_log(config.hydra.job_logging, config.hydra.verbose)
     if config.hydra.output_subdir is not None:
         hydra_output = Path(config.hydra.runtime.output_dir) / Path(config.hydra.output_subdir)
-        _save_config(task_cfg, "config.yaml", hydra_output)
-        _save_config(hydra_cfg, "hydra.yaml", hydra_output)
-        _save_config(config.hydra.overrides.task, "overrides.yaml", hydra_output)
+        save_config(task_cfg, "config.yaml", hydra_output)
+        save_config(hydra_cfg, "hydra.yaml", hydra_output)
+        save_config(config.hydra.overrides.task, "overrides.yaml", hydra_output)
     with env_override(hydra_cfg.hydra.job.env_set):
         callbacks.on_job_start(config=config, task_function=task_function)
         try:
