@@ -10,7 +10,8 @@
 # Clients must run inside the namespace too:  scripts/in-netns.sh sbatch ...
 #
 # Environment: HPCORCH_NETNS (namespace name), HPCORCH_SLURM_TIMEOUT (seconds
-# to wait for each readiness condition, default 60).
+# to wait for each readiness condition, default 60), HPCORCH_SLURM_MEM (how
+# memory limits are enforced: cgroup or polling; default cgroup where possible).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -36,6 +37,33 @@ STATE_DIR=/var/spool/slurmctld
 SPOOL_DIR=/var/spool/slurmd
 DB_NAME=slurm_acct_db
 DB_USER=slurm
+CGROUP_CONF=/etc/slurm/cgroup.conf
+
+# Memory enforcement, so that a run over its --mem is killed as on a real
+# cluster (and hpcorch's report of it can be tested). Preferred: task/cgroup
+# with ConstrainRAMSpace: the kernel stops the job at its limit and sacct says
+# OUT_OF_MEMORY. Slurm 22.05 needs a writable cgroup v1 memory hierarchy for
+# that (its cgroup/v2 plugin needs systemd). Without one, jobacct_gather polls
+# every second and kills a step over its limit (OverMemoryKill, UsePss so
+# shared pages count once); sacct then says only FAILED and the task's log
+# "Exceeded job memory limit", which hpcorch reads too.
+# HPCORCH_SLURM_MEM=polling forces the second way (to test it where both work).
+MEM_ENFORCEMENT=${HPCORCH_SLURM_MEM:-}
+if [ -z "$MEM_ENFORCEMENT" ]; then
+    MEM_ENFORCEMENT=polling
+    if [ -w /sys/fs/cgroup/memory/cgroup.procs ] &&
+        grep -qs '^cgroup /sys/fs/cgroup/memory cgroup .*memory' /proc/mounts; then
+        MEM_ENFORCEMENT=cgroup
+    fi
+fi
+if [ "$MEM_ENFORCEMENT" = cgroup ]; then
+    TASK_PLUGIN=task/cgroup
+    ACCT_GATHER_MEMORY="# memory limits: task/cgroup, ConstrainRAMSpace in cgroup.conf"
+else
+    MEM_ENFORCEMENT=polling
+    TASK_PLUGIN=task/none
+    ACCT_GATHER_MEMORY=$'JobAcctGatherParams=UsePss,OverMemoryKill\nJobAcctGatherFrequency=task=1'
+fi
 
 # ---------------------------------------------------------------- helpers
 
@@ -93,7 +121,7 @@ SlurmdLogFile=$SLURM_LOGDIR/slurmd.log
 MailProg=/bin/true
 MpiDefault=none
 ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
+TaskPlugin=$TASK_PLUGIN
 ReturnToService=2
 KillWait=5
 MinJobAge=300
@@ -109,9 +137,22 @@ AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
 AccountingStoragePort=6819
 JobAcctGatherType=jobacct_gather/linux
+$ACCT_GATHER_MEMORY
 JobCompType=jobcomp/none
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$NCPUS RealMemory=$MEM_MB State=UNKNOWN
 PartitionName=$PARTITION Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+EOF
+}
+
+# cgroup.conf: only with task/cgroup (none at all otherwise).
+cgroup_conf() {
+    [ "$MEM_ENFORCEMENT" = cgroup ] || return 0
+    cat <<EOF
+# Written by hpcorch scripts/slurm-up.sh: local edits are overwritten.
+CgroupPlugin=cgroup/v1
+CgroupMountpoint=/sys/fs/cgroup
+ConstrainRAMSpace=yes
+ConstrainSwapSpace=yes
 EOF
 }
 
@@ -169,7 +210,7 @@ sacct_works() { inns timeout 10 sacct -n -X >/dev/null 2>&1; }
 summary() {
     local how=$1 ver
     ver=$(inns sinfo -V 2>/dev/null || echo slurm)
-    log "$ver up in netns $HPCORCH_NETNS: node $NODE $(node_state) (${NCPUS} CPUs, ${MEM_MB} MB), partition $PARTITION, accounting on; $how in $(elapsed_s "$T0") s"
+    log "$ver up in netns $HPCORCH_NETNS: node $NODE $(node_state) (${NCPUS} CPUs, ${MEM_MB} MB), partition $PARTITION, accounting on, memory limits by $MEM_ENFORCEMENT; $how in $(elapsed_s "$T0") s"
 }
 
 # --------------------------------------------------------- desired configs
@@ -183,6 +224,16 @@ if [ -z "$DB_PASS" ]; then
 fi
 WANT_SLURM_CONF=$(slurm_conf)
 WANT_DBD_CONF=$(dbd_conf)
+WANT_CGROUP_CONF=$(cgroup_conf)
+
+# cgroup_conf_ok : cgroup.conf is as wanted (absent when none is wanted).
+cgroup_conf_ok() {
+    if [ -z "$WANT_CGROUP_CONF" ]; then
+        [ ! -e "$CGROUP_CONF" ]
+    else
+        same_content "$CGROUP_CONF" "$WANT_CGROUP_CONF"
+    fi
+}
 
 # -------------------------------------------------------------- fast path
 
@@ -195,6 +246,7 @@ if hpcorch_netns_exists &&
     [ -z "$(missing_pkgs)" ] &&
     same_content "$SLURM_CONF" "$WANT_SLURM_CONF" &&
     same_content "$DBD_CONF" "$WANT_DBD_CONF" &&
+    cgroup_conf_ok &&
     all_daemons_up && node_ready; then
     summary "already up: checked"
     exit 0
@@ -255,6 +307,18 @@ if ! same_content "$SLURM_CONF" "$WANT_SLURM_CONF"; then
     mv -f "$SLURM_CONF.tmp" "$SLURM_CONF"
     slurm_conf_changed=1
     log "wrote $SLURM_CONF"
+fi
+if ! cgroup_conf_ok; then
+    if [ -z "$WANT_CGROUP_CONF" ]; then
+        rm -f "$CGROUP_CONF"
+        log "removed $CGROUP_CONF"
+    else
+        printf '%s\n' "$WANT_CGROUP_CONF" >"$CGROUP_CONF.tmp"
+        chmod 0644 "$CGROUP_CONF.tmp"
+        mv -f "$CGROUP_CONF.tmp" "$CGROUP_CONF"
+        log "wrote $CGROUP_CONF"
+    fi
+    slurm_conf_changed=1
 fi
 if ! same_content "$DBD_CONF" "$WANT_DBD_CONF"; then
     (umask 077 && printf '%s\n' "$WANT_DBD_CONF" >"$DBD_CONF.tmp")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +14,7 @@ from hpcorch.errors import ProviderError, ProviderUnavailable
 from hpcorch.providers.slurm.accounting import ClusterLimits
 from hpcorch.providers.slurm.provider import SlurmProvider
 from hpcorch.providers.slurm.settings import SlurmSettings
-from hpcorch.spec import RunHandle, RunSpec, RunState
+from hpcorch.spec import Resources, RunHandle, RunSpec, RunState
 from hpcorch.worker.slurm_task import TaskState, write_task_state
 
 
@@ -243,6 +244,33 @@ def test_progress_in_the_files_defers_the_scheduler(tmp_path: Path, fake: FakeSl
     assert fake.count("sacct") == 2
 
 
+def test_a_sigkilled_run_is_asked_of_the_scheduler_soon_despite_progress(
+        tmp_path: Path, fake: FakeSlurm, clock: Clock) -> None:
+    """Only Slurm can say a SIGKILL was for memory: that answer must not wait 30 s, neither
+    for the others' progress nor for a backoff that reached max_query_interval."""
+    provider = make(fake, clock, query_interval=5.0, max_query_interval=30.0)
+    runs = specs(tmp_path, 40)
+    handles = provider.submit(runs)
+    for handle in handles:
+        fake.states[handle.job_id] = "RUNNING|0:0|c1"
+    last = 0
+    for _ in range(400):  # 200 s of quiet files: the queries back off to every ~30 s
+        clock.now += 0.5
+        provider.status(handles)
+        if fake.count("sacct") > last:
+            last, queried_at = fake.count("sacct"), clock.now
+    clock.now = queried_at + 0.5  # just after a query: the next one is ~30 s away
+    write_task_state(runs[0].run_dir, TaskState(handles[0].job_id, "EXITED", "c1", signal=9))
+    fake.states[handles[0].job_id] = "OUT_OF_MEMORY|0:9|c1"
+    for step in range(1, 12):  # 5.5 s in which the others keep showing progress
+        clock.now += 0.5
+        write_task_state(runs[step].run_dir, TaskState(handles[step].job_id, "RUNNING"))
+        first = provider.status(handles)[0]
+    assert fake.count("sacct") == last + 1  # within query_interval (5 s)
+    assert first.state is RunState.FAILED and first.context is not None
+    assert "memory limit" in first.context.reason
+
+
 def test_sacct_lag_right_after_submission_is_not_asked_of_squeue(
         tmp_path: Path, fake: FakeSlurm, clock: Clock) -> None:
     provider = make(fake, clock)
@@ -309,7 +337,30 @@ def test_sigkilled_run_waits_for_slurms_verdict(tmp_path: Path, fake: FakeSlurm,
     clock.now += 60
     [status] = provider.status([handle])
     assert status.state is RunState.FAILED and status.context is not None
-    assert "OUT_OF_MEMORY" in status.context.reason and status.context.signal == 9
+    assert status.context.reason == ("killed by Slurm for exceeding its memory limit "
+                                     "(OUT_OF_MEMORY)") and status.context.signal == 9
+
+
+def test_memory_kill_without_out_of_memory_is_read_from_the_task_log(
+        tmp_path: Path, fake: FakeSlurm, clock: Clock) -> None:
+    """OverMemoryKill (no cgroups): sacct says only FAILED; slurmstepd's log line tells."""
+    provider = make(fake, clock)
+    runs = [dataclasses.replace(s, resources=Resources(mem_gb=0.25)) for s in specs(tmp_path, 2)]
+    handles = provider.submit(runs)
+    for run in runs:  # the whole step was killed: the task wrapper never wrote an exit
+        write_task_state(run.run_dir, TaskState(f"100_{run.num}", "RUNNING", "c1"))
+    logs = Path(fake.names["100"][1]) / "logs"
+    (logs / "100_0.log").write_text("slurmstepd: error: Exceeded job memory limit\n")
+    (logs / "100_1.log").write_text("slurmstepd: error: *** JOB 100 ON c1 CANCELLED ***\n")
+    fake.states.update({"100_0": "FAILED|0:9|c1", "100_1": "FAILED|0:9|c1"})
+    clock.now += 60
+    killed, other = provider.status(handles)
+    assert killed.state is other.state is RunState.FAILED
+    assert killed.context is not None and other.context is not None
+    assert killed.context.reason == ("killed by Slurm for exceeding its memory limit of 0.25 GB "
+                                     "(resources.mem_gb) (FAILED, its Slurm log says: "
+                                     "slurmstepd: error: Exceeded job memory limit)")
+    assert "memory" not in other.context.reason
 
 
 def test_without_accounting_one_squeue_call(tmp_path: Path, fake: FakeSlurm,

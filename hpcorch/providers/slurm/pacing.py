@@ -6,6 +6,8 @@ for the rest, ONE call for every open job, spaced out:
 - not before `query_interval` seconds after a submission (jobs just queued);
 - then backing off x1.5 (with +-10% jitter) up to `max_query_interval`;
 - while the files show progress, only every `max_query_interval`;
+- soon again (`query_interval`) when a file says a run was SIGKILLed: only the
+  scheduler can say whether for memory or time, and it should not wait;
 - at once after a cancel (briefly fast again), or for a job nobody here knows.
 """
 
@@ -41,20 +43,27 @@ class QueryPacing:
         self.interval = min(1.0, self.base)
         self.forced = True
 
-    def observe(self, key: object, observation: object) -> None:
-        """A job's own file says `observation` about `key`; a change counts as progress."""
+    def observe(self, key: object, observation: object, verdict: bool = False) -> None:
+        """A job's own file says `observation` about `key`; a change counts as progress,
+        unless only the scheduler can tell how it ended (`verdict`): then ask it soon."""
         if self._seen.get(key) != observation:
             self._seen[key] = observation
-            self.progress_at = self._clock()
+            if not verdict:
+                self.progress_at = self._clock()
+                return
+            self.interval = min(self.interval, self.base)
+            self.next_at = min(self.next_at, self._clock() + self.interval)
 
-    def due(self, unknown_jobs: bool = False) -> bool:
-        """Whether to query now (`unknown_jobs`: some job was never heard of here)."""
+    def due(self, unknown_jobs: bool = False, awaiting: bool = False) -> bool:
+        """Whether to query now (`unknown_jobs`: some job was never heard of here;
+        `awaiting`: some run's end waits for the scheduler's word, progress or not)."""
         if self.forced or unknown_jobs:
             return True
         now = self._clock()
         if now < self.next_at:
             return False
-        if self.progress_at > self.last_at and now - self.last_at < self.max_interval:
+        if self.progress_at > self.last_at and now - self.last_at < self.max_interval \
+                and not awaiting:
             # The jobs report progress themselves: the scheduler can wait a while longer.
             self.next_at = min(now + self.interval, self.last_at + self.max_interval)
             return False

@@ -28,7 +28,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hpcorch.errors import ProviderError, ProviderUnavailable
-from hpcorch.launch.failure import rank_failure
 from hpcorch.providers.slurm.accounting import (
     LOOKUP_FORMAT,
     NODE_CPUS_FORMAT,
@@ -44,6 +43,7 @@ from hpcorch.providers.slurm.accounting import (
     parse_squeue,
     spread_array_records,
 )
+from hpcorch.providers.slurm.failure import explain
 from hpcorch.providers.slurm.pacing import QueryPacing
 from hpcorch.providers.slurm.script import (
     ArrayPlan,
@@ -192,7 +192,8 @@ class SlurmProvider:
                 state = None  # written by an earlier submission of the same run
             if state is not None:
                 self._pacing.observe((handle.job_id, handle.run_key),
-                                     (state.state, state.started, state.restart))
+                                     (state.state, state.started, state.restart),
+                                     verdict=state.exited and state.signal == 9)
             if state is not None and state.exited and state.signal != 9:
                 out[i] = self._from_task_state(handle, state, run_dir or "")
             else:  # SIGKILL may be Slurm's (memory, time): its word decides
@@ -200,7 +201,8 @@ class SlurmProvider:
         if hints:
             open_ids = [handles[i].job_id for i in hints]
             unknown = any(j not in self._jobs and j not in self._gone for j in open_ids)
-            if self._pacing.due(unknown):
+            awaiting = any(h is not None and h.exited for h in hints.values())
+            if self._pacing.due(unknown, awaiting):
                 self._query(open_ids)
             for i, state in hints.items():
                 out[i] = self._from_scheduler(handles[i], state)
@@ -372,7 +374,7 @@ class SlurmProvider:
     def _from_task_state(self, handle: RunHandle, state: TaskState, run_dir: str) -> RunStatus:
         if state.exit_code == 0 and state.signal is None:
             return RunStatus(handle, RunState.SUCCEEDED)
-        return RunStatus(handle, RunState.FAILED, _ranked(run_dir, FailureContext(
+        return RunStatus(handle, RunState.FAILED, explain(run_dir, FailureContext(
             provider=self.name, job_id=handle.job_id, node=state.node,
             exit_code=state.exit_code, signal=state.signal,
             stderr_tail=tail_text(meta_dir(run_dir) / STDERR_FILE))))
@@ -401,8 +403,8 @@ class SlurmProvider:
                                      hint.exit_code, hint.signal, context.reason, stderr)
             if state is RunState.SUCCEEDED:
                 state = RunState.FAILED
-        if state is RunState.FAILED and run_dir:  # not for time-outs, cancels, node losses
-            context = _ranked(run_dir, context)
+        if state is RunState.FAILED:  # memory kills, ranks; not time-outs, cancels, nodes
+            context = explain(run_dir, context, info)
         return RunStatus(handle, state, context)
 
     # -- map files -------------------------------------------------------------------
@@ -437,12 +439,3 @@ class SlurmProvider:
                 f"slurm: `{argv[0]}` not found on PATH; run on a login node with the Slurm "
                 "client commands (locally: scripts/slurm-up.sh, then scripts/in-netns.sh CMD)"
             ) from exc
-
-
-def _ranked(run_dir: str, context: FailureContext) -> FailureContext:
-    """A multi-rank run's failure, naming the failed rank, its host and its stderr."""
-    try:
-        spec = RunSpec.from_dict(read_json(spec_path(run_dir)))
-    except (OSError, ValueError, TypeError):
-        return context
-    return rank_failure(spec, context) if spec.resources.tasks > 1 else context

@@ -1,0 +1,76 @@
+"""Why a Slurm run failed, beyond its state: killed for memory, and which rank failed.
+
+Slurm kills a job over its `--mem` in one of two ways. With task/cgroup
+(ConstrainRAMSpace) the kernel's OOM killer stops it and sacct says
+OUT_OF_MEMORY. With jobacct_gather's OverMemoryKill (polling, no cgroups)
+slurmstepd kills the step, sacct says only FAILED, and the task's Slurm log
+(`<sweep>/.hpcorch/slurm/logs/<array>_<index>.log`) says "Exceeded job memory
+limit". Either way the run's reason says so and names the memory it asked for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from hpcorch.launch.failure import rank_failure
+from hpcorch.providers.slurm.accounting import JobInfo, SlurmState
+from hpcorch.spec import FailureContext, RunSpec
+from hpcorch.store.records import read_json, spec_path, tail_text
+
+#: What slurmstepd writes into a task's log when it (or the kernel) killed it for memory.
+MEMORY_LOG_MARKS = ("exceeded job memory limit", "exceeded step memory limit",
+                    "oom-kill event", "out-of-memory handler")
+
+
+def task_log(info: JobInfo) -> Path | None:
+    """Slurm's own log of an array task (`--output=logs/%A_%a.log` under its work dir)."""
+    if not info.workdir or "_" not in info.job_id:
+        return None
+    return Path(info.workdir) / "logs" / f"{info.job_id}.log"
+
+
+def memory_kill(info: JobInfo, log_text: str | None = None) -> str | None:
+    """How Slurm said it killed this task for memory (its state, or its log's line);
+    None when it did not. `log_text`: the task log's tail (read when not given)."""
+    state = info.base_state
+    if state is SlurmState.OUT_OF_MEMORY:
+        return "OUT_OF_MEMORY"
+    if state is not SlurmState.FAILED:
+        return None
+    if log_text is None:
+        log_text = tail_text(task_log(info), lines=50)
+    for line in reversed(log_text.splitlines()):
+        if any(mark in line.lower() for mark in MEMORY_LOG_MARKS):
+            return f"FAILED, its Slurm log says: {line.strip()[:200]}"
+    return None
+
+
+def memory_reason(evidence: str, mem_gb: float | None) -> str:
+    """`killed by Slurm for exceeding its memory limit of 0.2 GB (OUT_OF_MEMORY)`."""
+    limit = f" of {mem_gb:g} GB (resources.mem_gb)" if mem_gb else ""
+    return f"killed by Slurm for exceeding its memory limit{limit} ({evidence})"
+
+
+def explain(run_dir: str, context: FailureContext, info: JobInfo | None = None) -> FailureContext:
+    """A failed run's context, with a memory kill (`info`: the scheduler's word) and, for
+    a multi-rank run, the failed rank, its host and its stderr."""
+    spec = _spec(run_dir) if run_dir else None
+    evidence = memory_kill(info) if info is not None else None
+    memory = memory_reason(evidence, spec.resources.mem_gb if spec else None) \
+        if evidence else ""
+    if memory:
+        context = dataclasses.replace(context, reason=memory)
+    if spec is None or spec.resources.tasks <= 1:
+        return context
+    ranked = rank_failure(spec, context)
+    if memory and ranked.reason != memory:
+        ranked = dataclasses.replace(ranked, reason=f"{memory}; {ranked.reason}")
+    return ranked
+
+
+def _spec(run_dir: str) -> RunSpec | None:
+    try:
+        return RunSpec.from_dict(read_json(spec_path(run_dir)))
+    except (OSError, ValueError, TypeError):
+        return None
