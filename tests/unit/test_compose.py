@@ -7,6 +7,7 @@ Hydra's basic launcher calls for each job.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import setup_globals
 from hydra.types import RunMode
 from hydra_plugins.hpcorch_launcher._compose import CachedComposer
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 
 @pytest.fixture(autouse=True)
@@ -83,6 +84,7 @@ def test_cached_configs_equal_hydras(loader: ConfigLoaderImpl, master_overrides:
             assert OmegaConf.to_yaml(view, resolve=True) == OmegaConf.to_yaml(
                 _task(theirs), resolve=True
             ), job
+        _check_plain_view(composer, job)
     # value-only jobs reuse one composition per distinct group choice
     assert composer.compositions == len(
         {tuple(o for o in j if o.split("=")[0] in ("model", "db")) for j in JOBS}
@@ -109,6 +111,27 @@ def test_reuse_modifies_the_cached_composition_in_place(loader: ConfigLoaderImpl
     composer = CachedComposer(loader, master)
     first = composer.load(["lr=0.7"], reuse=True)
     assert first is composer.load(["lr=0.8"], reuse=True)  # the child's private copy, no deepcopy
+
+
+def _check_plain_view(composer: CachedComposer, job: list[str]) -> None:
+    """The views a forked job writes hydra.yaml and sets up logging from equal OmegaConf's
+    own conversions of its config, key order included."""
+    plain = composer.plain_view(job)
+    if any(o.startswith("hydra") for o in job):
+        assert plain is None, job
+        return
+    assert plain is not None, job
+    cfg = composer.load(job)
+    with open_dict(cfg):
+        cfg.hydra.job.id = cfg.hydra.job.num = 7
+        cfg.hydra.runtime.output_dir = "/somewhere/7"
+    HydraConfig.instance().set_config(cfg)
+    expected = OmegaConf.to_container(cfg.hydra, resolve=False, enum_to_str=True)
+    assert json.dumps(plain.hydra_data(cfg)) == json.dumps(expected), job
+    logging_conf = plain.job_logging(cfg)
+    assert logging_conf is not None and "/somewhere/7/" in json.dumps(logging_conf)
+    expected = OmegaConf.to_container(cfg.hydra.job_logging, resolve=True)
+    assert json.dumps(logging_conf) == json.dumps(expected), job
 
 
 def _task(cfg):  # type: ignore[no-untyped-def]

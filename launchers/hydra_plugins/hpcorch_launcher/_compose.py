@@ -14,15 +14,26 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 from hydra.core.override_parser.types import Override
 from hydra.core.utils import JobRuntime
+from hydra_plugins.hpcorch_launcher._plainhydra import PlainHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-#: A cached composition: config, group choices, config sources, task part (or None),
-#: and the config with its job-independent Hydra fields already set (see `_prepare`).
-_Entry = tuple[DictConfig, dict[str, Any], list[Any], "DictConfig | None", DictConfig]
+
+class _Entry(NamedTuple):
+    """A cached composition."""
+
+    composed: DictConfig
+    choices: dict[str, Any]
+    sources: list[Any]
+    task_base: DictConfig | None
+    """The task part, or None when it interpolates Hydra's node."""
+    prepared: DictConfig
+    """The config with its job-independent Hydra fields already set (see `_prepare`)."""
+    plain: PlainHydra
+    """Plain-data views of the prepared Hydra node."""
 
 
 def _task_base(cfg: DictConfig) -> DictConfig | None:
@@ -65,17 +76,23 @@ class CachedComposer:
             # A job that changes the search path needs a fresh repository: let Hydra do it.
             return self._loader.load_sweep_config(self._master, list(job_overrides))
         parsed, repo, entry = self._entry(job_overrides)
-        composed, choices, sources, _, prepared = entry
         if not self._touches_hydra(job_overrides):
             # Nothing the job sets can change the job-independent fields: start from them
             # (the sweep's own Hydra overrides are already applied there).
-            cfg = prepared if reuse else copy.deepcopy(prepared)
+            cfg = entry.prepared if reuse else copy.deepcopy(entry.prepared)
             self._apply_job(cfg, parsed, repo, first=len(self._hydra_overrides))
         else:  # Hydra's order exactly: the job's own values first
-            cfg = composed if reuse else copy.deepcopy(composed)
+            cfg = entry.composed if reuse else copy.deepcopy(entry.composed)
             self._apply_job(cfg, parsed, repo)
-            self._prepare(cfg, choices, sources)
+            self._prepare(cfg, entry.choices, entry.sources)
         return self._finish(cfg, parsed)
+
+    def plain_view(self, job_overrides: list[str]) -> PlainHydra | None:
+        """Plain-data views of the job's Hydra node, exact for the config `load` returns
+        for it; None when the job's overrides touch Hydra's node."""
+        if self._needs_hydra(job_overrides) or self._touches_hydra(job_overrides):
+            return None
+        return self._entry(job_overrides)[2].plain
 
     def task_view(self, job_overrides: list[str]) -> DictConfig | None:
         """The job's task config (no `hydra` node), built without composing Hydra's node.
@@ -87,7 +104,7 @@ class CachedComposer:
         if self._needs_hydra(job_overrides) or self._touches_hydra(job_overrides):
             return None
         parsed, repo, entry = self._entry(job_overrides)
-        task_base = entry[3]
+        task_base = entry.task_base
         if task_base is None:
             return None
         task = copy.deepcopy(task_base)
@@ -158,7 +175,7 @@ class CachedComposer:
             [o for o in sweep_hydra if not o.is_sweep_override() and not self._is_group(repo, o)],
             prepared)
         self._prepare(prepared, choices, sources)
-        return cfg, choices, sources, _task_base(cfg), prepared
+        return _Entry(cfg, choices, sources, _task_base(cfg), prepared, PlainHydra(prepared))
 
     def _apply_job(self, cfg: DictConfig, parsed: list[Override], repo: Any,
                    first: int = 0) -> None:

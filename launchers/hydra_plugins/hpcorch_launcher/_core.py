@@ -80,6 +80,7 @@ class WarmExecutor:
             task_function=self.task_function,
             config=job_config(self.composer, spec.overrides, spec.num, reuse=True),
             output_dir=spec.run_dir,
+            plain=self.composer.plain_view(list(spec.overrides)),
         )
         return 0 if ret.status == JobStatus.COMPLETED else 1
 

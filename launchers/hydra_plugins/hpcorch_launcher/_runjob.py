@@ -30,6 +30,7 @@ from hydra.core.utils import (
     env_override,
 )
 from hydra.types import HydraContext, TaskFunction
+from hydra_plugins.hpcorch_launcher._plainhydra import PlainHydra, configure_job_log
 from hydra_plugins.hpcorch_launcher._yaml import save_config
 from omegaconf import DictConfig, OmegaConf, read_write
 
@@ -49,11 +50,12 @@ def _set_hydra_config(config: DictConfig) -> None:
 
 
 def run_job_in_child(task_function: TaskFunction, config: DictConfig, output_dir: str,
-                     hydra_context: HydraContext) -> JobReturn:
+                     hydra_context: HydraContext, plain: PlainHydra | None = None) -> JobReturn:
     """`hydra.core.utils.run_job` for a process that owns `config` and runs one job.
 
     `output_dir` is the job's absolute directory, `hydra.sweep.dir`/`hydra.sweep.subdir`
-    as the launcher resolved them when it planned the job.
+    as the launcher resolved them when it planned the job; `plain`, when given,
+    converts Hydra's node for hydra.yaml and the logging set-up (see _plainhydra.py).
     """
     _check_hydra_context(hydra_context)
     callbacks = hydra_context.callbacks
@@ -88,11 +90,16 @@ def run_job_in_child(task_function: TaskFunction, config: DictConfig, output_dir
         ret.working_dir = output_dir
     else:
         ret.working_dir = os.getcwd()
-    configure_log(config.hydra.job_logging, config.hydra.verbose)
+    log_conf = plain.job_logging(config) if plain is not None else None
+    if log_conf is not None:
+        configure_job_log(log_conf, config.hydra.verbose)
+    else:
+        configure_log(config.hydra.job_logging, config.hydra.verbose)
     if config.hydra.output_subdir is not None:
         hydra_output = Path(config.hydra.runtime.output_dir) / Path(config.hydra.output_subdir)
         save_config(task_cfg, "config.yaml", hydra_output)
-        save_config(hydra_cfg, "hydra.yaml", hydra_output)
+        save_config(hydra_cfg if plain is None else {"hydra": plain.hydra_data(config)},
+                    "hydra.yaml", hydra_output)
         save_config(config.hydra.overrides.task, "overrides.yaml", hydra_output)
     with env_override(hydra_cfg.hydra.job.env_set):
         callbacks.on_job_start(config=config, task_function=task_function)

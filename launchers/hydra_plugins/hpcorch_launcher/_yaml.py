@@ -67,8 +67,11 @@ def libyaml_exact(data: Any) -> bool:
 
 
 def to_yaml(cfg: Any) -> str:
-    """`OmegaConf.to_yaml(cfg)`, the same text, faster where libyaml is exact."""
-    data = OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
+    """`OmegaConf.to_yaml(cfg)`, the same text, faster where libyaml is exact. `cfg` may
+    also be the plain data `OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)`
+    gives."""
+    data = cfg if isinstance(cfg, (dict, list)) else \
+        OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
     dumper = _CDumper if _CDumper is not None and libyaml_exact(data) \
         else get_omega_conf_dumper()
     return yaml.dump(data, default_flow_style=False, allow_unicode=True, sort_keys=False,
