@@ -3,8 +3,9 @@
 Optionally a provider may define `detachable = True` when its runs live in the
 engine and survive the submitting process (then `hpcorch.detach=true` just
 submits), and `wait(timeout)`: block until something
-may have changed (a child exited, an event arrived) or `timeout` passes. The
-orchestrator then waits on it instead of sleeping between polls.
+may have changed (a child exited, an event arrived) or `timeout` passes, using
+the time to start queued runs if it likes. The orchestrator then waits on it
+instead of sleeping between polls.
 
 A provider receives RunSpecs (data) and its own typed settings, never Hydra
 objects. Every call takes a whole batch, so an engine is asked once per

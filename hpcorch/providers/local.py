@@ -103,8 +103,10 @@ class LocalProvider:
 
     Settings = LocalSettings
     name = "local"
-    poll_interval = 0.005
-    max_poll_interval = 0.05
+    # Runs start from wait() the moment a worker frees up: the orchestrator's polls only
+    # collect what finished, in batches, so they need not follow each run.
+    poll_interval = 0.05
+    max_poll_interval = 0.1
 
     def __init__(
         self, settings: LocalSettings | None = None, *, executor: Executor | None = None
@@ -117,6 +119,7 @@ class LocalProvider:
         self._finished: dict[str, RunStatus] = {}
         self._known: dict[str, RunSpec] = {}
         self._host = socket.gethostname()
+        self._frozen = False
 
     # -- contract --------------------------------------------------------
     def check(self) -> None:
@@ -196,12 +199,24 @@ class LocalProvider:
             time.sleep(0.01)
 
     def wait(self, timeout: float) -> None:
-        """Block until a running child exits (or `timeout`): a free worker is refilled at once."""
-        fds = [p.pidfd for p in self._running.values() if p.pidfd is not None]
-        if not fds:
-            time.sleep(timeout)
-            return
-        select.select(fds, [], [], timeout)
+        """Keep the workers busy for up to `timeout`: each child that exits is reaped and
+        its worker refilled at once, so runs start as fast as they end however seldom
+        the orchestrator looks; returns early once nothing runs any more."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            fds = [p.pidfd for p in self._running.values() if p.pidfd is not None]
+            if len(fds) < len(self._running) or not fds:  # no pidfds: poll by sleeping
+                time.sleep(left if not self._running else min(left, self.poll_interval))
+                if not self._running:
+                    return
+                self._reap()
+                self._pump()
+                continue
+            if select.select(fds, [], [], left)[0]:
+                self._reap()
+                self._pump()
+                if not self._running:
+                    return
 
     def close(self) -> None:
         """Leave no processes behind: runs that already wrote their record get a moment
@@ -219,6 +234,9 @@ class LocalProvider:
             ]
         )
         self._queue.clear()
+        if self._frozen:  # what the sweep left behind may be collected again
+            gc.unfreeze()
+            self._frozen = False
 
     # -- internals -------------------------------------------------------
     @staticmethod
@@ -269,12 +287,14 @@ class LocalProvider:
             sys.stderr.flush()
             # Freeze the collector's view of every object the child inherits: a garbage
             # collection in the child would otherwise touch (and so copy) all of the
-            # parent's memory, ~100 ms per run here. The parent unfreezes at once.
+            # parent's memory, ~100 ms per run here. The parent stays frozen while it has
+            # runs (unfreezing in close()): its own full collections would write to every
+            # page it shares with its running children, each write a copy-on-write fault.
             gc.freeze()
+            self._frozen = True
             pid = os.fork()
             if pid == 0:  # child: never returns
                 self._run_child(spec, out.fileno(), err.fileno())
-            gc.unfreeze()
             return _Proc(spec, pid, None, time.time())
         finally:
             out.close()

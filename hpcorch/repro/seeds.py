@@ -29,19 +29,22 @@ _SEED_MODULUS = 2**31 - 1
 STARTUP_HASH_SEED = os.environ.get("PYTHONHASHSEED", "")
 
 
-def _parsed(overrides: Sequence[str]) -> list[tuple[str, object]]:
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+def _pairs(overrides: Sequence[str], parsed: Sequence[Any] | None) -> list[tuple[str, object]]:
+    if parsed is None:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parsed = OverridesParser.create().parse_overrides(list(overrides))
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
     return [(o.key_or_group.lstrip("+~"), o.value()) for o in parsed if not o.is_delete()]
 
 
 def derive_seed(base_seed: int, overrides: Sequence[str],
-                exclude: Iterable[str] = DEFAULT_KEY_EXCLUDE) -> int:
-    """The seed of the run with these task overrides."""
+                exclude: Iterable[str] = DEFAULT_KEY_EXCLUDE,
+                parsed: Sequence[Any] | None = None) -> int:
+    """The seed of the run with these task overrides. `parsed`: the same overrides as
+    Hydra's parser returns them, when the caller has them already (parsing is slow)."""
     dropped = set(exclude)
     relevant: dict[str, object] = {}
-    for key, value in _parsed(overrides):
+    for key, value in _pairs(overrides, parsed):
         if key == SEED_OVERRIDE_KEY:
             return int(value)  # type: ignore[call-overload]
         if key.split(".")[0].split("/")[0] in dropped:

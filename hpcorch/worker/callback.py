@@ -73,10 +73,11 @@ def key_exclude(config: DictConfig) -> tuple[str, ...]:
     return tuple(value) if value is not None else DEFAULT_KEY_EXCLUDE
 
 
-def seed_for(config: DictConfig, overrides: list[str]) -> int:
-    """This run's seed: explicit `seed=` override, else derived from base seed + overrides."""
+def seed_for(config: DictConfig, overrides: list[str], parsed: Any = None) -> int:
+    """This run's seed: explicit `seed=` override, else derived from base seed + overrides
+    (`parsed`: the overrides already parsed, see derive_seed)."""
     base = OmegaConf.select(config, "seed", default=0)
-    return derive_seed(int(base or 0), overrides, key_exclude(config))
+    return derive_seed(int(base or 0), overrides, key_exclude(config), parsed)
 
 
 def _load_spec() -> RunSpec | None:

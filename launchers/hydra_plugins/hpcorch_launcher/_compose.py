@@ -63,6 +63,7 @@ class CachedComposer:
         self._repo: Any = None
         self._cache: dict[tuple[str, ...], _Entry] = {}
         self._parsed: dict[tuple[str, ...], list[Override]] = {}
+        self._keys: dict[tuple[str, ...], tuple[str, ...]] = {}
         self.compositions = 0
         """How many full compositions were needed (the rest were cache hits)."""
 
@@ -86,6 +87,10 @@ class CachedComposer:
             self._apply_job(cfg, parsed, repo)
             self._prepare(cfg, entry.choices, entry.sources)
         return self._finish(cfg, parsed)
+
+    def parsed(self, job_overrides: list[str]) -> list[Override]:
+        """The job's own overrides as Hydra's parser returns them (parsed once per job)."""
+        return self._parse(job_overrides)[0][len(self._hydra_overrides):]
 
     def plain_view(self, job_overrides: list[str]) -> PlainHydra | None:
         """Plain-data views of the job's Hydra node, exact for the config `load` returns
@@ -126,7 +131,10 @@ class CachedComposer:
 
     def _entry(self, job_overrides: list[str]) -> tuple[list[Override], Any, _Entry]:
         parsed, repo = self._parse(job_overrides)
-        key = tuple(o.input_line for o in parsed if self._is_group(repo, o))
+        key = self._keys.get(tuple(job_overrides))
+        if key is None:  # the job's group choices, remembered like its parsed overrides
+            key = tuple(o.input_line for o in parsed if self._is_group(repo, o))
+            self._keys[tuple(job_overrides)] = key
         if key not in self._cache:
             self._cache[key] = self._compose(repo, parsed)
             self.compositions += 1

@@ -112,7 +112,9 @@ def job_config(
 ) -> DictConfig:
     """The full config of job `num`, identical to the basic launcher's."""
     cfg = composer.load(list(overrides), reuse=reuse)
-    with open_dict(cfg):
+    # As the basic launcher sets them, but opening only `hydra.job`: opening the whole
+    # config rewrites a cache in every node of it (in a forked job, a page copy each).
+    with open_dict(cfg.hydra.job):
         cfg.hydra.job.id = num
         cfg.hydra.job.num = num
     return cfg
@@ -204,7 +206,7 @@ def launch(
         idx = initial_job_idx + offset
         task, run_dir = _plan_job(composer, config, overrides, idx, sweep_dir)
         data = plain(task)
-        seed = seed_for(task, list(overrides))
+        seed = seed_for(task, list(overrides), composer.parsed(list(overrides)))
         spec = RunSpec(
             run_key=run_key(
                 data,
