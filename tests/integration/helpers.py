@@ -32,7 +32,8 @@ def main(cfg):
     return {"x": float(cfg.x), "doubled": float(cfg.doubled), "num": float(hc.job.num),
             "id": str(hc.job.id), "cwd": os.getcwd(), "original_cwd": get_original_cwd(),
             "abs": to_absolute_path("data.txt"), "model": cfg.model.kind,
-            "output_dir": hc.runtime.output_dir}
+            "output_dir": hc.runtime.output_dir,
+            "flags": f"struct={OmegaConf.is_struct(cfg)} readonly={OmegaConf.is_readonly(cfg)}"}
 
 if __name__ == "__main__":
     main()

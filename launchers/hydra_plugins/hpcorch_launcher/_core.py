@@ -67,11 +67,14 @@ class WarmExecutor:
     """
 
     def __init__(
-        self, hydra_context: HydraContext, task_function: TaskFunction, composer: CachedComposer
+        self, hydra_context: HydraContext, task_function: TaskFunction, composer: CachedComposer,
+        tasks: dict[int, DictConfig] | None = None,
     ) -> None:
         self.hydra_context = hydra_context
         self.task_function = task_function
         self.composer = composer
+        self.tasks = tasks or {}
+        """Task configs planned by the launcher, by job number, where exactly Hydra's."""
 
     def __call__(self, spec: RunSpec) -> int:
         """Run the job; exit code 0 when the task function returned."""
@@ -81,6 +84,7 @@ class WarmExecutor:
             config=job_config(self.composer, spec.overrides, spec.num, reuse=True),
             output_dir=spec.run_dir,
             plain=self.composer.plain_view(list(spec.overrides)),
+            task_cfg=self.tasks.get(spec.num),
         )
         return 0 if ret.status == JobStatus.COMPLETED else 1
 
@@ -127,13 +131,14 @@ def _provider_kwargs(cls: type, **available: Any) -> dict[str, Any]:
 
 def _plan_job(
     composer: CachedComposer, master: DictConfig, overrides: Sequence[str], num: int, sweep_dir: str
-) -> tuple[DictConfig, str]:
-    """(task config, run directory) of one job, by the cheap path when it is exact."""
+) -> tuple[DictConfig, str, bool]:
+    """(task config, run directory, whether that config is exactly the one the task function
+    gets: unresolved, with the composed config's flags) of one job, cheaply where exact."""
     task = composer.task_view(list(overrides))
     subdir_node = master.hydra.sweep._get_node("subdir")
     simple_subdir = subdir_node is not None and subdir_node._value() == "${hydra.job.num}"
     if task is not None and simple_subdir:
-        return task, os.path.join(sweep_dir, str(num))
+        return task, os.path.join(sweep_dir, str(num)), True
     cfg = job_config(composer, overrides, num)
     saved = HydraConfig.instance().cfg
     try:
@@ -145,7 +150,7 @@ def _plan_job(
         with open_dict(task):
             del task["hydra"]
         # Resolve now, while this job's Hydra config is the current one.
-        return OmegaConf.create(task_config(cfg)), run_dir
+        return OmegaConf.create(task_config(cfg)), run_dir, False
     finally:
         HydraConfig.instance().cfg = saved
 
@@ -201,10 +206,11 @@ def launch(
 
     composer = get_composer(hydra_context, config)
     tasks: dict[int, DictConfig] = {}
+    exact_tasks: dict[int, DictConfig] = {}  # forked jobs hand these to the task function
     specs: list[RunSpec] = []
     for offset, overrides in enumerate(job_overrides):
         idx = initial_job_idx + offset
-        task, run_dir = _plan_job(composer, config, overrides, idx, sweep_dir)
+        task, run_dir, exact = _plan_job(composer, config, overrides, idx, sweep_dir)
         data = plain(task)
         seed = seed_for(task, list(overrides), composer.parsed(list(overrides)))
         spec = RunSpec(
@@ -229,9 +235,11 @@ def launch(
         )  # threads pinned at start
         spec = container.wrap(spec)  # inside out: providers add srun/mpirun around it
         tasks[idx] = task
+        if exact:
+            exact_tasks[idx] = task
         specs.append(spec)
 
-    executor = WarmExecutor(hydra_context, task_function, composer)
+    executor = WarmExecutor(hydra_context, task_function, composer, exact_tasks)
     provider = create_provider(
         provider_settings, **_provider_kwargs(provider_cls, executor=executor)
     )

@@ -50,12 +50,15 @@ def _set_hydra_config(config: DictConfig) -> None:
 
 
 def run_job_in_child(task_function: TaskFunction, config: DictConfig, output_dir: str,
-                     hydra_context: HydraContext, plain: PlainHydra | None = None) -> JobReturn:
+                     hydra_context: HydraContext, plain: PlainHydra | None = None,
+                     task_cfg: DictConfig | None = None) -> JobReturn:
     """`hydra.core.utils.run_job` for a process that owns `config` and runs one job.
 
     `output_dir` is the job's absolute directory, `hydra.sweep.dir`/`hydra.sweep.subdir`
     as the launcher resolved them when it planned the job; `plain`, when given,
-    converts Hydra's node for hydra.yaml and the logging set-up (see _plainhydra.py).
+    converts Hydra's node for hydra.yaml and the logging set-up (see _plainhydra.py);
+    `task_cfg`, when given, is the task config the launcher planned (`config` without
+    Hydra's node), which this process owns too.
     """
     _check_hydra_context(hydra_context)
     callbacks = hydra_context.callbacks
@@ -64,8 +67,11 @@ def run_job_in_child(task_function: TaskFunction, config: DictConfig, output_dir
     _set_hydra_config(config)
 
     ret = JobReturn()
-    task_keys = [k for k in config.keys() if k != "hydra"]
-    task_cfg = OmegaConf.masked_copy(config, task_keys)  # a copy without Hydra's node
+    if task_cfg is None:
+        task_cfg = OmegaConf.masked_copy(config, [k for k in config.keys() if k != "hydra"])
+        # Hydra's copy keeps the root's flags: a struct config stays struct for the task.
+        task_cfg._metadata.flags = dict(config._metadata.flags)
+        task_cfg._invalidate_flags_cache()
     ret.cfg = task_cfg
     hydra_cfg = HydraConfig.instance().cfg
     assert isinstance(hydra_cfg, DictConfig)
