@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hpcorch.providers.slurm.accounting import (
+    PREEMPT_GRACE_S,
     STATE_MAP,
     JobInfo,
     SlurmState,
@@ -20,24 +21,25 @@ from hpcorch.providers.slurm.accounting import (
 from hpcorch.spec import RunState
 
 # Recorded on the local Slurm 22.05 (sacct -P -n -X -D -o JobID,State,ExitCode,NodeList,Reason,
-# JobName,WorkDir), then extended with the states a single node cannot produce on demand.
+# JobName,End,WorkDir), then extended with the states a single node cannot produce on demand.
 SACCT = """\
-8_0|COMPLETED|0:0|vm|None|hpcorch-s1-a0x1|/tmp/slurm exp
-8_1|FAILED|1:0|vm|None|hpcorch-s1-a0x1|/tmp/slurm exp
-8_[2-5%2]|PENDING|0:0|None assigned|JobArrayTaskLimit|hpcorch-s1-a0x1|/tmp/slurm exp
-14_0|RUNNING|0:0|vm|None|hpcorch-s1-a0x2|/w|with|bars
-14_1|REQUEUED|0:0|vm|None|hpcorch-s1-a0x2|/w
-14_1|PENDING|0:0|None assigned|BeginTime|hpcorch-s1-a0x2|/w
-20_0|OUT_OF_MEMORY|0:125|c017|None|n|/w
-20_1|TIMEOUT|0:0|c018|None|n|/w
-20_2|CANCELLED by 1000|0:15|c019|None|n|/w
-20_3|NODE_FAIL|1:0|c020|None|n|/w
-20_4|PREEMPTED|0:15|c021|None|n|/w
-20_5|BOOT_FAIL|0:0|c022|None|n|/w
-20_6|DEADLINE|0:0|c023|None|n|/w
-20_7|REQUEUED|0:0|c024|None|n|/w
-20_8|SOME_FUTURE_STATE|0:0|c025|None|n|/w
-21|COMPLETED|0:0|c001|None|plain|/w
+8_0|COMPLETED|0:0|vm|None|hpcorch-s1-a0x1|2026-11-27T10:00:00|/tmp/slurm exp
+8_1|FAILED|1:0|vm|None|hpcorch-s1-a0x1|2026-11-27T10:00:00|/tmp/slurm exp
+8_[2-5%2]|PENDING|0:0|None assigned|JobArrayTaskLimit|hpcorch-s1-a0x1|Unknown|/tmp/slurm exp
+14_0|RUNNING|0:0|vm|None|hpcorch-s1-a0x2|Unknown|/w|with|bars
+14_1|REQUEUED|0:0|vm|None|hpcorch-s1-a0x2|2026-11-27T10:00:00|/w
+14_1|PENDING|0:0|None assigned|BeginTime|hpcorch-s1-a0x2|Unknown|/w
+20_0|OUT_OF_MEMORY|0:125|c017|None|n|2026-11-27T10:00:00|/w
+20_1|TIMEOUT|0:0|c018|None|n|2026-11-27T10:00:00|/w
+20_2|CANCELLED by 1000|0:15|c019|None|n|2026-11-27T10:00:00|/w
+20_3|NODE_FAIL|1:0|c020|None|n|2026-11-27T10:00:00|/w
+20_4|PREEMPTED|0:15|c021|None|n|2026-01-01T00:00:00|/w
+20_5|BOOT_FAIL|0:0|c022|None|n|2026-11-27T10:00:00|/w
+20_6|DEADLINE|0:0|c023|None|n|2026-11-27T10:00:00|/w
+20_7|REQUEUED|0:0|c024|None|n|2026-11-27T10:00:00|/w
+20_8|SOME_FUTURE_STATE|0:0|c025|None|n|2026-11-27T10:00:00|/w
+21|COMPLETED|0:0|c001|None|plain|2026-11-27T10:00:00|/w
+22_0|PREEMPTED|0:15|c021|None|n|2026-11-27T10:00:00|/w
 """
 
 
@@ -57,8 +59,8 @@ def test_array_tasks_and_pending_ranges(jobs: dict[str, JobInfo]) -> None:
 
 def test_cancelled_pending_tail_is_reported_as_the_bare_array_id() -> None:
     # Recorded after `scancel` of a throttled array whose tasks 1-2 never started.
-    text = ("41_0|CANCELLED by 0|0:0|vm|None|hpcorch-c-a0x9|/w\n"
-            "41|CANCELLED by 0|0:0|None assigned|JobArrayTaskLimit|hpcorch-c-a0x9|/w\n")
+    text = ("41_0|CANCELLED by 0|0:0|vm|None|hpcorch-c-a0x9|2026-11-27T10:00:00|/w\n"
+            "41|CANCELLED by 0|0:0|None assigned|JobArrayTaskLimit|hpcorch-c-a0x9|Unknown|/w\n")
     jobs = spread_array_records(parse_sacct(text), ["41_0", "41_1", "41_2"])
     assert [jobs[f"41_{i}"].run_state()[0] for i in range(3)] == [RunState.CANCELLED] * 3
     assert jobs["41_2"].job_id == "41_2"
@@ -75,12 +77,24 @@ def test_requeued_task_waiting_again_is_preempted_not_new(jobs: dict[str, JobInf
     assert "requeued" in reason
 
 
+def test_preempted_waits_for_a_requeue_then_counts_as_ended(jobs: dict[str, JobInfo]) -> None:
+    """A requeueing cluster shows the next attempt PENDING at once; a cancelling one leaves
+    the job PREEMPTED for good, and the sweep must end."""
+    info = jobs["22_0"]
+    assert info.ended is not None
+    state, reason = info.run_state(now=info.ended + 5)
+    assert state is RunState.PREEMPTED and not state.terminal and reason == "preempted"
+    state, reason = info.run_state(now=info.ended + PREEMPT_GRACE_S + 1)
+    assert state is RunState.CANCELLED and "preempted and not requeued" in reason
+    assert jobs["14_0"].ended is None  # still running: sacct says Unknown
+
+
 @pytest.mark.parametrize("job_id,state,reason_part,exit_code,signal", [
     ("20_0", RunState.FAILED, "memory", None, 125),
     ("20_1", RunState.TIMEOUT, "time limit", 0, None),
     ("20_2", RunState.CANCELLED, "cancelled by uid 1000", None, 15),
     ("20_3", RunState.FAILED, "node failed", 1, None),
-    ("20_4", RunState.PREEMPTED, "preempted", None, 15),
+    ("20_4", RunState.CANCELLED, "preempted and not requeued", None, 15),
     ("20_5", RunState.FAILED, "boot", 0, None),
     ("20_6", RunState.TIMEOUT, "deadline", 0, None),
     ("20_7", RunState.PREEMPTED, "requeued", 0, None),

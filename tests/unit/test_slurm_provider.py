@@ -74,7 +74,7 @@ class FakeSlurm:
             if array in arrays:
                 state, exit_code, node = text.split("|")
                 name, workdir = self.names.get(array, ("x", "/"))
-                lines.append(f"{job_id}|{state}|{exit_code}|{node}|None|{name}|{workdir}")
+                lines.append(f"{job_id}|{state}|{exit_code}|{node}|None|{name}|Unknown|{workdir}")
         return 0, "\n".join(lines) + "\n", ""
 
     def _squeue(self, argv: list[str]) -> tuple[int, str, str]:

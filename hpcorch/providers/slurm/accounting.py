@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
 
 from hpcorch.spec import FailureContext, RunState
@@ -132,6 +134,11 @@ STATE_MAP: dict[SlurmState, tuple[RunState, str]] = {
     SlurmState.DEADLINE: (RunState.TIMEOUT, "reached its deadline (DEADLINE)"),
 }
 
+#: Seconds a job may stay PREEMPTED before hpcorch takes it as ended: a cluster that
+#: requeues preempted jobs shows the next attempt PENDING at once; one whose PreemptMode
+#: cancels (or suspends for good) leaves it PREEMPTED, and a sweep must not wait forever.
+PREEMPT_GRACE_S = 120.0
+
 #: Earlier states that make a later PENDING a requeued (PREEMPTED) run, not a new one.
 _REQUEUE_MARKS = frozenset({SlurmState.REQUEUED, SlurmState.REQUEUE_HOLD, SlurmState.REQUEUE_FED,
                             SlurmState.PREEMPTED, SlurmState.NODE_FAIL, SlurmState.SUSPENDED})
@@ -153,6 +160,8 @@ class JobInfo:
     workdir: str = ""
     requeued: bool = False
     """An earlier attempt of this job ended REQUEUED/PREEMPTED/NODE_FAIL (sacct -D)."""
+    ended: float | None = None
+    """When this attempt ended (sacct's End, as epoch seconds), if it has."""
 
     @property
     def base_state(self) -> SlurmState | None:
@@ -163,14 +172,18 @@ class JobInfo:
         except ValueError:
             return None
 
-    def run_state(self) -> tuple[RunState, str]:
-        """The RunState and reason this job's state stands for."""
+    def run_state(self, now: float | None = None) -> tuple[RunState, str]:
+        """The RunState and reason this job's state stands for (at time `now`)."""
         base = self.base_state
         if base is None:  # a state newer than this table: keep watching, never guess an end
             return RunState.SUBMITTED, f"unrecognised Slurm state {self.state!r}"
         state, reason = STATE_MAP[base]
         if base is SlurmState.PENDING and self.requeued:
             return RunState.PREEMPTED, "requeued, waiting to start again"
+        if base is SlurmState.PREEMPTED and self.ended is not None and \
+                (time.time() if now is None else now) - self.ended > PREEMPT_GRACE_S:
+            return RunState.CANCELLED, (f"preempted and not requeued within "
+                                        f"{PREEMPT_GRACE_S:.0f} s (the cluster's PreemptMode)")
         if base is SlurmState.CANCELLED and " by " in self.state:
             reason = f"cancelled by uid {self.state.split(' by ', 1)[1].strip()}"
         return state, reason
@@ -220,7 +233,8 @@ def parse_exit_code(text: str) -> tuple[int | None, int | None]:
 
 
 #: The sacct fields hpcorch asks for, in order (WorkDir last: it may contain the separator).
-SACCT_FIELDS = ("JobID", "State", "ExitCode", "NodeList", "Reason", "JobName", "WorkDir")
+SACCT_FIELDS = ("JobID", "State", "ExitCode", "NodeList", "Reason", "JobName", "End",
+                "WorkDir")
 
 
 def parse_sacct(text: str) -> dict[str, JobInfo]:
@@ -237,7 +251,7 @@ def parse_sacct(text: str) -> dict[str, JobInfo]:
         parts = line.split("|", len(SACCT_FIELDS) - 1)
         if len(parts) < len(SACCT_FIELDS):
             continue
-        raw_id, state, exit_text, nodes, reason, name, workdir = parts
+        raw_id, state, exit_text, nodes, reason, name, end, workdir = parts
         if "." in raw_id:  # a step line (-X should prevent them)
             continue
         exit_code, signal = parse_exit_code(exit_text)
@@ -247,15 +261,18 @@ def parse_sacct(text: str) -> dict[str, JobInfo]:
             if previous is not None and previous.base_state in _REQUEUE_MARKS:
                 marked.add(job_id)
             latest[job_id] = JobInfo(job_id, state.strip(), exit_code, signal, node,
-                                     "" if reason == "None" else reason, name, workdir)
-    return {job_id: _with_mark(info, job_id in marked) for job_id, info in latest.items()}
+                                     "" if reason == "None" else reason, name, workdir,
+                                     ended=parse_time(end))
+    return {job_id: dataclasses.replace(info, requeued=True) if job_id in marked else info
+            for job_id, info in latest.items()}
 
 
-def _with_mark(info: JobInfo, requeued: bool) -> JobInfo:
-    if not requeued:
-        return info
-    return JobInfo(info.job_id, info.state, info.exit_code, info.signal, info.node, info.reason,
-                   info.name, info.workdir, requeued=True)
+def parse_time(text: str) -> float | None:
+    """sacct's `2026-11-27T14:30:05` (local time) as epoch seconds; None for `Unknown`."""
+    try:
+        return datetime.fromisoformat(text.strip()).timestamp()
+    except ValueError:
+        return None
 
 
 #: squeue --Format fields for the fallback (exit_code is a raw wait status there).
