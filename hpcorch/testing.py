@@ -135,6 +135,9 @@ class ProviderContract:
         try:
             found = provider.lookup([spec.run_key, "no-such-key"])
             assert [h.run_key for h in found] == [spec.run_key]
+            assert provider.lookup([spec.run_key], sweep_id=spec.sweep_id) == found
+            # the same experiment in another sweep directory: same key, not the same run
+            assert provider.lookup([spec.run_key], sweep_id="another-sweep") == []
         finally:
             provider.cancel([handle])
 
@@ -177,12 +180,13 @@ class FakeProvider:
             handles.append(RunHandle(self.name, spec.run_key, job_id))
         return handles
 
-    def lookup(self, run_keys: Sequence[str]) -> list[RunHandle]:
-        """Open runs with these keys."""
+    def lookup(self, run_keys: Sequence[str], sweep_id: str | None = None) -> list[RunHandle]:
+        """Open runs with these keys (of this sweep, when given)."""
         self.calls["lookup"] += 1
         wanted = set(run_keys)
         return [RunHandle(self.name, s.run_key, j) for j, s in self._specs.items()
-                if s.run_key in wanted and not self._state[j].terminal]
+                if s.run_key in wanted and not self._state[j].terminal
+                and sweep_id in (None, s.sweep_id)]
 
     def status(self, handles: Sequence[RunHandle]) -> list[RunStatus]:
         """Advance every run one step: SUBMITTED -> RUNNING -> outcome."""

@@ -140,9 +140,8 @@ class Orchestrator:
             atomic_write_json(spec_path(spec.run_dir), spec.to_dict(), durable=False)
         with _signals_raise():
             try:
-                found = {
-                    h.run_key: h for h in self.provider.lookup([s.run_key for s in plan.to_run])
-                }
+                keys = [s.run_key for s in plan.to_run]
+                found = {h.run_key: h for h in self.provider.lookup(keys, sweep_id=info.sweep_id)}
                 fresh = [s for s in plan.to_run if s.run_key not in found]
                 handles = self.provider.submit(fresh) if fresh else []
                 by_key = dict(zip((s.run_key for s in fresh), handles, strict=True))
@@ -168,8 +167,10 @@ class Orchestrator:
                 finished[_jid(spec)] = record
             else:
                 pending.append(spec)
+        sweeps = {s.sweep_id for s in pending}  # one, unless specs of several were mixed
         found = (
-            {h.run_key: h for h in self.provider.lookup([s.run_key for s in pending])}
+            {h.run_key: h for h in self.provider.lookup(
+                [s.run_key for s in pending], sweep_id=sweeps.pop() if len(sweeps) == 1 else None)}
             if pending
             else {}
         )

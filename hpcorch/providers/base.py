@@ -40,8 +40,10 @@ class Provider(Protocol):
     def submit(self, runs: Sequence[RunSpec]) -> list[RunHandle]:
         """Hand a batch of runs to the engine; one handle per run, in order."""
 
-    def lookup(self, run_keys: Sequence[str]) -> list[RunHandle]:
-        """Handles of earlier submissions of these run keys that the engine still knows."""
+    def lookup(self, run_keys: Sequence[str], sweep_id: str | None = None) -> list[RunHandle]:
+        """Handles of earlier submissions of these run keys that the engine still knows;
+        with `sweep_id`, only those submitted for that sweep (the same experiment started
+        again in another sweep directory has the same run keys, not the same runs)."""
 
     def status(self, handles: Sequence[RunHandle]) -> list[RunStatus]:
         """The state of every handle, in order; UNKNOWN for a job the engine does not know."""

@@ -149,7 +149,7 @@ class LocalProvider:
         self._pump()
         return handles
 
-    def lookup(self, run_keys: Sequence[str]) -> list[RunHandle]:
+    def lookup(self, run_keys: Sequence[str], sweep_id: str | None = None) -> list[RunHandle]:
         """Runs of this provider object still queued or running (a local run dies with
         its orchestrator's session, so there is nothing to find across processes)."""
         wanted = set(run_keys)
@@ -157,6 +157,7 @@ class LocalProvider:
             RunHandle(self.name, spec.run_key, job_id)
             for job_id, spec in self._known.items()
             if spec.run_key in wanted and job_id not in self._finished
+            and sweep_id in (None, spec.sweep_id)
         ]
 
     def status(self, handles: Sequence[RunHandle]) -> list[RunStatus]:

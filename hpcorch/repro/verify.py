@@ -87,7 +87,7 @@ class _FreshOnly:
     def __init__(self, inner: Provider) -> None:
         self._inner = inner
 
-    def lookup(self, run_keys: Sequence[str]) -> list[RunHandle]:
+    def lookup(self, run_keys: Sequence[str], sweep_id: str | None = None) -> list[RunHandle]:
         return []
 
     def __getattr__(self, name: str) -> Any:

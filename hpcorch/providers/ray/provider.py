@@ -245,7 +245,7 @@ class RayProvider:
         log.info(f"ray job {sid}: {self.url}/#/jobs/{sid}")
 
     # -- lookup / status -----------------------------------------------------------
-    def lookup(self, run_keys: Sequence[str]) -> list[RunHandle]:
+    def lookup(self, run_keys: Sequence[str], sweep_id: str | None = None) -> list[RunHandle]:
         """Runs of hpcorch jobs (found by the run keys in their metadata) that are still
         queued or running. Finished ones are not returned: a failed or stopped run must
         run again, and a succeeded one may belong to another sweep with the same run key
@@ -257,6 +257,8 @@ class RayProvider:
         jobs = sorted(self._list_jobs().items(), key=lambda kv: kv[1].get("start_time") or 0)
         for sid, job in jobs:
             meta = job.get("metadata") or {}
+            if sweep_id is not None and meta.get("hpcorch_sweep_id") != sweep_id:
+                continue  # another sweep's run of the same experiment
             if meta.get(naming.KIND_KEY) == "sweep":
                 for run_dir, spec in self._batch_specs(meta):
                     if spec["run_key"] in wanted:

@@ -46,6 +46,7 @@ from hpcorch.providers.slurm.accounting import (
 from hpcorch.providers.slurm.failure import explain
 from hpcorch.providers.slurm.pacing import QueryPacing
 from hpcorch.providers.slurm.script import (
+    JOB_PREFIX,
     ArrayPlan,
     job_name_token,
     map_data,
@@ -162,8 +163,9 @@ class SlurmProvider:
         self._pacing.submitted()
         return [handles[f"{s.sweep_id}/{s.num}"] for s in runs]
 
-    def lookup(self, run_keys: Sequence[str]) -> list[RunHandle]:
-        """Open (queued or running) jobs of these run keys, found through squeue."""
+    def lookup(self, run_keys: Sequence[str], sweep_id: str | None = None) -> list[RunHandle]:
+        """Open (queued or running) jobs of these run keys (of this sweep: its id is in
+        the job name), found through squeue."""
         wanted = set(run_keys)
         if not wanted:
             return []
@@ -173,6 +175,8 @@ class SlurmProvider:
                                 returncode=done.returncode, stderr_tail=done.stderr)
         found: dict[str, tuple[int, RunHandle]] = {}
         for job_id, job_name, workdir in parse_lookup(done.stdout):
+            if sweep_id is not None and not job_name.startswith(f"{JOB_PREFIX}{sweep_id}-"):
+                continue
             for run_key, run_dir in self._runs_of(job_id, job_name, workdir):
                 if run_key in wanted:
                     order = int(job_id.split("_", 1)[0])
