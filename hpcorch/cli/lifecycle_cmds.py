@@ -2,7 +2,7 @@
 
 They need nothing from the process that submitted the sweep: the ledger in
 the sweep directory holds every RunSpec and the provider settings, the
-engine's own metadata finds the runs again (lookup by run key), and the
+engine's own metadata finds the runs again (lookup by run key and sweep id), and the
 record files say how each finished.
 """
 
