@@ -110,11 +110,15 @@ def test_scontrol_requeue_resumes_from_the_checkpoint(ckpt_app: Path) -> None:
 
 @pytest.mark.slow
 def test_time_limit_signal_checkpoints_requeues_then_times_out(ckpt_app: Path) -> None:
-    """time_min=1 and a run that never ends: SIGUSR1 before the limit -> checkpoint ->
-    requeue (max_requeues=1) -> resumed second attempt -> no requeue left -> TIMEOUT."""
-    proc = start_sweep(ckpt_app, "resources.time_min=1", "provider.signal_grace_s=30",
+    """time_min=2 and a run that never ends: SIGUSR1 before the limit -> checkpoint ->
+    requeue (max_requeues=1) -> resumed second attempt -> no requeue left -> TIMEOUT.
+
+    Not time_min=1: Slurm may send the signal up to 60 s early (sbatch(1), --signal),
+    so with a one-minute limit it came one second after the start, before the app ran.
+    With 2 minutes and a 30 s grace it comes 30-90 s after the start."""
+    proc = start_sweep(ckpt_app, "resources.time_min=2", "provider.signal_grace_s=30",
                        "provider.max_requeues=1", "steps=100000", "step_s=1")
-    code, out = finish(proc, 420)
+    code, out = finish(proc, 480)
     assert code != 0
     run_dir = ckpt_app / "out" / "0"
     [rec] = records(ckpt_app / "out")
