@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import socket
+from typing import Any
 
 #: A Hydra app whose `fail_rank` raises (or, with `exit_code`, calls sys.exit) while the
 #: other ranks wait in a barrier: the run must fail, never hang.
@@ -45,3 +47,17 @@ def assert_ran_as_ranks(rec: dict, tasks: int, launcher: str) -> None:  # type: 
     assert [r["rank"] for r in ranks["ranks"]] == list(range(tasks))
     assert {r["state"] for r in ranks["ranks"]} == {"SUCCEEDED"}
     assert len({r["pid"] for r in ranks["ranks"]}) == tasks
+
+
+def assert_rank_failure(rec: dict, provider: str, fail_rank: int) -> dict[str, Any]:  # type: ignore[type-arg]
+    """A 2-rank CRASH_APP run whose rank `fail_rank` raised: FAILED, and its failure
+    names the provider, this host, the rank and that rank's own error; returns it."""
+    assert rec["state"] == "FAILED"
+    failure: dict[str, Any] = rec["failure"]
+    host = socket.gethostname()
+    assert failure["provider"] == provider
+    assert failure["node"] == host
+    assert failure["reason"].startswith(f"rank {fail_rank} of 2 on {host}"), failure
+    assert f"RuntimeError: boom on rank {fail_rank}" in failure["reason"]
+    assert f"boom on rank {fail_rank}" in failure["stderr_tail"]
+    return failure

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,12 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, require_service
-from tests.integration.mpi_support import CRASH_APP, assert_ran_as_ranks, mpi_available
+from tests.integration.mpi_support import (
+    CRASH_APP,
+    assert_ran_as_ranks,
+    assert_rank_failure,
+    mpi_available,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.mpi]
 
@@ -109,14 +113,7 @@ def test_rank_failure_names_rank_host_and_stderr(app_dir: Path, provider: str,
                             f"+fail_rank={fail_rank}", script="crash.py")
     assert proc.returncode != 0
     [rec] = records(sweep_dir)
-    assert rec["state"] == "FAILED"
-    failure = rec["failure"]
-    host = socket.gethostname()
-    assert failure["provider"] == provider
-    assert failure["node"] == host
-    assert failure["reason"].startswith(f"rank {fail_rank} of 2 on {host}")
-    assert f"RuntimeError: boom on rank {fail_rank}" in failure["reason"]
-    assert f"boom on rank {fail_rank}" in failure["stderr_tail"]
+    assert_rank_failure(rec, provider, fail_rank)
 
 
 @pytest.mark.parametrize("provider", ["local", "mpi"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -51,16 +52,7 @@ class _JobWritesRecord(FakeProvider):
     def submit(self, runs):  # type: ignore[no-untyped-def]
         handles = super().submit(runs)
         for spec in runs:
-            write_record(
-                RunRecord(
-                    run_key=spec.run_key,
-                    sweep_id=spec.sweep_id,
-                    num=spec.num,
-                    state=RunState.SUCCEEDED,
-                    run_dir=spec.run_dir,
-                    metrics={"m": 2.0},
-                )
-            )
+            write_record(dataclasses.replace(_ok(spec), metrics={"m": 2.0}))
         return handles
 
 
