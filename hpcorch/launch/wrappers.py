@@ -15,6 +15,21 @@ Flags that only some situations need are added only then: --allow-run-as-root
 when running as root, --oversubscribe when the ranks on a node exceed its
 slots, --overcommit for srun likewise, and the loopback-only transport when
 every rank runs on this machine.
+
+What listens where (Open MPI 4.1.4, PMIx 4.2.2, measured with `ss -ltnp`):
+
+    one host    (provider=local, provider=mpi with only localhost): nothing beyond
+                loopback. Ranks talk over shared memory (btl self,vader); mpirun's
+                PMIx listener is on 127.0.0.1 by itself; its out-of-band port, which
+                Open MPI binds to the wildcard address whatever the MCA settings, is
+                moved to 127.0.0.1 / ::1 by `hpcorch.launch.loopback`'s bind shim.
+    several hosts  (provider=mpi with hosts): what Open MPI needs to reach them.
+                mpirun and every remote orted listen on all interfaces for the
+                out-of-band channel (remote daemons connect back to mpirun), ranks
+                on different hosts use btl tcp (listening on all interfaces) or
+                whatever `provider.mpirun_args` selects; PMIx stays on loopback.
+                Narrow the interfaces used with provider.mpirun_args, e.g.
+                [--mca, oob_tcp_if_include, eth0, --mca, btl_tcp_if_include, eth0].
 """
 
 from __future__ import annotations
@@ -27,6 +42,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 
 from hpcorch.errors import ConfigError, ProviderUnavailable
+from hpcorch.launch import loopback
 from hpcorch.launch.hosts import Placement, is_local_host
 from hpcorch.spec import Resources, RunSpec
 from hpcorch.worker.ranks import PROVIDER_ENV, ranks_dir
@@ -87,6 +103,9 @@ class LaunchOptions:
     one file and still tells which rank said what (the failure context's stderr tail)."""
     python: str = sys.executable
     """The interpreter that runs the rank shim."""
+    bind_shim: str | None = None
+    """`hpcorch.launch.loopback`'s library, preloaded into a single-host mpirun so that its
+    wildcard listeners bind to loopback; `launch_argv` fills it in (None: not preloaded)."""
 
     @classmethod
     def here(cls, provider: str, **values: object) -> LaunchOptions:
@@ -118,17 +137,20 @@ def shim_argv(resources: Resources, options: LaunchOptions) -> list[str]:
 def mpirun_argv(resources: Resources, options: LaunchOptions,
                 env_names: Sequence[str] = ()) -> list[str]:
     """`mpirun -n N ...` up to (not including) the command."""
+    local = on_this_machine(options)
     argv = [options.mpirun, "-n", str(resources.tasks)]
+    if local and options.bind_shim:
+        # argv, not the job environment: the library leaves LD_PRELOAD again at start-up,
+        # so only mpirun binds to loopback, never the research code.
+        argv = ["env", f"LD_PRELOAD={loopback.preload_value(options.bind_shim)}", *argv]
     if options.as_root:
         argv.append("--allow-run-as-root")
     placement = options.placement
     if placement is not None:
         argv += ["--host", placement.host_arg(), "--map-by", "slot"]
         per_node = max(count for _, count in placement.hosts)
-        local = all(is_local_host(name) for name, _ in placement.hosts)
     else:
         per_node = resources.tasks  # no placement: every rank runs on this machine
-        local = True
     if options.slots is not None and per_node > options.slots:
         argv.append("--oversubscribe")  # Open MPI then also yields the core when idle
     elif local and options.cores is not None and per_node > options.cores:
@@ -145,6 +167,12 @@ def mpirun_argv(resources: Resources, options: LaunchOptions,
         argv += ["-x", name]
     argv += ["-x", f"{PROVIDER_ENV}={options.provider}", *options.mpirun_args]
     return argv
+
+
+def on_this_machine(options: LaunchOptions) -> bool:
+    """Every rank runs on this machine (no placement, or one naming only this host)."""
+    placement = options.placement
+    return placement is None or all(is_local_host(name) for name, _ in placement.hosts)
 
 
 def srun_argv(resources: Resources, options: LaunchOptions) -> list[str]:
@@ -194,6 +222,9 @@ def launch_argv(spec: RunSpec, options: LaunchOptions) -> list[str]:
     """The argv that starts one run, its per-rank output kept under its run directory."""
     if options.output_dir is None:
         options = replace(options, output_dir=str(ranks_dir(spec.run_dir)))
+    launcher = choose_launcher(spec.resources, options.provider)
+    if launcher is Launcher.MPIRUN and options.bind_shim is None and on_this_machine(options):
+        options = replace(options, bind_shim=loopback.shim())
     return wrap(spec.command, spec.resources, options, env_names=[k for k, _ in spec.env])
 
 

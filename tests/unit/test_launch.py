@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from hpcorch.launch import (
     Placement,
     choose_launcher,
     launch_argv,
+    loopback,
     mpirun_argv,
     parse_report,
     preflight,
@@ -119,6 +121,71 @@ def test_mpirun_on_placed_hosts() -> None:
     tail = argv[argv.index("HPCORCH_PROVIDER=mpi") + 1:]
     assert tail == ["--mca", "pml", "ucx", "/venv/bin/python", "-m", "hpcorch.worker.ranks",
                     "--gpus", "2", "--rank-devices", "0;1;2;3", "--", *CMD]
+
+
+# -- the loopback bind shim (single-host mpirun) ------------------------------------
+def test_single_host_mpirun_preloads_the_bind_shim(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LD_PRELOAD", "/usr/lib/libuser.so")
+    opts = LaunchOptions("local", bind_shim="/c/hpcorch-loopback-x.so")
+    argv = mpirun_argv(Resources(tasks=2), opts)
+    assert argv[:3] == ["env", "LD_PRELOAD=/c/hpcorch-loopback-x.so:/usr/lib/libuser.so",
+                        "mpirun"]
+    local = Placement((("localhost", 2),))
+    assert mpirun_argv(Resources(tasks=2), replace(opts, provider="mpi", placement=local))[0] \
+        == "env"
+    remote = Placement((("gpu01", 1), ("gpu02", 1)))
+    assert mpirun_argv(Resources(nodes=2, tasks=2),
+                       replace(opts, provider="mpi", placement=remote))[0] == "mpirun"
+    assert mpirun_argv(Resources(tasks=2), LaunchOptions("local"))[0] == "mpirun"
+
+
+def test_launch_argv_fills_in_the_shim_for_single_host_mpirun_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[int] = []
+    monkeypatch.setattr(loopback, "shim", lambda: asked.append(1) or "/c/hpcorch-loopback.so")
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    one = contract_spec(tmp_path, 0)
+    two = replace(one, resources=Resources(tasks=2))
+    assert launch_argv(one, LaunchOptions("local")) == list(one.command) and not asked
+    assert launch_argv(two, LaunchOptions("local"))[:2] == ["env",
+                                                            "LD_PRELOAD=/c/hpcorch-loopback.so"]
+    remote = Placement((("gpu01", 1), ("gpu02", 1)))
+    asked.clear()
+    argv = launch_argv(replace(two, resources=Resources(nodes=2, tasks=2)),
+                       LaunchOptions("mpi", placement=remote))
+    assert argv[0] == "mpirun" and not asked
+
+
+def test_preload_value_keeps_the_users_libraries_once() -> None:
+    assert loopback.preload_value("/c/hpcorch-loopback-1.so", "") == "/c/hpcorch-loopback-1.so"
+    assert loopback.preload_value("/c/hpcorch-loopback-2.so", "/a.so:/c/hpcorch-loopback-1.so") \
+        == "/c/hpcorch-loopback-2.so:/a.so"
+
+
+def test_shim_build_without_a_compiler_says_what_is_missing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(OSError, match="no C compiler"):
+        loopback.build(tmp_path)
+    failed = subprocess.CompletedProcess(["cc"], 1, "", "cc: error: bad")
+    with pytest.raises(OSError, match="cc rc=1: cc: error: bad"):
+        loopback.build(tmp_path, runner=lambda argv, **_: failed, compiler="cc")
+    assert not list(tmp_path.iterdir())  # nothing half-written is left
+
+
+def test_shim_build_is_atomic_and_reused(tmp_path: Path) -> None:
+    calls: list[list[str]] = []
+
+    def fake_cc(argv: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        calls.append(list(argv))
+        Path(argv[argv.index("-o") + 1]).write_bytes(b"ELF")
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    built = loopback.build(tmp_path, runner=fake_cc, compiler="cc")
+    assert built == loopback.library_path(tmp_path) and built.read_bytes() == b"ELF"
+    assert loopback.build(tmp_path, runner=fake_cc, compiler="cc") == built
+    assert len(calls) == 1 and [p.name for p in tmp_path.iterdir()] == [built.name]
 
 
 def test_placement_shares_devices_by_local_rank() -> None:
