@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from hpcorch.containers.inside import IMAGE_DIGEST_ENV, IMAGE_ENV, RUNTIME_ENV
 from hpcorch.containers.settings import Bind, ContainerSettings
-from hpcorch.errors import HpcorchError
+from hpcorch.errors import ConfigError, HpcorchError
 from hpcorch.spec import RunSpec
 from hpcorch.store.records import spec_path
 
@@ -100,11 +100,38 @@ _SYSTEM_PATHS = frozenset({"/", "/bin", "/dev", "/etc", "/lib", "/lib64", "/opt"
                            "/sbin", "/sys", "/usr", "/var"})
 
 
-def plan_binds(spec: RunSpec, extra: Sequence[Bind]) -> tuple[Bind, ...]:
+#: Characters that end a path inside a mount argument, by runtime: `--volume SRC:DST[:ro]`
+#: (podman, docker) splits on ':', `--bind SRC[:DST][:ro][,SRC...]` (apptainer) also on
+#: ','. A run directory holding one is mounted wrongly or not at all (measured with
+#: podman: "incorrect volume format", exit 125, only once the run had started).
+MOUNT_SEPARATORS: dict[str, tuple[str, ...]] = {"apptainer": (":", ","),
+                                                 "podman": (":",), "docker": (":",)}
+
+
+def require_mountable(key: str, path: str, runtime: str, what: str) -> None:
+    """ConfigError unless `runtime` can mount `path` (`what`, set by `key`) at its own path."""
+    bad = [c for c in MOUNT_SEPARATORS.get(runtime, (":", ",")) if c in path]
+    if bad:
+        raise ConfigError(key, path, f"{what} cannot be mounted into the container: "
+                                     f"container={runtime} splits mount arguments on "
+                                     f"{' and '.join(repr(c) for c in bad)}; allowed: a path "
+                                     f"without {' or '.join(repr(c) for c in bad)}, or "
+                                     "container=none")
+
+
+def plan_binds(spec: RunSpec, extra: Sequence[Bind], runtime: str = "") -> tuple[Bind, ...]:
     """Every mount of a run: its working directory, script and config directories and run
-    directory read-write at their own paths, then `extra`; nested duplicates dropped."""
+    directory read-write at their own paths, then `extra`; nested duplicates dropped.
+    With `runtime`, a path that runtime cannot mount is refused (ConfigError)."""
     workdir = spec.workdir or spec.run_dir
-    wanted = [Bind(p, p) for p in (workdir, *command_paths(spec.command), spec.run_dir)]
+    own = [("hydra.runtime.cwd", workdir, "the directory the sweep started in"),
+           *(("app", p, "the app's script or config directory")
+             for p in command_paths(spec.command)),
+           ("hydra.sweep.dir", spec.run_dir, "the run directory (hydra.sweep.dir/subdir)")]
+    if runtime:
+        for key, path, what in own:
+            require_mountable(key, path, runtime, what)
+    wanted = [Bind(p, p) for _, p, _ in own]
     wanted += list(extra)
     for bind in wanted:
         if os.path.normpath(bind.target) in _SYSTEM_PATHS:
@@ -142,7 +169,7 @@ def container_run(spec: RunSpec, settings: ContainerSettings,
     return ContainerRun(
         argv=inner_argv(spec.command, settings.python),
         workdir=spec.workdir or spec.run_dir,
-        binds=plan_binds(spec, settings.bind_list()),
+        binds=plan_binds(spec, settings.bind_list(), settings.name),
         env=run_env(spec, identity),
         pass_env=(*PASS_NAMES, *(p + "*" for p in PASS_PREFIXES), *settings.env),
         gpus=spec.resources.gpus,

@@ -111,6 +111,63 @@ def run_check(runtime: Runtime, identity: ImageIdentity, *, python: str = "pytho
     return report
 
 
+#: Run inside the image by `probe_mpi`: standard library only, and MPI itself is never
+#: initialised (importing mpi4py.MPI would start MPI). Works with any hpcorch in the image.
+MPI_PROBE = (
+    "import ctypes.util, importlib.metadata, importlib.util, json\n"
+    "v = ''\n"
+    "if importlib.util.find_spec('mpi4py') is not None:\n"
+    "    try:\n"
+    "        v = importlib.metadata.version('mpi4py')\n"
+    "    except Exception:\n"
+    "        v = '?'\n"
+    "print(json.dumps({'mpi4py': v, 'libmpi': ctypes.util.find_library('mpi') or ''}))\n"
+)
+
+
+@dataclass(frozen=True)
+class MpiReport:
+    """What MPI an image holds (empty strings: none)."""
+
+    mpi4py: str
+    """The mpi4py version, or ''."""
+    libmpi: str
+    """The MPI library the dynamic linker finds (`libmpi.so.40`), or ''."""
+
+    @property
+    def present(self) -> bool:
+        """Either half of MPI is there (research code may use MPI without mpi4py)."""
+        return bool(self.mpi4py or self.libmpi)
+
+    def describe(self) -> str:
+        """`mpi4py 3.1.4, libmpi.so.40`, or `no MPI (neither mpi4py nor libmpi)`."""
+        parts = [f"mpi4py {self.mpi4py}"] if self.mpi4py else []
+        parts += [self.libmpi] if self.libmpi else []
+        return ", ".join(parts) or "no MPI (neither mpi4py nor libmpi)"
+
+
+def probe_mpi(runtime: Runtime, identity: ImageIdentity, *, python: str = "python",
+              runner: CommandRunner = run_command) -> MpiReport:
+    """Ask the image whether it holds MPI, without starting MPI (one short container run).
+
+    A multi-rank run starts one process per rank inside the image, and those
+    processes can only talk to each other through an MPI library in the image.
+    """
+    run = ContainerRun(argv=(python, "-c", MPI_PROBE), workdir="/",
+                       env=((IMAGE_ENV, identity.reference), (IMAGE_DIGEST_ENV, identity.digest),
+                            (RUNTIME_ENV, identity.runtime)))
+    argv = runtime.argv(run, identity)
+    try:
+        done = runner(argv, timeout=CHECK_TIMEOUT_S)
+    except FileNotFoundError as exc:
+        raise ContainerError(f"container={runtime.name}: cannot run {argv[0]}: {exc}") from exc
+    data = _parse(done.stdout)
+    if data is None:
+        where = f"image {identity.reference!r} ({identity.digest})"
+        raise ContainerError(_diagnose(where, python, done.returncode, done.stderr or ""))
+    return MpiReport(mpi4py=str(data.get("mpi4py", "")), libmpi=str(data.get("libmpi", "")))
+
+
 def _parse(stdout: str) -> dict[str, Any] | None:
     for line in reversed((stdout or "").strip().splitlines()):
         if line.startswith("{"):

@@ -1,0 +1,133 @@
+"""Multi-rank runs need MPI in the image, and every planned mount must be mountable:
+both are refused while the sweep is planned, with one message (the real engines are in
+tests/integration/test_container_providers.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+
+import pytest
+from test_container_check import report
+from test_container_render import DIGEST, make_spec
+
+from hpcorch.containers import prepare_container
+from hpcorch.containers.base import plan_binds, require_mountable
+from hpcorch.containers.check import MPI_PROBE, MpiReport
+from hpcorch.errors import ConfigError
+from hpcorch.spec import Resources
+
+
+class ImageRunner:
+    """image inspect, the in-image check, then the MPI probe (answered with `mpi`)."""
+
+    def __init__(self, mpi: dict[str, str], probe_rc: int = 0) -> None:
+        self.calls: list[list[str]] = []
+        self.mpi = mpi
+        self.probe_rc = probe_rc
+
+    def __call__(self, argv: Sequence[str], **_: object) -> subprocess.CompletedProcess[str]:
+        self.calls.append(list(argv))
+        if argv[1:3] == ["image", "inspect"]:
+            return subprocess.CompletedProcess(argv, 0, DIGEST.removeprefix("sha256:") + " []",
+                                               "")
+        if MPI_PROBE in argv:
+            out = json.dumps(self.mpi) + "\n" if self.probe_rc == 0 else ""
+            return subprocess.CompletedProcess(argv, self.probe_rc, out, "boom\n")
+        return subprocess.CompletedProcess(argv, 0, report(), "")
+
+    def probes(self) -> int:
+        return sum(MPI_PROBE in call for call in self.calls)
+
+
+def context(runner: ImageRunner, **node: object):  # type: ignore[no-untyped-def]
+    return prepare_container({"name": "podman", "image": "hpcorch:latest", **node},
+                             workdir="/w", runner=runner, which=lambda _: "/usr/bin/podman")
+
+
+def test_a_multi_rank_run_in_an_image_without_mpi_is_refused() -> None:
+    runner = ImageRunner({"mpi4py": "", "libmpi": ""})
+    ctx = context(runner)
+    with pytest.raises(ConfigError) as err:
+        ctx.wrap(make_spec(Resources(tasks=2)))
+    assert err.value.key == "resources.tasks" and err.value.value == 2
+    assert str(err.value) == (
+        "resources.tasks=2: a run of 2 ranks inside container.image='hpcorch:latest' "
+        "(container=podman) needs MPI in the image, and it has no MPI (neither mpi4py nor "
+        "libmpi); allowed: resources.tasks=1, container=none, or an image with MPI and mpi4py")
+    # The probe never starts MPI and runs isolated like every run (no network).
+    [probe] = [c for c in runner.calls if MPI_PROBE in c]
+    assert probe[probe.index("--network") + 1] == "none"
+
+
+@pytest.mark.parametrize("mpi", [{"mpi4py": "3.1.4", "libmpi": ""},
+                                 {"mpi4py": "", "libmpi": "libmpi.so.40"}])
+def test_an_image_with_mpi_wraps_multi_rank_runs_and_is_probed_once(mpi: dict[str, str]) -> None:
+    runner = ImageRunner(mpi)
+    ctx = context(runner)
+    for _ in range(2):
+        assert ctx.wrap(make_spec(Resources(tasks=2))).command[:2] == ("podman", "run")
+    assert runner.probes() == 1
+
+
+def test_single_rank_runs_need_no_probe() -> None:
+    runner = ImageRunner({"mpi4py": "", "libmpi": ""})
+    context(runner).wrap(make_spec())
+    assert runner.probes() == 0
+
+
+def test_without_the_in_image_check_nothing_is_probed() -> None:
+    """container.check=false: the user vouches for the image; the run shows what happens."""
+    runner = ImageRunner({"mpi4py": "", "libmpi": ""})
+    context(runner, check=False).wrap(make_spec(Resources(tasks=2)))
+    assert runner.probes() == 0
+
+
+def test_a_failing_probe_says_what_failed() -> None:
+    from hpcorch.containers import ContainerError
+
+    ctx = context(ImageRunner({}, probe_rc=1))
+    with pytest.raises(ContainerError, match="failed in image 'hpcorch:latest'"):
+        ctx.wrap(make_spec(Resources(tasks=2)))
+
+
+def test_the_probe_itself_finds_this_interpreters_mpi4py() -> None:
+    """The probe's own code, run by a real interpreter (the host venv has mpi4py)."""
+    pytest.importorskip("mpi4py")
+    done = subprocess.run([sys.executable, "-c", MPI_PROBE], capture_output=True, text=True,
+                          timeout=60, check=True)
+    found = MpiReport(**json.loads(done.stdout))
+    assert found.present and found.mpi4py and found.describe().startswith("mpi4py ")
+    assert "mpi4py.MPI" not in done.stderr  # nothing initialised MPI
+
+
+def test_describe_names_what_is_missing() -> None:
+    assert MpiReport("", "").describe() == "no MPI (neither mpi4py nor libmpi)"
+    assert MpiReport("3.1.4", "libmpi.so.40").describe() == "mpi4py 3.1.4, libmpi.so.40"
+
+
+@pytest.mark.parametrize(("runtime", "path", "refused"), [
+    ("podman", "/w/a:b", True), ("docker", "/w/a:b", True), ("apptainer", "/w/a:b", True),
+    ("podman", "/w/lr=0.1,bs=2", False),  # Hydra's override_dirname subdirs hold commas
+    ("apptainer", "/w/lr=0.1,bs=2", True), ("podman", "/w/a b\tc", False),
+])
+def test_mountable_paths_by_runtime(runtime: str, path: str, refused: bool) -> None:
+    if refused:
+        with pytest.raises(ConfigError, match=f"container={runtime} splits mount arguments"):
+            require_mountable("hydra.sweep.dir", path, runtime, "the run directory")
+    else:
+        require_mountable("hydra.sweep.dir", path, runtime, "the run directory")
+
+
+def test_plan_binds_names_the_setting_of_the_unmountable_path() -> None:
+    bad = dataclasses.replace(make_spec(), run_dir="/home/alice/exp/multirun/a:b/3")
+    with pytest.raises(ConfigError) as err:
+        plan_binds(bad, [], "podman")
+    assert err.value.key == "hydra.sweep.dir" and err.value.value == bad.run_dir
+    with pytest.raises(ConfigError) as err:
+        plan_binds(dataclasses.replace(make_spec(), workdir="/x:y"), [], "podman")
+    assert err.value.key == "hydra.runtime.cwd"
+    assert plan_binds(bad, [])  # no runtime named: rendering only, nothing refused
