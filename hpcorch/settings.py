@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 from hpcorch.errors import ConfigError
 from hpcorch.identity import DEFAULT_KEY_EXCLUDE
+from hpcorch.spec import Resources
 
 T = TypeVar("T")
 
@@ -150,3 +151,25 @@ class HpcorchSettings:
         from hpcorch.repro.settings import ReproSettings  # here: hpcorch.repro imports us
 
         parse_settings(ReproSettings, self.repro, f"{prefix}.repro")
+
+
+def validate_config_nodes(cfg: Mapping[str, Any],
+                          nodes: Mapping[str, type] | None = None) -> None:
+    """Validate hpcorch's nodes of a composed config (a plain mapping), as a sweep does.
+
+    `hpcorch` and `resources` are always checked; `nodes` adds more (config key ->
+    settings dataclass), e.g. `{"provider": provider_class(name).Settings}` where the
+    caller may import providers. hpcorch's config nodes are open to Hydra (a mistyped
+    `hpcorch.detatch=true` composes), so this is where a typo becomes one ConfigError
+    naming the key and the allowed ones. Raises ConfigError; returns nothing.
+    """
+    checks: dict[str, type] = {"hpcorch": HpcorchSettings, "resources": Resources,
+                               **(nodes or {})}
+    for name, cls in checks.items():
+        value = cfg.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, Mapping):
+            allowed = ", ".join(sorted(f.name for f in dataclasses.fields(cls)))
+            raise ConfigError(name, value, f"must be a mapping of settings: {allowed}")
+        parse_settings(cls, value, name)

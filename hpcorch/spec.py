@@ -60,6 +60,10 @@ _TERMINAL = frozenset(
 )
 
 
+#: The least memory a run may ask for: 1 MiB, the unit schedulers count in.
+MIN_MEM_GB = 1 / 1024
+
+
 @dataclass(frozen=True)
 class Resources:
     """What one run needs. Providers translate it into their own terms."""
@@ -79,6 +83,9 @@ class Resources:
     rank makes the run an MPI program (see hpcorch.launch)."""
     tasks_per_node: int = 0
     """Most ranks on one node; 0 means ceil(tasks / nodes), or 1 when tasks is 0 too."""
+    oversubscribe: bool = False
+    """Allow more ranks than the machine has usable cores (local provider); off, a run of
+    more ranks than cores is refused before anything starts."""
 
     def __post_init__(self) -> None:
         # Normalise once, so every consumer sees concrete counts and a spec read back
@@ -89,15 +96,32 @@ class Resources:
             object.__setattr__(self, "tasks", self.tasks or self.nodes * per_node)
 
     def validate(self, prefix: str) -> None:
-        """Range checks, called by parse_settings: counts positive and consistent."""
+        """Range checks, called by parse_settings: counts positive and consistent, memory
+        and time limits that a scheduler reads as what was meant (`--mem=0` is a whole
+        node's memory, `--time=0` no limit at all)."""
+        import math
+
         from hpcorch.errors import ConfigError
 
-        for key in ("cpus", "nodes", "tasks", "tasks_per_node"):
+        for key in ("cpus", "nodes"):
             if getattr(self, key) < 1:
-                raise ConfigError(f"{prefix}.{key}", getattr(self, key), "must be >= 1 "
-                                  "(tasks and tasks_per_node: or 0 to derive one from the other)")
+                raise ConfigError(f"{prefix}.{key}", getattr(self, key), "must be >= 1")
+        # Negative counts first: they keep __post_init__ from deriving the other count,
+        # which would then be blamed with its harmless 0.
+        for key in ("tasks_per_node", "tasks"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{prefix}.{key}", getattr(self, key),
+                                  "must be >= 1, or 0 to derive it from the other counts")
         if self.gpus < 0:
             raise ConfigError(f"{prefix}.gpus", self.gpus, "must be >= 0")
+        if self.mem_gb is not None and not (math.isfinite(self.mem_gb)
+                                            and self.mem_gb >= MIN_MEM_GB):
+            raise ConfigError(f"{prefix}.mem_gb", self.mem_gb,
+                              "must be a finite number of GiB of at least 1/1024 (1 MiB), "
+                              "or null for the provider's default")
+        if self.time_min < 1:
+            raise ConfigError(f"{prefix}.time_min", self.time_min,
+                              "must be a whole number of minutes >= 1")
         if not self.nodes <= self.tasks <= self.nodes * self.tasks_per_node:
             raise ConfigError(f"{prefix}.tasks", self.tasks,
                               f"must be between nodes ({self.nodes}) and nodes * tasks_per_node "

@@ -14,14 +14,17 @@ from rich.console import Console
 from rich.table import Table
 
 from hpcorch.orchestrate.summary import print_summary
-from hpcorch.store.index import RunRow, StoreIndex, default_home
+from hpcorch.store.home import is_healthy, known_sweep_dirs
+from hpcorch.store.index import RunRow, StoreIndex
+from hpcorch.store.index import open_index as open_index_at
 from hpcorch.store.ledger import read_ledger
 from hpcorch.store.records import STDERR_FILE, STDOUT_FILE, meta_dir, read_record
 
 
 def open_index(args: argparse.Namespace) -> StoreIndex:
-    """The index selected by --home (or the default)."""
-    return StoreIndex(Path(args.home).expanduser() if args.home else default_home())
+    """The index selected by --home (or $HPCORCH_HOME, or the default), its directory
+    checked: ConfigError (exit 2) naming --home or HPCORCH_HOME when it is unusable."""
+    return open_index_at(args.home, key="--home")
 
 
 def refresh(index: StoreIndex, rows: list[RunRow]) -> list[RunRow]:
@@ -44,11 +47,12 @@ def refresh(index: StoreIndex, rows: list[RunRow]) -> list[RunRow]:
 
 def cmd_sweeps(args: argparse.Namespace) -> int:
     """List sweeps, newest first."""
-    sweeps = open_index(args).sweeps()
+    index = open_index(args)
+    sweeps = index.sweeps()
     if args.json:
         print(json.dumps(sweeps, indent=1))
         return 0
-    table = Table(title=f"sweeps in {open_index(args).path}", title_justify="left")
+    table = Table(title=f"sweeps in {index.path}", title_justify="left")
     for col in ("sweep", "created", "provider", "runs", "states", "directory"):
         table.add_column(col)
     for s in sweeps:
@@ -151,9 +155,12 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     index = open_index(args)
     roots = list(args.roots)
     if not roots:
+        # The sweep dirs the index registered (readable even when the index is not),
+        # their parents (sweeps beside them), and ./multirun.
+        known = known_sweep_dirs(index.home)
         roots = sorted(
             {str(Path(s["sweep_dir"]).parent) for s in _safe_sweeps(index)}
-            | {str(Path(os.getcwd()) / "multirun")}
+            | set(known) | {str(Path(os.getcwd()) / "multirun")}
         )
     n_sweeps, n_runs = index.rebuild(roots)
     print(f"rebuilt {index.path}: {n_sweeps} sweep(s), {n_runs} run(s) from {', '.join(roots)}")
@@ -161,6 +168,8 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
 
 
 def _safe_sweeps(index: StoreIndex) -> list[dict[str, Any]]:
+    if not is_healthy(index.path):  # rebuild sets it aside; reading it would repair it twice
+        return []
     try:
         return index.sweeps()
     except Exception:  # noqa: BLE001 - a broken index is exactly what rebuild repairs

@@ -25,9 +25,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from hpcorch.errors import ConfigError
 from hpcorch.launch import LaunchOptions, launch_argv, preflight, rank_failure
+from hpcorch.providers.kills import kill_reason, oom_kill_count
 from hpcorch.settings import require
-from hpcorch.spec import FailureContext, RunHandle, RunSpec, RunState, RunStatus
+from hpcorch.spec import FailureContext, Resources, RunHandle, RunSpec, RunState, RunStatus
 from hpcorch.store.records import STDERR_FILE, STDOUT_FILE, meta_dir, spec_path, tail_text
 from hpcorch.worker.forked import become_run, exit_with, signal_run
 from hpcorch.worker.ranks import PROVIDER_ENV
@@ -49,6 +51,24 @@ def usable_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+def check_rank_count(resources: Resources, cores: int | None = None) -> None:
+    """ConfigError when a run asks for more ranks than this machine's usable cores,
+    unless it opted in with `resources.oversubscribe=true`: hundreds of full Python
+    ranks on a few cores thrash the machine long before anything finishes."""
+    usable = cores or usable_cores()
+    if resources.tasks > usable and not resources.oversubscribe:
+        raise ConfigError("resources.tasks", resources.tasks,
+                          f"provider=local has {usable} usable core(s): at most {usable} "
+                          "ranks, or set resources.oversubscribe=true to start more ranks "
+                          "than cores")
+
+
+def check_ranks(runs: Sequence[RunSpec], cores: int | None = None) -> None:
+    """`check_rank_count` for every planned run."""
+    for resources in {spec.resources for spec in runs}:
+        check_rank_count(resources, cores)
 
 
 @dataclass(frozen=True)
@@ -80,6 +100,10 @@ class _Proc:
     cancelled: bool = False
     pidfd: int | None = None
     """A pollable descriptor that becomes readable when the process exits (Linux >= 5.3)."""
+    oom_kills: int | None = None
+    """The kernel's OOM-kill count when the run started (see kill_reason)."""
+    max_rss_kb: int | None = None
+    """Peak resident memory of the run's process (and the children it waited for), KiB."""
 
 
 def job_environment(spec: RunSpec, *, provider: str = "", job_id: str = "") -> dict[str, str]:
@@ -121,9 +145,14 @@ class LocalProvider:
         self._host = socket.gethostname()
         self._frozen = False
 
+    #: Checks a sweep's resources before anything is planned (the Hydra sweeper asks).
+    check_resources = staticmethod(check_rank_count)
+
     # -- contract --------------------------------------------------------
-    def check(self) -> None:
-        """Nothing to reach: the local machine is always there."""
+    def check(self, runs: Sequence[RunSpec] = ()) -> None:
+        """Nothing to reach: the local machine is always there. Given the planned runs,
+        refuses those that would start more ranks than this machine has usable cores."""
+        check_ranks(runs)
 
     def render(self, runs: Sequence[RunSpec]) -> str:
         """One shell line per run, exactly what the cold path would start."""
@@ -138,7 +167,8 @@ class LocalProvider:
 
     def submit(self, runs: Sequence[RunSpec]) -> list[RunHandle]:
         """Queue the runs and start as many as there are free workers."""
-        preflight(runs, LaunchOptions(self.name), one_machine=True)  # before anything starts
+        check_ranks(runs)  # before anything starts
+        preflight(runs, LaunchOptions(self.name), one_machine=True)
         handles = []
         for spec in runs:
             job_id = self._job_id(spec)
@@ -264,6 +294,7 @@ class LocalProvider:
                 proc.pidfd = os.pidfd_open(proc.pid)
             except (AttributeError, OSError):  # old kernel or not Linux: wait() sleeps instead
                 proc.pidfd = None
+            proc.oom_kills = oom_kill_count()
             self._running[self._job_id(spec)] = proc
 
     def _start(self, spec: RunSpec) -> _Proc:
@@ -314,18 +345,18 @@ class LocalProvider:
 
     def _reap(self) -> None:
         for job_id, proc in list(self._running.items()):
+            # wait4, not waitpid/poll: its rusage says how much memory the run had used,
+            # which is all a person learns of a run killed without a word (SIGKILL).
+            try:
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            except ChildProcessError:
+                pid, status, usage = proc.pid, 255 << 8, None
+            if pid == 0:
+                continue
+            rc = os.waitstatus_to_exitcode(status)
             if proc.popen is not None:
-                rc = proc.popen.poll()
-                if rc is None:
-                    continue
-            else:
-                try:
-                    pid, status = os.waitpid(proc.pid, os.WNOHANG)
-                except ChildProcessError:
-                    pid, status = proc.pid, 255 << 8
-                if pid == 0:
-                    continue
-                rc = os.waitstatus_to_exitcode(status)
+                proc.popen.returncode = rc  # reaped here: Popen must not wait for it again
+            proc.max_rss_kb = usage.ru_maxrss if usage is not None else None
             del self._running[job_id]
             if proc.pidfd is not None:
                 os.close(proc.pidfd)
@@ -344,7 +375,8 @@ class LocalProvider:
             node=self._host,
             exit_code=rc if rc > 0 else None,
             signal=-rc if rc < 0 else None,
-            reason="cancelled" if proc.cancelled else "",
+            reason="cancelled" if proc.cancelled else kill_reason(
+                rc, proc.oom_kills, oom_kill_count(), proc.max_rss_kb),
             stderr_tail=tail_text(meta_dir(proc.spec.run_dir) / STDERR_FILE),
         )
         state = RunState.CANCELLED if proc.cancelled else RunState.FAILED

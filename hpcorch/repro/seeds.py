@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from hpcorch.errors import ConfigError
 from hpcorch.identity import DEFAULT_KEY_EXCLUDE, canonical_json, short_hash
 
 #: The environment variable through which a job (and its child processes) learns its seed.
@@ -27,6 +28,25 @@ _SEED_MODULUS = 2**31 - 1
 #: variable only at start-up, so a warm (forked) run keeps its launcher's value even
 #: after apply_seed() exports the run's seed; the fingerprint records this one.
 STARTUP_HASH_SEED = os.environ.get("PYTHONHASHSEED", "")
+
+
+#: The largest seed every generator and PYTHONHASHSEED accept (seeds are 0 .. 2**32 - 1).
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(value: Any, key: str = SEED_OVERRIDE_KEY) -> int:
+    """`value` as a seed, or ConfigError naming `key`, the value and what is allowed.
+
+    A seed is a whole number from 0 to 2**32 - 1: PYTHONHASHSEED and numpy refuse
+    anything else (a negative seed would pass planning and fail every run at start-up),
+    and a float or a boolean would silently become another number. `None` (no seed
+    in the config) is the default base seed, 0.
+    """
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise ConfigError(key, value, f"must be a whole number from 0 to {MAX_SEED}")
+    return value
 
 
 def _pairs(overrides: Sequence[str], parsed: Sequence[Any] | None) -> list[tuple[str, object]]:
@@ -46,13 +66,14 @@ def derive_seed(base_seed: int, overrides: Sequence[str],
     relevant: dict[str, object] = {}
     for key, value in _pairs(overrides, parsed):
         if key == SEED_OVERRIDE_KEY:
-            return int(value)  # type: ignore[call-overload]
+            return check_seed(value)
         if key.split(".")[0].split("/")[0] in dropped:
             continue
         relevant[key] = value
+    base = check_seed(base_seed)
     if not relevant:
-        return int(base_seed)
-    digest = short_hash(canonical_json({"base": int(base_seed), "overrides": relevant}), 15)
+        return base
+    digest = short_hash(canonical_json({"base": base, "overrides": relevant}), 15)
     return int(digest, 16) % _SEED_MODULUS
 
 

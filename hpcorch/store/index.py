@@ -6,23 +6,68 @@ WAL mode and a busy timeout let several login-node processes share it.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
+import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from hpcorch.errors import StoreError
 from hpcorch.spec import RunSpec, RunState
+from hpcorch.store.home import (
+    HOME_ENV,
+    INDEX_FILE,
+    check_home,
+    default_home,
+    is_corruption,
+    is_healthy,
+    known_sweep_dirs,
+    remember_sweep_dir,
+    resolve_home,
+    set_aside,
+)
 from hpcorch.store.ledger import LEDGER_FILE, SweepInfo, read_ledger
 from hpcorch.store.records import META_DIR, RunRecord, read_record
+from hpcorch.store.rows import RunRow, row_from_db
 
-HOME_ENV = "HPCORCH_HOME"
-INDEX_FILE = "index.db"
+__all__ = ["HOME_ENV", "INDEX_FILE", "RunRow", "StoreIndex", "check_home", "default_home",
+           "open_index"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def open_index(home: str | Path | None = None, key: str = "hpcorch.home") -> StoreIndex:
+    """The index in `home` (else $HPCORCH_HOME, else the default), its directory checked
+    first: ConfigError naming `key` (or HPCORCH_HOME) when it is a file or unwritable.
+    Call it before anything is launched."""
+    path, setting = resolve_home(home, key)
+    return StoreIndex(check_home(path, setting))
+
+
+def _self_repairing(method: F) -> F:
+    """Run an index method; if SQLite finds the file damaged, set it aside, rebuild the
+    index from the record files, tell the user in one line, and run the method again."""
+
+    @functools.wraps(method)
+    def wrapper(self: StoreIndex, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            if not is_corruption(exc):
+                raise StoreError(f"{self.path}: {exc}") from None
+            if self._repairing:
+                raise StoreError(
+                    f"{self.path} is corrupt ({exc}) and could not be rebuilt by itself; "
+                    "`hpcorch rebuild [SWEEP_ROOT ...]` repairs it") from None
+            self.repair(str(exc))
+            return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sweeps (
@@ -56,69 +101,13 @@ CREATE INDEX IF NOT EXISTS runs_by_key ON runs(run_key, state);
 """
 
 
-def default_home(start: str | Path | None = None) -> Path:
-    """Where the index lives: $HPCORCH_HOME, else the nearest `.hpcorch` with an index
-    in the current directory or above it, else `./.hpcorch`."""
-    if os.environ.get(HOME_ENV):
-        return Path(os.environ[HOME_ENV]).expanduser().resolve()
-    here = Path(start or os.getcwd()).resolve()
-    for directory in (here, *here.parents):
-        if (directory / META_DIR / INDEX_FILE).exists():
-            return directory / META_DIR
-    return here / META_DIR
-
-
-@dataclass(frozen=True)
-class RunRow:
-    """One run as the index knows it."""
-
-    sweep_id: str
-    num: int
-    run_key: str
-    state: RunState
-    run_dir: str
-    overrides: tuple[str, ...]
-    provider: str = ""
-    job_id: str = ""
-    node: str = ""
-    started: float | None = None
-    ended: float | None = None
-    metrics: dict[str, float] | None = None
-    failure: str = ""
-
-    @property
-    def duration_s(self) -> float | None:
-        """Wall time, when known."""
-        if self.started is None or self.ended is None:
-            return None
-        return max(0.0, self.ended - self.started)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (for `--json`)."""
-        return {
-            "sweep_id": self.sweep_id,
-            "num": self.num,
-            "run_key": self.run_key,
-            "state": self.state.value,
-            "run_dir": self.run_dir,
-            "overrides": list(self.overrides),
-            "provider": self.provider,
-            "job_id": self.job_id,
-            "node": self.node,
-            "started": self.started,
-            "ended": self.ended,
-            "duration_s": self.duration_s,
-            "metrics": self.metrics or {},
-            "failure": self.failure,
-        }
-
-
 class StoreIndex:
     """The SQLite index. Opening it creates the file and schema if needed."""
 
     def __init__(self, home: str | Path) -> None:
         self.home = Path(home)
         self.path = self.home / INDEX_FILE
+        self._repairing = False
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -140,10 +129,12 @@ class StoreIndex:
             conn.close()
 
     # -- writing -----------------------------------------------------------
+    @_self_repairing
     def put_sweep(self, info: SweepInfo) -> None:
         """Insert or update a sweep and register its planned runs as PENDING (if new)."""
         now = time.time()
         with self._connect() as conn:
+            remember_sweep_dir(self.home, info.sweep_dir)
             conn.execute(
                 "INSERT INTO sweeps VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(sweep_id) DO UPDATE SET "
                 "sweep_dir=excluded.sweep_dir, provider=excluded.provider, n_runs=excluded.n_runs",
@@ -176,6 +167,7 @@ class StoreIndex:
                 ],
             )
 
+    @_self_repairing
     def set_states(self, updates: Iterable[tuple[RunSpec, RunState, str]]) -> None:
         """Record in-flight states: (spec, state, job id)."""
         now = time.time()
@@ -189,6 +181,7 @@ class StoreIndex:
                 ],
             )
 
+    @_self_repairing
     def put_records(self, records: Iterable[RunRecord]) -> None:
         """Index finished runs from their records."""
         now = time.time()
@@ -228,6 +221,7 @@ class StoreIndex:
             )
 
     # -- reading -----------------------------------------------------------
+    @_self_repairing
     def sweeps(self) -> list[dict[str, Any]]:
         """Every sweep with its run counts per state, newest first."""
         with self._connect() as conn:
@@ -274,6 +268,7 @@ class StoreIndex:
             f"sweep {ref!r} is ambiguous: " + ", ".join(s["sweep_id"] for s in candidates)
         )
 
+    @_self_repairing
     def runs(self, sweep_id: str | None = None) -> list[RunRow]:
         """The runs of one sweep (or all), in sweep order."""
         query = "SELECT * FROM runs"
@@ -283,7 +278,7 @@ class StoreIndex:
             args = (sweep_id,)
         with self._connect() as conn:
             rows = conn.execute(query + " ORDER BY sweep_id, num", args).fetchall()
-        return [_row(r) for r in rows]
+        return [row_from_db(r) for r in rows]
 
     def find_run(self, ref: str) -> RunRow:
         """A run by run key (or unique prefix), `SWEEP/NUM`, or run directory."""
@@ -305,6 +300,7 @@ class StoreIndex:
             raise StoreError(f"no run {ref!r} in {self.path} (see `hpcorch status SWEEP`)")
         return max(found, key=lambda r: (r.ended or 0.0, r.started or 0.0))
 
+    @_self_repairing
     def succeeded(self, run_keys: Iterable[str]) -> dict[str, str]:
         """Run key -> run directory of a SUCCEEDED run with that key, for the keys that have one."""
         keys = list(run_keys)
@@ -335,9 +331,11 @@ class StoreIndex:
                 for p in Path(root).rglob(f"{META_DIR}/{LEDGER_FILE}")
             }
         )
-        if self.path.exists():
-            for suffix in ("", "-wal", "-shm"):
-                Path(str(self.path) + suffix).unlink(missing_ok=True)
+        if not is_healthy(self.path):  # a damaged index is kept aside, never deleted
+            aside = set_aside(self.path)
+            print(f"hpcorch: {self.path} was corrupt; kept it as {aside}", file=sys.stderr)
+        for suffix in ("", "-wal", "-shm"):  # a sound index is derived data: replaced
+            Path(str(self.path) + suffix).unlink(missing_ok=True)
         n_runs = 0
         for sweep_dir in ledgers:
             info = read_ledger(sweep_dir)
@@ -350,35 +348,27 @@ class StoreIndex:
         return len(ledgers), n_runs
 
 
-def _row(r: tuple[Any, ...]) -> RunRow:
-    (
-        sweep_id,
-        num,
-        run_key,
-        state,
-        run_dir,
-        overrides,
-        provider,
-        job_id,
-        node,
-        started,
-        ended,
-        metrics,
-        failure,
-        _updated,
-    ) = r
-    return RunRow(
-        sweep_id=sweep_id,
-        num=num,
-        run_key=run_key,
-        state=RunState(state),
-        run_dir=run_dir,
-        overrides=tuple(json.loads(overrides)),
-        provider=provider or "",
-        job_id=job_id or "",
-        node=node or "",
-        started=started,
-        ended=ended,
-        metrics=json.loads(metrics) if metrics else None,
-        failure=failure or "",
-    )
+    def repair(self, cause: str) -> tuple[int, int]:
+        """Set a corrupt index aside and rebuild it from the sweep directories it had
+        registered (and ./multirun); says so on stderr in one line. StoreError, naming
+        `hpcorch rebuild`, when the file cannot be moved or the rebuild fails."""
+        try:
+            aside = set_aside(self.path)
+        except OSError as exc:
+            raise StoreError(
+                f"{self.path} is corrupt ({cause}) and cannot be moved aside ({exc.strerror}); "
+                "move it away, then `hpcorch rebuild [SWEEP_ROOT ...]` repairs it") from None
+        roots = [*known_sweep_dirs(self.home), str(Path(os.getcwd()) / "multirun")]
+        self._repairing = True
+        try:
+            n_sweeps, n_runs = self.rebuild(roots)
+        except (OSError, sqlite3.Error, StoreError, ValueError) as exc:
+            raise StoreError(
+                f"{self.path} was corrupt ({cause}), kept as {aside}; rebuilding it failed "
+                f"({exc}): `hpcorch rebuild [SWEEP_ROOT ...]` repairs it") from None
+        finally:
+            self._repairing = False
+        print(f"hpcorch: the index {self.path} was corrupt ({cause}); kept it as {aside} and "
+              f"rebuilt it from the record files: {n_sweeps} sweep(s), {n_runs} run(s)",
+              file=sys.stderr, flush=True)
+        return n_sweeps, n_runs

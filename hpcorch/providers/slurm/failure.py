@@ -11,9 +11,11 @@ limit". Either way the run's reason says so and names the memory it asked for.
 from __future__ import annotations
 
 import dataclasses
+import signal
 from pathlib import Path
 
 from hpcorch.launch.failure import rank_failure
+from hpcorch.providers.kills import memory_used
 from hpcorch.providers.slurm.accounting import JobInfo, SlurmState
 from hpcorch.spec import FailureContext, RunSpec
 from hpcorch.store.records import read_json, spec_path, tail_text
@@ -61,12 +63,36 @@ def explain(run_dir: str, context: FailureContext, info: JobInfo | None = None) 
         if evidence else ""
     if memory:
         context = dataclasses.replace(context, reason=memory)
+    elif context.signal == signal.SIGKILL and not context.reason.strip():
+        context = dataclasses.replace(context, reason=sigkill_reason(context, info))
     if spec is None or spec.resources.tasks <= 1:
         return context
     ranked = rank_failure(spec, context)
     if memory and ranked.reason != memory:
         ranked = dataclasses.replace(ranked, reason=f"{memory}; {ranked.reason}")
     return ranked
+
+
+def sigkill_reason(context: FailureContext, info: JobInfo | None,
+                   log_text: str | None = None) -> str:
+    """The reason of a run that ended FAILED by SIGKILL with no word from Slurm: that it
+    was SIGKILL, who sent it as far as Slurm's state and the task's log tell, and the
+    memory it had used when accounting gives it (`info.max_rss_kb`, sacct MaxRSS)."""
+    state = info.state.strip() if info is not None else ""
+    if log_text is None and info is not None:
+        log_text = tail_text(task_log(info), lines=50)
+    stepd = next((line.strip()[:200] for line in reversed((log_text or "").splitlines())
+                  if "slurmstepd" in line.lower()), "")
+    node = f" on {context.node}" if context.node else ""
+    if " by " in state:  # `CANCELLED by 1000`: Slurm names the user who did it
+        who = f"by Slurm on request ({state})"
+    elif stepd:
+        who = f"by Slurm: its Slurm log says: {stepd}"
+    else:
+        who = (f"not by a limit Slurm recorded (sacct: {state or 'no state'}): the kernel's "
+               f"OOM killer{node} or another process")
+    used = memory_used(getattr(info, "max_rss_kb", None))
+    return f"killed by SIGKILL (signal 9), {who}" + (f"; {used}" if used else "")
 
 
 def _spec(run_dir: str) -> RunSpec | None:

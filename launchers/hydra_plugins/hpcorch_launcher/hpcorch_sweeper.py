@@ -1,17 +1,30 @@
-"""The `hydra/sweeper=hpcorch` plugin: Hydra's basic sweeper, minus a second composition.
+"""The `hydra/sweeper=hpcorch` plugin: Hydra's basic sweeper, minus a second composition,
+plus hpcorch's checks of the whole sweep's settings before the first batch launches.
 
 Hydra's BasicSweeper composes every job's config once just to validate the
 batch, before the launcher composes it again. With the hpcorch launcher that
 validation happens in the launcher's planning (every job is composed or
 checked, and nothing is submitted if one fails), so it is skipped here; with
 any other launcher the basic behaviour is kept.
+
+This module also registers `hpcorch/_open_nodes` (first in hpcorch's defaults): it
+leaves the `hpcorch`, `provider`, `resources` and `container` nodes open to Hydra, so
+a mistyped `hpcorch.detatch=true` composes and hpcorch refuses it with its own message
+naming the allowed keys (Hydra's "Key 'detatch' is not in struct" names none). Hydra
+imports every public module of a plugin package when it scans for plugins, before any
+config is composed, which is why this registration lives here.
 """
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+#: hpcorch's config nodes: open to Hydra's composition, validated by hpcorch itself.
+OPEN_NODES = ("hpcorch", "provider", "resources", "container")
 
 
 @dataclass
@@ -23,17 +36,79 @@ class HpcorchSweeperConf:
     params: Optional[dict[str, str]] = field(default=None)  # noqa: UP007
 
 
-ConfigStore.instance().store(group="hydra/sweeper", name="hpcorch", node=HpcorchSweeperConf,
-                             provider="hpcorch")
+def _register() -> None:
+    store = ConfigStore.instance()
+    store.store(group="hydra/sweeper", name="hpcorch", node=HpcorchSweeperConf,
+                provider="hpcorch")
+    store.store(group="hpcorch", name="_open_nodes", package="_global_",
+                node={name: {} for name in OPEN_NODES}, provider="hpcorch")
+    # ConfigStore keeps only the root's flags; the nodes' own are set on the stored copy,
+    # which every composition deep-copies (flags included) and merges the YAML into.
+    stored = store.repo["hpcorch"]["_open_nodes.yaml"].node
+    for name in OPEN_NODES:
+        OmegaConf.set_struct(stored[name], False)
+
+
+_register()
+
+
+def check_sweep_settings(config: DictConfig) -> None:
+    """Validate the master config's hpcorch nodes, the index home and the provider's
+    resource limits, before any job is planned; raises HpcorchError (ConfigError)."""
+    from hpcorch.containers.context import load_settings
+    from hpcorch.providers import provider_class
+    from hpcorch.settings import HpcorchSettings, parse_settings, validate_config_nodes
+    from hpcorch.spec import Resources
+    from hpcorch.store.index import open_index
+
+    nodes = {name: _plain(config, name) for name in OPEN_NODES}
+    provider = nodes["provider"] if isinstance(nodes["provider"], dict) else {"name": "local"}
+    cls = provider_class(str(provider.get("name", "local")))
+    validate_config_nodes({k: v for k, v in nodes.items() if k != "container"},
+                          {"provider": cls.Settings})
+    if isinstance(nodes["container"], dict):
+        load_settings(nodes["container"])
+    settings = parse_settings(HpcorchSettings, nodes["hpcorch"] or {}, "hpcorch")
+    if not settings.dry_run:
+        open_index(settings.home)
+    check_resources = getattr(cls, "check_resources", None)
+    if callable(check_resources):
+        check_resources(parse_settings(Resources, nodes["resources"] or {}, "resources"))
+
+
+def _plain(config: DictConfig, name: str) -> Any:
+    node = config.get(name)
+    if not isinstance(node, DictConfig):
+        return node
+    try:
+        return OmegaConf.to_container(node, resolve=True)
+    except Exception:  # noqa: BLE001 - an interpolation only a job can resolve: left to the launcher
+        return None
 
 
 class HpcorchSweeper(BasicSweeper):
     """BasicSweeper whose batch validation is left to the hpcorch launcher."""
 
-    def validate_batch_is_legal(self, batch: Any) -> None:
-        """Skip the throw-away composition when the hpcorch launcher will check the batch."""
+    def sweep(self, arguments: list[str]) -> Any:
+        """Check hpcorch's settings once, then sweep as Hydra's basic sweeper does."""
+        from hpcorch.errors import ConfigError, HpcorchError
+
+        if self._hpcorch_launches() and self.config is not None:
+            try:
+                check_sweep_settings(self.config)
+            except HpcorchError as exc:
+                # One line, exit 2, as the launcher reports bad input: nothing ran yet.
+                print(f"hpcorch: error: {exc}", file=sys.stderr, flush=True)
+                raise SystemExit(2 if isinstance(exc, ConfigError) else 1) from None
+        return super().sweep(arguments)
+
+    def _hpcorch_launches(self) -> bool:
         from hydra_plugins.hpcorch_launcher.hpcorch_launcher import HpcorchLauncher
 
-        if isinstance(getattr(self, "launcher", None), HpcorchLauncher):
+        return isinstance(getattr(self, "launcher", None), HpcorchLauncher)
+
+    def validate_batch_is_legal(self, batch: Any) -> None:
+        """Skip the throw-away composition when the hpcorch launcher will check the batch."""
+        if self._hpcorch_launches():
             return
         super().validate_batch_is_legal(batch)
