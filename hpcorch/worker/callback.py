@@ -76,8 +76,12 @@ def key_exclude(config: DictConfig) -> tuple[str, ...]:
 def seed_for(config: DictConfig, overrides: list[str], parsed: Any = None) -> int:
     """This run's seed: explicit `seed=` override, else derived from base seed + overrides
     (`parsed`: the overrides already parsed, see derive_seed)."""
-    base = OmegaConf.select(config, "seed", default=0)
-    return derive_seed(int(base or 0), overrides, key_exclude(config), parsed)
+    # Validated (ConfigError naming `seed`) before anything is submitted: int() would turn
+    # 1.5 into 1 and true into 1, and a negative seed fails every run at start-up.
+    from hpcorch.repro.seeds import check_seed
+
+    base = check_seed(OmegaConf.select(config, "seed", default=None))
+    return derive_seed(base, overrides, key_exclude(config), parsed)
 
 
 def _load_spec() -> RunSpec | None:
