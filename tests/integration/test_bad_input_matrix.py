@@ -12,8 +12,10 @@ resources.cpus=-2: not repeated here.)
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -241,3 +243,130 @@ def test_oversubscription_is_allowed_when_asked(probe: Path) -> None:
                "resources.oversubscribe=true", f"hydra.sweep.dir={out}", timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert (out / "0" / ".hpcorch" / "record.json").exists()
+
+
+# -- a corrupt index: data kept, user told, index rebuilt ---------------------
+
+def _sweep_once(probe: Path, home: Path, name: str) -> Path:
+    out = probe / "out" / name
+    proc = run(probe, "-m", "x=1,2", f"hydra.sweep.dir={out}", timeout=300,
+               env={"HPCORCH_HOME": str(home)})
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def _corrupt(index: Path) -> bytes:
+    for suffix in ("-wal", "-shm"):
+        Path(str(index) + suffix).unlink(missing_ok=True)
+    garbage = b"this is no SQLite database " * 200
+    index.write_bytes(garbage)
+    return garbage
+
+
+def _cli(probe: Path, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hpcorch", *args], cwd=probe,
+                          capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "HPCORCH_HOME": str(home)})
+
+
+@pytest.mark.parametrize("command", ["status", "sweeps", "sweep-start"])
+def test_a_corrupt_index_is_kept_rebuilt_and_reported(probe: Path, tmp_path: Path,
+                                                      command: str) -> None:
+    home = tmp_path / "home"
+    out = _sweep_once(probe, home, f"corrupt-{command}")
+    index = home / "index.db"
+    garbage = _corrupt(index)
+    if command == "sweep-start":
+        proc = run(probe, "-m", "x=1,2", f"hydra.sweep.dir={out}", timeout=300,
+                   env={"HPCORCH_HOME": str(home)})
+    else:
+        proc = _cli(probe, home, command, *(["--json"] if command == "status" else []))
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    told = [line for line in proc.stderr.splitlines() if "was corrupt" in line]
+    assert len(told) == 1, proc.stderr
+    kept = sorted(home.glob("index.db.corrupt-*"))
+    assert len(kept) == 1 and kept[0].read_bytes() == garbage  # the data is kept, unchanged
+    assert str(kept[0]) in told[0] and "rebuilt it from the record files: 1 sweep(s)" in told[0]
+    # The rebuilt index knows the sweep and its two runs again.
+    status = _cli(probe, home, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    runs = json.loads(status.stdout)["runs"]
+    assert [r["state"] for r in runs] == ["SUCCEEDED", "SUCCEEDED"]
+    assert "was corrupt" not in status.stderr  # repaired once, sound since
+
+
+def test_hpcorch_rebuild_sets_a_corrupt_index_aside(probe: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    out = _sweep_once(probe, home, "corrupt-rebuild")
+    garbage = _corrupt(home / "index.db")
+    proc = _cli(probe, home, "rebuild", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "1 sweep(s), 2 run(s)" in proc.stdout
+    kept = sorted(home.glob("index.db.corrupt-*"))
+    assert len(kept) == 1 and kept[0].read_bytes() == garbage
+    assert _cli(probe, home, "status").returncode == 0
+
+
+def test_an_index_that_cannot_be_set_aside_names_hpcorch_rebuild(probe: Path,
+                                                                 tmp_path: Path) -> None:
+    """Where self-repair cannot work (here: the index is a read-only bind of a file the
+    repair may not move), the one error says that `hpcorch rebuild` repairs it."""
+    home = tmp_path / "home"
+    _sweep_once(probe, home, "corrupt-stuck")
+    index = home / "index.db"
+    _corrupt(index)
+    # A file bind-mounted onto itself cannot be renamed (EBUSY), even by root.
+    mounted = subprocess.run(["mount", "--bind", str(index), str(index)], capture_output=True,
+                             text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot bind-mount here: {mounted.stderr.strip()}")
+    try:
+        proc = _cli(probe, home, "sweeps")
+    finally:
+        subprocess.run(["umount", str(index)], check=False)
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("hpcorch: error:")]
+    assert len(errors) == 1 and "`hpcorch rebuild" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+# -- a run killed by SIGKILL: the reason says so, by whom, and its memory -------
+
+KILLED_APP = '''
+import os, signal
+import hydra
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg):
+    block = bytearray(cfg.mb * 1024 * 1024)
+    for i in range(0, len(block), 4096):  # touched, so it is resident
+        block[i] = 1
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+@pytest.mark.parametrize("warm", ["true", "false"])
+def test_a_sigkilled_run_says_sigkill_who_and_its_memory(tmp_path: Path, warm: str) -> None:
+    app = tmp_path / "killed"
+    (app / "conf").mkdir(parents=True)
+    (app / "app.py").write_text(KILLED_APP)
+    (app / "conf" / "config.yaml").write_text("defaults:\n  - hpcorch: default\n  - _self_\n"
+                                              "mb: 120\n")
+    proc = run(app, "-m", "mb=120", f"provider.warm={warm}", "hydra.sweep.dir=out",
+               timeout=300)
+    assert proc.returncode != 0
+    record = json.loads((app / "out" / "0" / ".hpcorch" / "record.json").read_text())
+    assert record["state"] == "FAILED"
+    failure = record["failure"]
+    assert failure["signal"] == 9
+    reason = failure["reason"]
+    assert reason.startswith("killed by SIGKILL (signal 9), "), reason
+    # Nobody but the run itself sent it: neither hpcorch nor (on a quiet machine) the OOM
+    # killer; either way the reason names who it can and cannot have been.
+    assert "not by hpcorch" in reason or "OOM killer" in reason, reason
+    peak = float(reason.split("it had used ")[1].split(" MiB")[0])
+    assert peak >= 120, reason  # the 120 MiB it touched, at least
