@@ -12,6 +12,7 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hpcorch.runner import CommandRunner, run_command
@@ -98,3 +99,23 @@ def code_version(directory: str, runner: CommandRunner = run_command) -> CodeVer
 def script_directory(argv0: str) -> str:
     """The directory of the running script, the place whose git state is the code version."""
     return os.path.dirname(os.path.abspath(argv0)) or os.getcwd()
+
+
+def app_code_version(script: str) -> str:
+    """The code version label of the app: its git state, plus a hash of the script
+    itself when git does not track it (else editing an untracked app would keep its
+    run keys, and reuse the records of the code it replaced)."""
+    path = os.path.abspath(script)
+    version = code_version(script_directory(path))
+    label = version.label()
+    if not version.root or not _tracked(version.root, path):
+        try:
+            label += "+app:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+        except OSError:
+            pass
+    return label
+
+
+def _tracked(root: str, path: str) -> bool:
+    done = run_command(["git", "-C", root, "ls-files", "--error-unmatch", "--", path])
+    return done.returncode == 0

@@ -55,7 +55,7 @@ def start_background_resume(info: SweepInfo, home: Path) -> int:
 
 
 def announce_detached(info: SweepInfo, n_runs: int, n_done: int) -> None:
-    """Print the sweep id and the commands that follow it."""
+    """Print the sweep id and the commands that follow it (on stderr, like every notice)."""
     sid = info.sweep_id
     done = f" ({n_done} already done)" if n_done else ""
     print(f"sweep {sid} submitted: {n_runs} run(s) on {info.provider}{done}, detached.\n"
@@ -63,5 +63,4 @@ def announce_detached(info: SweepInfo, n_runs: int, n_done: int) -> None:
           f"  hpcorch wait {sid}      # block until they finish\n"
           f"  hpcorch resume {sid}    # resubmit what did not succeed\n"
           f"  hpcorch cancel {sid}    # stop it\n"
-          f"sweep directory: {info.sweep_dir}")
-    sys.stdout.flush()
+          f"sweep directory: {info.sweep_dir}", file=sys.stderr, flush=True)

@@ -71,14 +71,12 @@ def summary_table(rows: Sequence[dict[str, Any]], *, title: str, metrics: int = 
 
 
 def print_summary(rows: Sequence[dict[str, Any]], *, title: str, metrics: int = 6,
-                  console: Console | None = None) -> None:
-    """Print `summary_table` (plain text when stdout is not a terminal)."""
-    out = console or Console(soft_wrap=False, width=None if _isatty() else 200)
+                  console: Console | None = None, stderr: bool = False) -> None:
+    """Print `summary_table` to stdout (or stderr), plain text when that is not a terminal."""
+    stream = sys.stderr if stderr else sys.stdout
+    out = console or Console(soft_wrap=False, stderr=stderr,
+                             width=None if stream.isatty() else 200)
     out.print(summary_table(rows, title=title, metrics=metrics))
-
-
-def _isatty() -> bool:
-    return sys.stdout.isatty()
 
 
 def _fmt(value: float | None) -> str:
@@ -102,7 +100,9 @@ def failure_message(record: RunRecord) -> str:
 
 
 def report(records: Sequence[RunRecord], sweep_id: str, provider: str, metrics: int = 6) -> None:
-    """Print the end-of-sweep table, what was skipped, and where to look next."""
+    """Print the end-of-sweep table, what was skipped, and where to look next, on stderr:
+    stdout belongs to the research code (a user pipes an app's output; Hydra's suites
+    count the lines it prints)."""
     counts: dict[RunState, int] = {}
     for rec in records:
         counts[rec.state] = counts.get(rec.state, 0) + 1
@@ -113,10 +113,10 @@ def report(records: Sequence[RunRecord], sweep_id: str, provider: str, metrics: 
         rows.append({"num": rec.num, "overrides": list(rec.overrides), "state": rec.state.value,
                      "duration_s": rec.duration_s, "job_id": rec.job_id,
                      "metrics": rec.metrics, "failure": failure})
-    print_summary(rows, title=f"sweep {sweep_id} on {provider}: {parts}", metrics=metrics)
+    print_summary(rows, title=f"sweep {sweep_id} on {provider}: {parts}", metrics=metrics,
+                  stderr=True)
     skipped = counts.get(RunState.SKIPPED, 0)
     if skipped:
         print(f"skipped {skipped} run(s) that already SUCCEEDED with the same run key "
-              "(hpcorch.rerun=true runs them again)")
-    print(f"details: hpcorch status {sweep_id}")
-    sys.stdout.flush()
+              "(hpcorch.rerun=true runs them again)", file=sys.stderr)
+    print(f"details: hpcorch status {sweep_id}", file=sys.stderr, flush=True)

@@ -13,6 +13,7 @@ import dataclasses
 import os
 import random
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -28,9 +29,11 @@ from hpcorch.store.index import StoreIndex
 from hpcorch.store.ledger import SweepInfo, write_ledger
 from hpcorch.store.records import (
     RunRecord,
+    archive_record,
     atomic_write_json,
     read_record,
     record_path,
+    run_record,
     spec_path,
     write_record,
 )
@@ -83,16 +86,20 @@ class Orchestrator:
         self.rerun = rerun
         self.progress_mode = progress
         self._sleep = sleep
+        self.notices: list[str] = []
+        """What planning had to say (e.g. another run's record archived), for stderr."""
 
     # -- plan --------------------------------------------------------------
     def plan(self, specs: Sequence[RunSpec]) -> Plan:
         """Split a batch into runs to submit and runs that already SUCCEEDED.
 
-        A run's own record file is the truth (it survives a crashed
-        orchestrator that never indexed it); elsewhere the index finds an
-        identical run (same run key) that succeeded in another sweep. A run
-        directory holding a failed attempt keeps that record as
-        `record.attempt-N.json` and the run is planned again as attempt N+1.
+        A record is reused only for a run with the same run key. A run's own
+        record file is the truth (it survives a crashed orchestrator that never
+        indexed it); elsewhere the index finds an identical run (same run key)
+        that succeeded in another sweep, and that run's record is read again to
+        confirm it. A run directory holding a failed attempt, or the record of
+        another run (a fixed `hydra.sweep.dir` given another config), keeps that
+        record as `record.attempt-N.json` and the run is planned as attempt N+1.
         """
         done = {} if self.rerun else self.index.succeeded(s.run_key for s in specs)
         to_run, reused = [], []
@@ -100,6 +107,7 @@ class Orchestrator:
             own = read_record(spec.run_dir)
             if (
                 own is not None
+                and own.run_key == spec.run_key
                 and own.sweep_id == spec.sweep_id
                 and own.state.ok
                 and not self.rerun
@@ -107,8 +115,16 @@ class Orchestrator:
                 reused.append((spec, own))
                 continue
             if own is not None:
-                spec = dataclasses.replace(spec, attempt=archive_record(spec.run_dir) + 1)
-            earlier = read_record(done[spec.run_key]) if spec.run_key in done else None
+                attempt = archive_record(spec.run_dir)
+                if own.run_key != spec.run_key:
+                    self.notices.append(
+                        f"#{spec.num}: {spec.run_dir} held the record of another run "
+                        f"(run key {own.run_key[:12]}, {' '.join(own.overrides) or 'no overrides'})"
+                        f"; kept as record.attempt-{attempt}.json, running this one")
+                spec = dataclasses.replace(spec, attempt=attempt + 1)
+            earlier = (
+                run_record(done[spec.run_key], spec.run_key) if spec.run_key in done else None
+            )
             if earlier is not None and earlier.state is RunState.SUCCEEDED:
                 reused.append((spec, earlier))
             else:
@@ -129,6 +145,9 @@ class Orchestrator:
         write_ledger(info)
         self.index.put_sweep(info)
         plan = self.plan(specs)
+        for notice in self.notices:
+            print(f"hpcorch: {notice}", file=sys.stderr, flush=True)
+        self.notices.clear()
         records: dict[str, RunRecord] = {}
         for spec, earlier in plan.reused:
             records[_jid(spec)] = self._reuse(spec, earlier)
@@ -162,8 +181,8 @@ class Orchestrator:
         finished: dict[str, RunRecord] = {}
         pending = []
         for spec in specs:
-            record = read_record(spec.run_dir)
-            if record is not None and record.sweep_id == spec.sweep_id and record.state.terminal:
+            record = run_record(spec.run_dir, spec.run_key, spec.sweep_id)
+            if record is not None and record.state.terminal:
                 finished[_jid(spec)] = record
             else:
                 pending.append(spec)
@@ -203,7 +222,7 @@ class Orchestrator:
                 RunState.CANCELLED,
                 FailureContext(self.provider.name, reason=reason),
             )
-            write_record(record)
+            _write_own(record)
             closed[_jid(spec)] = record
         self.index.put_records(closed.values())
         return list(closed.values())
@@ -243,12 +262,8 @@ class Orchestrator:
                     if states.get(jid) is RunState.SUBMITTED \
                             or not os.path.exists(record_files[jid]):
                         continue
-                    record = read_record(spec.run_dir)
-                    if (
-                        record is not None
-                        and record.state.terminal
-                        and record.sweep_id == spec.sweep_id
-                    ):
+                    record = run_record(spec.run_dir, spec.run_key, spec.sweep_id)
+                    if record is not None and record.state.terminal:
                         finished[jid] = self._with_handle(record, handle)
                         unindexed.append(finished[jid])
                         del open_runs[jid]
@@ -295,8 +310,8 @@ class Orchestrator:
 
     def record_for(self, spec: RunSpec, handle: RunHandle, st: RunStatus) -> RunRecord:
         """The record of a run the provider reports terminal (the job's own record wins)."""
-        record = read_record(spec.run_dir)
-        if record is not None and record.sweep_id == spec.sweep_id and record.state.terminal:
+        record = run_record(spec.run_dir, spec.run_key, spec.sweep_id)
+        if record is not None and record.state.terminal:
             return self._with_handle(record, handle, st.context)
         state = st.state
         context = st.context
@@ -309,7 +324,7 @@ class Orchestrator:
                 "(is the hpcorch callback in the app's config defaults?)",
             )
         record = self._synthesize(spec, handle, state, context)
-        write_record(record)
+        _write_own(record)
         return record
 
     def _cancel_open(
@@ -323,15 +338,15 @@ class Orchestrator:
             self.provider.cancel(handles)
         records = []
         for jid, (spec, handle) in list(open_runs.items()):
-            record = read_record(spec.run_dir)
-            if record is None or record.sweep_id != spec.sweep_id:
+            record = run_record(spec.run_dir, spec.run_key, spec.sweep_id)
+            if record is None:
                 record = self._synthesize(
                     spec,
                     handle,
                     RunState.CANCELLED,
                     FailureContext(self.provider.name, job_id=handle.job_id, reason=reason),
                 )
-                write_record(record)
+                _write_own(record)
             else:
                 del open_runs[jid]
             finished[jid] = record
@@ -398,15 +413,13 @@ class Orchestrator:
         return record
 
 
-def archive_record(run_dir: str) -> int:
-    """Keep a finished attempt's record as `record.attempt-N.json`; returns N."""
-    path = record_path(run_dir)
-    attempt = 0
-    while path.with_name(f"record.attempt-{attempt}.json").exists():
-        attempt += 1
-    if path.exists():
-        os.replace(path, path.with_name(f"record.attempt-{attempt}.json"))
-    return attempt
+def _write_own(record: RunRecord) -> None:
+    """Write a record the orchestrator made, keeping another run's record in that
+    directory as an archived attempt instead of overwriting it."""
+    there = read_record(record.run_dir)
+    if there is not None and there.run_key != record.run_key:
+        archive_record(record.run_dir)
+    write_record(record)
 
 
 def _jid(spec: RunSpec) -> str:

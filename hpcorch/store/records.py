@@ -24,6 +24,8 @@ RECORD_FILE = "record.json"
 SPEC_FILE = "spec.json"
 STDOUT_FILE = "stdout.log"
 STDERR_FILE = "stderr.log"
+RETURN_PICKLE = "return.pkl"
+"""A return value JSON cannot hold exactly, pickled by the worker for the launcher."""
 SCHEMA_VERSION = 1
 
 
@@ -173,6 +175,37 @@ def read_record(run_dir: str | Path) -> RunRecord | None:
         return RunRecord.from_dict(read_json(path))
     except (KeyError, TypeError, ValueError) as exc:
         raise StoreError(f"{path}: not a valid hpcorch run record: {exc}") from exc
+
+
+def run_record(run_dir: str | Path, run_key: str, sweep_id: str | None = None) -> RunRecord | None:
+    """The record in `run_dir` only if it is the record of run `run_key` (and of sweep
+    `sweep_id` when given): a directory reused by another run (a fixed sweep dir given
+    another config) holds a record that must never stand for this run."""
+    record = read_record(run_dir)
+    if record is None or record.run_key != run_key:
+        return None
+    if sweep_id is not None and record.sweep_id != sweep_id:
+        return None
+    return record
+
+
+#: Files of a finished attempt that must not be mistaken for the next attempt's.
+ATTEMPT_FILES = (RECORD_FILE, RETURN_PICKLE)
+
+
+def archive_record(run_dir: str | Path) -> int:
+    """Keep a finished attempt's record (and its pickled return value) as
+    `record.attempt-N.json` (`return.attempt-N.pkl`); returns N."""
+    directory = meta_dir(run_dir)
+    attempt = 0
+    while (directory / f"record.attempt-{attempt}.json").exists():
+        attempt += 1
+    for name in ATTEMPT_FILES:
+        path = directory / name
+        if path.exists():
+            stem, dot, ext = name.partition(".")
+            os.replace(path, directory / f"{stem}.attempt-{attempt}{dot}{ext}")
+    return attempt
 
 
 def tail_text(path: str | os.PathLike[str] | None, lines: int = 20,

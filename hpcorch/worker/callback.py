@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import pickle
 import socket
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -24,12 +25,13 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from hpcorch.containers.inside import container_fingerprint
-from hpcorch.identity import DEFAULT_KEY_EXCLUDE, run_key
+from hpcorch.identity import DEFAULT_KEY_EXCLUDE, app_code_version, run_key
 from hpcorch.repro.determinism import run_facts, start_run
 from hpcorch.repro.fingerprint import fingerprint
 from hpcorch.repro.seeds import derive_seed
 from hpcorch.spec import RunSpec, RunState
 from hpcorch.store.records import (
+    RETURN_PICKLE,
     ErrorInfo,
     RunRecord,
     jsonable,
@@ -41,7 +43,10 @@ from hpcorch.store.records import (
 from hpcorch.worker import ranks
 
 SPEC_ENV = "HPCORCH_SPEC"
-RETURN_PICKLE = "return.pkl"
+CALLBACK_KEY = "hpcorch"
+"""The key under `hydra.callbacks` that installs the worker callback."""
+CALLBACK_TARGET = "hpcorch.worker.callback.HpcorchCallback"
+"""Its `_target_`: hpcorch's defaults name it; the launcher adds it where they are absent."""
 
 
 def plain(node: Any) -> Any:
@@ -124,7 +129,8 @@ class HpcorchCallback(Callback):
         spec = self._spec
         cfg = task_config(config)
         fp = fingerprint()
-        code = spec.code_version if spec else fp["git"]["label"]
+        # A single run's code version is the planner's rule too, so its key is the same.
+        code = spec.code_version if spec else app_code_version(sys.argv[0])
         key = run_key(
             cfg,
             code_version=code,
@@ -144,7 +150,9 @@ class HpcorchCallback(Callback):
             _save_pickle(run_dir, value)
         hydra_job = HydraConfig.get().job
         record = RunRecord(
-            run_key=key,
+            # The planner's key is the run's identity (the orchestrator matches records by
+            # it); a job that computed another one says so in a warning below.
+            run_key=spec.run_key if spec else key,
             sweep_id=spec.sweep_id if spec else "",
             num=spec.num
             if spec

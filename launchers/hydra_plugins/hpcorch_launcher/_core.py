@@ -5,16 +5,12 @@ Imported only when a sweep actually launches (see hpcorch_launcher.py).
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import logging
 import os
 import pickle
 import re
 import sys
-import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
@@ -22,30 +18,27 @@ from hydra.core.utils import (
     JobReturn,
     JobStatus,
     configure_log,
-    filter_overrides,
     setup_globals,
 )
 from hydra.types import HydraContext, TaskFunction
 from hydra_plugins.hpcorch_launcher._compose import CachedComposer
-from hydra_plugins.hpcorch_launcher._runjob import run_job_in_child
+from hydra_plugins.hpcorch_launcher._execute import execute, prepare
+from hydra_plugins.hpcorch_launcher._runjob import changes_directory, run_job_in_child
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from hpcorch.containers import sweep_context
 from hpcorch.errors import RunFailed
-from hpcorch.identity import code_version, run_key, script_directory, short_hash
-from hpcorch.orchestrate.detach import announce_detached, start_background_resume
-from hpcorch.orchestrate.snapshot import snapshot_code
-from hpcorch.orchestrate.summary import failure_message, report
-from hpcorch.orchestrate.sweep import Orchestrator
-from hpcorch.providers import create_provider
-from hpcorch.repro.fingerprint import fingerprint
-from hpcorch.repro.settings import job_env_pairs
-from hpcorch.settings import HpcorchSettings, parse_settings
-from hpcorch.spec import Resources, RunSpec
-from hpcorch.store.index import StoreIndex, default_home
-from hpcorch.store.ledger import SweepInfo, read_ledger, write_ledger
-from hpcorch.store.records import RunRecord, meta_dir
-from hpcorch.worker.callback import RETURN_PICKLE, plain, raw_overrides, seed_for, task_config
+from hpcorch.orchestrate.summary import failure_message
+from hpcorch.spec import RunSpec
+from hpcorch.store.records import RETURN_PICKLE, RunRecord, meta_dir
+from hpcorch.worker.callback import (
+    CALLBACK_KEY,
+    CALLBACK_TARGET,
+    HpcorchCallback,
+    plain,
+    raw_overrides,
+    seed_for,
+    task_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -124,11 +117,6 @@ def job_config(
     return cfg
 
 
-def _provider_kwargs(cls: type, **available: Any) -> dict[str, Any]:
-    params = inspect.signature(cls).parameters
-    return {k: v for k, v in available.items() if k in params}
-
-
 def _plan_job(
     composer: CachedComposer, master: DictConfig, overrides: Sequence[str], num: int, sweep_dir: str
 ) -> tuple[DictConfig, str, bool]:
@@ -155,6 +143,25 @@ def _plan_job(
         HydraConfig.instance().cfg = saved
 
 
+def install_worker_callback(hydra_context: HydraContext, config: DictConfig) -> list[str]:
+    """Make sure every job runs hpcorch's worker callback (seeds, record), also in an app
+    whose config never installed it: added to this process's callbacks (forked jobs
+    inherit them); returns the override that adds it to a fresh-process job's command."""
+    if worker_callback_configured(config):
+        return []
+    callbacks = getattr(hydra_context.callbacks, "callbacks", None)
+    if isinstance(callbacks, list) and not any(isinstance(c, HpcorchCallback) for c in callbacks):
+        callbacks.append(HpcorchCallback())
+    return [f"++hydra.callbacks.{CALLBACK_KEY}._target_={CALLBACK_TARGET}"]
+
+
+def worker_callback_configured(config: DictConfig) -> bool:
+    """Whether `hydra.callbacks` already holds hpcorch's worker callback."""
+    node = OmegaConf.select(config, "hydra.callbacks", default=None) or {}
+    return any(OmegaConf.select(c, "_target_", default=None) == CALLBACK_TARGET
+               for c in node.values())
+
+
 def launch(
     hydra_context: HydraContext,
     task_function: TaskFunction,
@@ -166,43 +173,8 @@ def launch(
     setup_globals()
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     # Validate everything before anything starts.
-    settings = parse_settings(HpcorchSettings, plain(config.get("hpcorch", {})) or {}, "hpcorch")
-    provider_settings = plain(config.get("provider", {"name": "local"}))
-    from hpcorch.providers import provider_class
-
-    provider_cls = provider_class(str(provider_settings.get("name")))
-    resources = parse_settings(Resources, plain(config.get("resources", {})) or {}, "resources")
-
-    sweep_dir = os.path.abspath(str(config.hydra.sweep.dir))
-    Path(sweep_dir).mkdir(parents=True, exist_ok=True)
-    sweep_id = short_hash(sweep_dir, 10)
-    code = code_version(script_directory(sys.argv[0])).label()
-    fingerprint()  # warm the fingerprint caches once; forked runs inherit them
-    # Every run seeds numpy: import it once here, not once per forked run (~0.1-0.4 s each).
-    importlib.import_module("numpy.random")
-    # The container (if any) is checked and its image pinned once, before any spec exists.
-    container = sweep_context(
-        plain(config.get("container")),
-        key=sweep_dir,
-        app=os.path.abspath(sys.argv[0]),
-        workdir=str(config.hydra.runtime.cwd),
-        dry_run=settings.dry_run,
-    )
-
-    # Jobs that start a fresh interpreter run from a snapshot of the tracked code,
-    # so edits made after submission never reach queued runs. Warm local runs
-    # execute the code already loaded in this process and need none.
-    warm_local = (
-        provider_settings.get("name") == "local"
-        and provider_settings.get("warm", True)
-        and not settings.detach
-    )
-    snapshot = (
-        snapshot_code(sys.argv[0], sweep_dir) if settings.snapshot and not warm_local else None
-    )
-    script = snapshot.script if snapshot else os.path.abspath(sys.argv[0])
-    if settings.detach and provider_settings.get("name") == "local":
-        provider_settings = {**provider_settings, "warm": False}
+    setup = prepare(config, os.path.abspath(str(config.hydra.sweep.dir)))
+    extra = install_worker_callback(hydra_context, config)
 
     composer = get_composer(hydra_context, config)
     tasks: dict[int, DictConfig] = {}
@@ -210,84 +182,20 @@ def launch(
     specs: list[RunSpec] = []
     for offset, overrides in enumerate(job_overrides):
         idx = initial_job_idx + offset
-        task, run_dir, exact = _plan_job(composer, config, overrides, idx, sweep_dir)
-        data = plain(task)
-        seed = seed_for(task, list(overrides), composer.parsed(list(overrides)))
-        spec = RunSpec(
-            run_key=run_key(
-                data,
-                code_version=code,
-                seed=seed,
-                image=container.image,
-                exclude=settings.key_exclude,
-            ),
-            sweep_id=sweep_id,
-            num=idx,
-            overrides=tuple(overrides),
-            config=data,
-            seed=seed,
-            run_dir=run_dir,
-            command=tuple(_cold_command(config, overrides, run_dir, script, idx)),
-            resources=resources,
-            workdir=str(config.hydra.runtime.cwd),
-            code_version=code,
-            env=job_env_pairs((data.get("hpcorch") or {}).get("repro")),
-        )  # threads pinned at start
-        spec = container.wrap(spec)  # inside out: providers add srun/mpirun around it
+        task, run_dir, exact = _plan_job(composer, config, overrides, idx, setup.sweep_dir)
+        specs.append(setup.spec(
+            task=plain(task), overrides=overrides, num=idx, run_dir=run_dir,
+            seed=seed_for(task, list(overrides), composer.parsed(list(overrides))),
+            command=_cold_command(config, [*extra, *overrides], run_dir, setup.script, idx)))
         tasks[idx] = task
         if exact:
             exact_tasks[idx] = task
-        specs.append(spec)
 
     executor = WarmExecutor(hydra_context, task_function, composer, exact_tasks)
-    provider = create_provider(
-        provider_settings, **_provider_kwargs(provider_cls, executor=executor)
-    )
-    previous = read_ledger(sweep_dir)
-    info = SweepInfo(
-        sweep_id=sweep_id,
-        sweep_dir=sweep_dir,
-        provider=provider.name,
-        created=previous.created if previous else time.time(),
-        cwd=str(config.hydra.runtime.cwd),
-        argv=tuple(sys.argv),
-        app=os.path.abspath(sys.argv[0]),
-        provider_settings=provider_settings,
-    )
-    info = (previous or info).with_specs(specs)
-
-    if settings.dry_run:
-        sys.stdout.write(provider.render(specs))
-        sys.stdout.write(f"# dry run: {len(specs)} run(s) rendered, nothing submitted\n")
-        sys.stdout.flush()
-        raise SystemExit(0)
-
-    log.info(f"Launching {len(specs)} jobs on provider={provider.name} (sweep {sweep_id})")
-    for spec in specs:
-        log.info(f"\t#{spec.num} : {' '.join(filter_overrides(spec.overrides))}")
-    provider.check()
-    home = Path(settings.home).expanduser() if settings.home else default_home()
-    orchestrator = Orchestrator(
-        provider, StoreIndex(home), rerun=settings.rerun, progress=settings.progress
-    )
-    if settings.detach:
-        if getattr(provider, "detachable", False):  # the engine keeps the runs
-            done, _ = orchestrator.submit(info, specs)
-            provider.close()
-        else:  # the runs would die with this process: a background orchestrator owns them
-            write_ledger(info)
-            orchestrator.index.put_sweep(info)
-            start_background_resume(info, home)
-            done = {}
-        announce_detached(info, len(specs), len(done))
-        raise SystemExit(0)
     try:
-        records = orchestrator.run(info, specs)
+        records = execute(setup, specs, argv=tuple(sys.argv), executor=executor)
     finally:
-        provider.close()
         configure_log(config.hydra.hydra_logging, config.hydra.verbose)
-
-    report(records, sweep_id, provider.name, settings.summary_metrics)
     return [_job_return(rec, composer, tasks[rec.num], config) for rec in records]
 
 
@@ -351,7 +259,9 @@ def _job_return(
     ret = LazyJobReturn(composer, record.overrides, record.num)
     ret.overrides = list(record.overrides)
     ret.cfg = task
-    ret.working_dir = record.run_dir if master.hydra.job.chdir else str(master.hydra.runtime.cwd)
+    ret.working_dir = (
+        record.run_dir if changes_directory(master.hydra.job.chdir) else str(master.hydra.runtime.cwd)
+    )
     ret.task_name = str(master.hydra.job.name)
     if record.state.ok:
         ret.status = JobStatus.COMPLETED

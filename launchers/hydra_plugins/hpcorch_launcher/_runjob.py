@@ -49,6 +49,16 @@ def _set_hydra_config(config: DictConfig) -> None:
     HydraConfig.instance().cfg = view  # type: ignore[assignment]
 
 
+def changes_directory(chdir: bool | None) -> bool:
+    """Whether a job runs in its output dir: `hydra.job.chdir`, or when unset Hydra's rule
+    (apps below version_base 1.2 still change directory)."""
+    if chdir is not None:
+        return bool(chdir)
+    from hydra import version
+
+    return not version.base_at_least("1.2")
+
+
 def run_job_in_child(task_function: TaskFunction, config: DictConfig, output_dir: str,
                      hydra_context: HydraContext, plain: PlainHydra | None = None,
                      task_cfg: DictConfig | None = None) -> JobReturn:
@@ -80,17 +90,14 @@ def run_job_in_child(task_function: TaskFunction, config: DictConfig, output_dir
     assert isinstance(overrides, list)
     ret.overrides = overrides
     Path(output_dir).mkdir(parents=True, exist_ok=True)
-    chdir = hydra_cfg.hydra.job.chdir
-    if chdir is None:  # Hydra's rule: apps below version_base 1.2 still change directory
-        from hydra import version
+    chdir = changes_directory(hydra_cfg.hydra.job.chdir)
+    if hydra_cfg.hydra.job.chdir is None and chdir:
         from hydra.core.utils import deprecation_warning
 
-        chdir = not version.base_at_least("1.2")
-        if chdir:
-            deprecation_warning(
-                message="Future Hydra versions will no longer change working directory at job "
-                        "runtime by default.\nSee https://hydra.cc/docs/1.2/upgrades/1.1_to_1.2/"
-                        "changes_to_job_working_dir/ for more information.", stacklevel=2)
+        deprecation_warning(
+            message="Future Hydra versions will no longer change working directory at job "
+                    "runtime by default.\nSee https://hydra.cc/docs/1.2/upgrades/1.1_to_1.2/"
+                    "changes_to_job_working_dir/ for more information.", stacklevel=2)
     if chdir:
         os.chdir(output_dir)
         ret.working_dir = output_dir

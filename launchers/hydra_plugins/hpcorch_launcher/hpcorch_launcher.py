@@ -5,6 +5,7 @@ for plugin discovery in every app, so the heavy work lives in `_core`."""
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn
@@ -15,9 +16,18 @@ from omegaconf import DictConfig
 
 @dataclass
 class HpcorchLauncherConf:
-    """Launcher config; hpcorch's own settings live in the `hpcorch` and `provider` nodes."""
+    """Launcher config. An app that opted in (`- hpcorch: default`) sets hpcorch's nodes at
+    its root (`provider=slurm`); any other Hydra app sets them here, on the launcher, as
+    Hydra's launcher plugins are set: `+hydra/launcher/provider=slurm`,
+    `hydra.launcher.resources.cpus=2`, `hydra.launcher.hpcorch.rerun=true`. Being Hydra's
+    settings, they never enter the task config, its overrides or its run keys. Where both
+    are set, the launcher's node wins."""
 
     _target_: str = "hydra_plugins.hpcorch_launcher.hpcorch_launcher.HpcorchLauncher"
+    provider: Any = None
+    resources: Any = None
+    container: Any = None
+    hpcorch: Any = None
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="hpcorch", node=HpcorchLauncherConf,
@@ -27,7 +37,8 @@ ConfigStore.instance().store(group="hydra/launcher", name="hpcorch", node=Hpcorc
 class HpcorchLauncher(Launcher):
     """Hands a sweep's jobs to hpcorch's orchestrator and the selected provider."""
 
-    def __init__(self) -> None:
+    def __init__(self, **_settings: Any) -> None:
+        # The settings (HpcorchLauncherConf) are read from the sweep's config in launch().
         # Hydra scans plugin modules without registering them, so no PEP 563 here.
         self._context: "tuple[HydraContext, TaskFunction, DictConfig] | None" = None
 
