@@ -25,9 +25,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from hpcorch.errors import ConfigError
 from hpcorch.launch import LaunchOptions, launch_argv, preflight, rank_failure
 from hpcorch.providers.kills import kill_reason, oom_kill_count
+from hpcorch.providers.machine import check_rank_count, check_ranks, usable_cores
 from hpcorch.settings import require
 from hpcorch.spec import FailureContext, Resources, RunHandle, RunSpec, RunState, RunStatus
 from hpcorch.store.records import STDERR_FILE, STDOUT_FILE, meta_dir, spec_path, tail_text
@@ -44,31 +44,7 @@ JOB_ID_ENV = "HPCORCH_JOB_ID"
 #: Seconds a cancelled run gets between SIGTERM and SIGKILL (like Slurm's KillWait).
 KILL_WAIT_S = 5.0
 
-
-def usable_cores() -> int:
-    """Cores this process may run on (affinity-aware)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def check_rank_count(resources: Resources, cores: int | None = None) -> None:
-    """ConfigError when a run asks for more ranks than this machine's usable cores,
-    unless it opted in with `resources.oversubscribe=true`: hundreds of full Python
-    ranks on a few cores thrash the machine long before anything finishes."""
-    usable = cores or usable_cores()
-    if resources.tasks > usable and not resources.oversubscribe:
-        raise ConfigError("resources.tasks", resources.tasks,
-                          f"provider=local has {usable} usable core(s): at most {usable} "
-                          "ranks, or set resources.oversubscribe=true to start more ranks "
-                          "than cores")
-
-
-def check_ranks(runs: Sequence[RunSpec], cores: int | None = None) -> None:
-    """`check_rank_count` for every planned run."""
-    for resources in {spec.resources for spec in runs}:
-        check_rank_count(resources, cores)
+__all__ = ["LocalProvider", "LocalSettings", "check_rank_count", "check_ranks", "usable_cores"]
 
 
 @dataclass(frozen=True)
@@ -145,14 +121,18 @@ class LocalProvider:
         self._host = socket.gethostname()
         self._frozen = False
 
-    #: Checks a sweep's resources before anything is planned (the Hydra sweeper asks).
-    check_resources = staticmethod(check_rank_count)
+    @classmethod
+    def check_resources(cls, resources: Resources) -> None:
+        """A sweep's resources checked before anything is planned (the Hydra sweeper asks):
+        this provider's ranks share this machine's cores. Subclasses that place ranks on
+        other hosts (provider=mpi) keep their own limits, so the check is this class's."""
+        if cls.name == LocalProvider.name:
+            check_rank_count(resources)
 
     # -- contract --------------------------------------------------------
-    def check(self, runs: Sequence[RunSpec] = ()) -> None:
-        """Nothing to reach: the local machine is always there. Given the planned runs,
-        refuses those that would start more ranks than this machine has usable cores."""
-        check_ranks(runs)
+    def check(self) -> None:
+        """Nothing to reach: the local machine is always there. (Runs of more ranks than
+        usable cores are refused by `check_resources` and again in `submit`.)"""
 
     def render(self, runs: Sequence[RunSpec]) -> str:
         """One shell line per run, exactly what the cold path would start."""
@@ -167,7 +147,7 @@ class LocalProvider:
 
     def submit(self, runs: Sequence[RunSpec]) -> list[RunHandle]:
         """Queue the runs and start as many as there are free workers."""
-        check_ranks(runs)  # before anything starts
+        self._check_ranks(runs)  # before anything starts
         preflight(runs, LaunchOptions(self.name), one_machine=True)
         handles = []
         for spec in runs:
@@ -270,6 +250,10 @@ class LocalProvider:
             self._frozen = False
 
     # -- internals -------------------------------------------------------
+    def _check_ranks(self, runs: Sequence[RunSpec]) -> None:
+        if type(self).name == LocalProvider.name:  # see check_resources
+            check_ranks(runs)
+
     @staticmethod
     def _job_id(spec: RunSpec) -> str:
         return f"{spec.sweep_id}/{spec.num}"

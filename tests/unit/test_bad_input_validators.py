@@ -256,3 +256,31 @@ def test_slurm_sigkill_reason_says_who() -> None:
     unknown = sigkill_reason(context, JobInfo("7_1", "FAILED"), log_text="")
     assert "not by a limit Slurm recorded (sacct: FAILED): the kernel's OOM killer on c1" \
         in unknown
+
+
+def test_yaml_defaults_equal_the_class_defaults() -> None:
+    import dataclasses
+
+    import yaml
+
+    import hpcorch.conf
+
+    conf = Path(hpcorch.conf.__file__).parent
+    resources = yaml.safe_load((conf / "resources" / "default.yaml").read_text())
+    assert resources == {f.name: f.default for f in dataclasses.fields(Resources)}
+
+
+def test_the_rank_check_is_the_local_providers_own(tmp_path: Path) -> None:
+    """provider=mpi places ranks on its hosts: the local core count is no limit there."""
+    from hpcorch.providers.local import LocalProvider
+    from hpcorch.providers.mpi import MpiProvider
+
+    many = Resources(tasks=10_000)
+    with pytest.raises(ConfigError, match=r"resources.tasks=10000"):
+        LocalProvider.check_resources(many)
+    MpiProvider.check_resources(many)
+    spec = RunSpec(run_key="k", sweep_id="s", num=0, overrides=(), config={}, seed=0,
+                   run_dir=str(tmp_path / "x"), command=("python",), resources=many)
+    with pytest.raises(ConfigError, match=r"resources.tasks=10000"):
+        LocalProvider().submit([spec])  # refused before anything starts
+    assert not (tmp_path / "x").exists()
