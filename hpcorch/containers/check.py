@@ -1,16 +1,19 @@
 """The preflight: run `hpcorch container check --inside` in the pinned image, judge the answer.
 
 It proves, once per sweep and before anything is submitted, that the image
-has Python, has the same hpcorch version as the submitting side, and can
-import the research code, and it turns each way of failing into one clear
-error (no Python, no hpcorch, other version, code that does not import).
+has Python, has the same hpcorch as the submitting side (version and code),
+and can import the research code, and it turns each way of failing into one
+clear error (no Python, no hpcorch, other version or code, code that does
+not import). It also finds out whether the image holds MPI.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import hpcorch
@@ -38,6 +41,27 @@ class Runtime(Protocol):
 
 
 @dataclass(frozen=True)
+class MpiReport:
+    """What MPI an image holds (empty strings: none)."""
+
+    mpi4py: str = ""
+    """The mpi4py version, or ''."""
+    libmpi: str = ""
+    """The MPI library the dynamic linker finds (`libmpi.so.40`), or ''."""
+
+    @property
+    def present(self) -> bool:
+        """Either half of MPI is there (research code may use MPI without mpi4py)."""
+        return bool(self.mpi4py or self.libmpi)
+
+    def describe(self) -> str:
+        """`mpi4py 3.1.4, libmpi.so.40`, or `no MPI (neither mpi4py nor libmpi)`."""
+        parts = [f"mpi4py {self.mpi4py}"] if self.mpi4py else []
+        parts += [self.libmpi] if self.libmpi else []
+        return ", ".join(parts) or "no MPI (neither mpi4py nor libmpi)"
+
+
+@dataclass(frozen=True)
 class CheckReport:
     """What the image said about itself."""
 
@@ -51,6 +75,8 @@ class CheckReport:
     app: str = ""
     app_ok: bool | None = None
     app_error: str = ""
+    mpi: MpiReport = field(default_factory=MpiReport)
+    """The image's MPI (multi-rank runs need it)."""
 
     def lines(self) -> list[str]:
         """Human-readable lines, one fact each."""
@@ -62,6 +88,7 @@ class CheckReport:
         if self.app:
             out.append(f"app       {self.app}: "
                        + ("imports" if self.app_ok else f"does NOT import: {self.app_error}"))
+        out.append(f"mpi       {self.mpi.describe()}")
         return out
 
 
@@ -108,52 +135,66 @@ def run_check(runtime: Runtime, identity: ImageIdentity, *, python: str = "pytho
         raise ContainerError(f"{where}: the research code {report.app} does not import inside "
                              f"the image: {report.app_error} (add its dependencies to "
                              "containers/requirements.txt and rebuild)")
-    return report
+    return replace(report, mpi=probe_image(runtime, identity, python=python, runner=runner))
 
 
-#: Run inside the image by `probe_mpi`: standard library only, and MPI itself is never
-#: initialised (importing mpi4py.MPI would start MPI). Works with any hpcorch in the image.
-MPI_PROBE = (
-    "import ctypes.util, importlib.metadata, importlib.util, json\n"
-    "v = ''\n"
-    "if importlib.util.find_spec('mpi4py') is not None:\n"
-    "    try:\n"
-    "        v = importlib.metadata.version('mpi4py')\n"
-    "    except Exception:\n"
-    "        v = '?'\n"
-    "print(json.dumps({'mpi4py': v, 'libmpi': ctypes.util.find_library('mpi') or ''}))\n"
-)
+def code_hashes(root: str) -> dict[str, str]:
+    """sha256 of every .py file of a package directory, by path relative to it.
 
-
-@dataclass(frozen=True)
-class MpiReport:
-    """What MPI an image holds (empty strings: none)."""
-
-    mpi4py: str
-    """The mpi4py version, or ''."""
-    libmpi: str
-    """The MPI library the dynamic linker finds (`libmpi.so.40`), or ''."""
-
-    @property
-    def present(self) -> bool:
-        """Either half of MPI is there (research code may use MPI without mpi4py)."""
-        return bool(self.mpi4py or self.libmpi)
-
-    def describe(self) -> str:
-        """`mpi4py 3.1.4, libmpi.so.40`, or `no MPI (neither mpi4py nor libmpi)`."""
-        parts = [f"mpi4py {self.mpi4py}"] if self.mpi4py else []
-        parts += [self.libmpi] if self.libmpi else []
-        return ", ".join(parts) or "no MPI (neither mpi4py nor libmpi)"
-
-
-def probe_mpi(runtime: Runtime, identity: ImageIdentity, *, python: str = "python",
-              runner: CommandRunner = run_command) -> MpiReport:
-    """Ask the image whether it holds MPI, without starting MPI (one short container run).
-
-    A multi-rank run starts one process per rank inside the image, and those
-    processes can only talk to each other through an MPI library in the image.
+    Its source is also sent into the image (IMAGE_PROBE), so both sides hash alike.
     """
-    run = ContainerRun(argv=(python, "-c", MPI_PROBE), workdir="/",
+    import hashlib
+    import os
+
+    out = {}
+    for base, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(files):
+            if name.endswith(".py"):
+                path = os.path.join(base, name)
+                with open(path, "rb") as handle:
+                    out[os.path.relpath(path, root)] = hashlib.sha256(handle.read()).hexdigest()
+    return out
+
+
+#: Run inside the image after the check, with the standard library only (so it works with
+#: any hpcorch there): the image's hpcorch code, and whether it holds MPI. MPI itself is
+#: never started (importing mpi4py.MPI would initialise it).
+IMAGE_PROBE = inspect.getsource(code_hashes) + """
+import ctypes.util, importlib.metadata, importlib.util, json
+mpi4py = ""
+if importlib.util.find_spec("mpi4py") is not None:
+    try:
+        mpi4py = importlib.metadata.version("mpi4py")
+    except Exception:
+        mpi4py = "?"
+found = importlib.util.find_spec("hpcorch")
+roots = list(found.submodule_search_locations or []) if found else []
+print(json.dumps({"mpi4py": mpi4py, "libmpi": ctypes.util.find_library("mpi") or "",
+                  "hpcorch_files": code_hashes(roots[0]) if roots else {}}))
+"""
+
+
+@functools.lru_cache(maxsize=1)
+def _own_code() -> dict[str, str]:
+    return code_hashes(os.path.dirname(os.path.abspath(hpcorch.__file__)))
+
+
+def differing_files(image: dict[str, str], here: dict[str, str]) -> list[str]:
+    """hpcorch files that differ between the image and this side (or exist on one only)."""
+    return sorted(k for k in set(image) | set(here) if image.get(k) != here.get(k))
+
+
+def probe_image(runtime: Runtime, identity: ImageIdentity, *, python: str = "python",
+                runner: CommandRunner = run_command) -> MpiReport:
+    """One short run of IMAGE_PROBE in the image: refuse an image whose hpcorch is other
+    code than this side's, and return the MPI it holds.
+
+    The version alone does not tell: an image built before hpcorch's code changed has
+    the same version, and its worker then fails every run after submission (seen: "the
+    job exited 0 but wrote no run record") or, worse, seeds or records differently.
+    """
+    run = ContainerRun(argv=(python, "-c", IMAGE_PROBE), workdir="/",
                        env=((IMAGE_ENV, identity.reference), (IMAGE_DIGEST_ENV, identity.digest),
                             (RUNTIME_ENV, identity.runtime)))
     argv = runtime.argv(run, identity)
@@ -161,10 +202,18 @@ def probe_mpi(runtime: Runtime, identity: ImageIdentity, *, python: str = "pytho
         done = runner(argv, timeout=CHECK_TIMEOUT_S)
     except FileNotFoundError as exc:
         raise ContainerError(f"container={runtime.name}: cannot run {argv[0]}: {exc}") from exc
+    where = f"image {identity.reference!r} ({identity.digest})"
     data = _parse(done.stdout)
     if data is None:
-        where = f"image {identity.reference!r} ({identity.digest})"
         raise ContainerError(_diagnose(where, python, done.returncode, done.stderr or ""))
+    files = data.get("hpcorch_files")
+    differ = differing_files(files if isinstance(files, dict) else {}, _own_code())
+    if differ:
+        shown = ", ".join(differ[:5]) + (f" and {len(differ) - 5} more" if len(differ) > 5 else "")
+        raise ContainerError(
+            f"{where} holds other hpcorch code than the submitting side ({hpcorch.__version__} "
+            f"at {os.path.dirname(os.path.abspath(hpcorch.__file__))}): {len(differ)} file(s) "
+            f"differ ({shown}); rebuild the image (containers/build.sh)")
     return MpiReport(mpi4py=str(data.get("mpi4py", "")), libmpi=str(data.get("libmpi", "")))
 
 

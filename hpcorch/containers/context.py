@@ -15,12 +15,12 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from hpcorch.containers.apptainer import ApptainerRuntime
 from hpcorch.containers.base import ContainerError, ImageIdentity, container_run
-from hpcorch.containers.check import CheckReport, MpiReport, probe_mpi, run_check
+from hpcorch.containers.check import CheckReport, run_check
 from hpcorch.containers.oci import OciRuntime
 from hpcorch.containers.settings import ContainerSettings
 from hpcorch.errors import ConfigError
@@ -56,9 +56,6 @@ class ExecutionContext:
     runtime: Runtime | None = None
     identity: ImageIdentity | None = None
     report: CheckReport | None = None
-    runner: CommandRunner = field(default=run_command, compare=False, repr=False)
-    _mpi: dict[str, MpiReport] = field(default_factory=dict, compare=False, repr=False)
-    """The image's MPI, probed on the first multi-rank run (by digest)."""
 
     @property
     def image(self) -> str | None:
@@ -77,33 +74,20 @@ class ExecutionContext:
         return dataclasses.replace(spec, command=tuple(self.runtime.argv(run, self.identity)),
                                    image=self.image)
 
-
-    def mpi(self) -> MpiReport | None:
-        """The image's MPI (probed once); None when the sweep skips the in-image check
-        (`container.check=false`, a dry run)."""
-        if self.runtime is None or self.identity is None or self.report is None:
-            return None
-        digest = self.identity.digest
-        if digest not in self._mpi:
-            self._mpi[digest] = probe_mpi(self.runtime, self.identity,
-                                          python=self.settings.python, runner=self.runner)
-        return self._mpi[digest]
-
     def _require_mpi(self, tasks: int) -> None:
         """Refuse a multi-rank run the image cannot hold: every rank runs inside the image,
         and without MPI there the ranks fail one by one after submission (measured: the
         hpcorch image has no mpi4py, and `train.py resources.tasks=2` died with
         ModuleNotFoundError on every provider)."""
-        found = self.mpi()
-        if found is None or found.present:
-            return
+        if self.report is None or self.report.mpi.present:
+            return  # container.check=false or a dry run: not known, the run will tell
         assert self.identity is not None
         raise ConfigError(
             "resources.tasks", tasks,
             f"a run of {tasks} ranks inside container.image={self.identity.reference!r} "
             f"(container={self.settings.name}) needs MPI in the image, and it has "
-            f"{found.describe()}; allowed: resources.tasks=1, container=none, or an image "
-            "with MPI and mpi4py")
+            f"{self.report.mpi.describe()}; allowed: resources.tasks=1, container=none, or an "
+            "image with MPI and mpi4py")
 
 
 def prepare_container(node: Mapping[str, Any] | None, *, app: str | None = None,
@@ -145,7 +129,7 @@ def prepare_container(node: Mapping[str, Any] | None, *, app: str | None = None,
     if settings.check and not dry_run:
         report = run_check(runtime, identity, python=settings.python, app=app,
                            workdir=workdir, runner=runner)
-    return ExecutionContext(settings, runtime, identity, report, runner)
+    return ExecutionContext(settings, runtime, identity, report)
 
 
 _SWEEP_CONTEXTS: dict[str, tuple[ExecutionContext, bool]] = {}

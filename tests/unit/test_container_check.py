@@ -16,7 +16,7 @@ import hpcorch
 from hpcorch.cli import main as cli_main
 from hpcorch.containers import ContainerError, load_settings, make_runtime, prepare_container
 from hpcorch.containers.base import ImageIdentity
-from hpcorch.containers.check import check_argv, run_check
+from hpcorch.containers.check import IMAGE_PROBE, check_argv, code_hashes, run_check
 from hpcorch.containers.inside import inside_report, os_release
 
 IDENTITY = ImageIdentity("podman", "hpcorch:latest", DIGEST, DIGEST)
@@ -30,10 +30,36 @@ def report(**changes: object) -> str:
     return "some log line\n" + json.dumps(data) + "\n"
 
 
-def check(runner: FakeRunner, app: str | None = None):  # type: ignore[no-untyped-def]
+def probe(**changes: object) -> str:
+    """What IMAGE_PROBE prints in an image built from this very hpcorch, without MPI."""
+    data: dict[str, object] = {"mpi4py": "", "libmpi": "",
+                               "hpcorch_files": code_hashes(str(Path(hpcorch.__file__).parent))}
+    data.update(changes)
+    return json.dumps(data) + "\n"
+
+
+class WithProbe:
+    """Answers the image probe (run after the check) as a good image would; every other
+    command goes to `runner`."""
+
+    def __init__(self, runner: FakeRunner, answer: str | None = None) -> None:
+        self.runner = runner
+        self.answer = answer or probe()
+        self.probes: list[list[str]] = []
+
+    def __call__(self, argv: Sequence[str], **kw: object) -> subprocess.CompletedProcess[str]:
+        if IMAGE_PROBE in argv:
+            self.probes.append(list(argv))
+            return subprocess.CompletedProcess(list(argv), 0, self.answer, "")
+        return self.runner(argv, **kw)
+
+
+def check(runner: FakeRunner, app: str | None = None,  # type: ignore[no-untyped-def]
+          answer: str | None = None):
     settings = load_settings({"name": "podman", "image": "hpcorch:latest"})
-    return run_check(make_runtime(settings, runner), IDENTITY, app=app, workdir="/w",
-                     runner=runner)
+    both = WithProbe(runner, answer)
+    return run_check(make_runtime(settings, both), IDENTITY, app=app, workdir="/w",
+                     runner=both)
 
 
 def test_a_good_image_reports_versions_and_the_command_it_ran() -> None:
@@ -45,6 +71,29 @@ def test_a_good_image_reports_versions_and_the_command_it_ran() -> None:
     assert argv[-len(check_argv("python", "/w/train.py")):] == list(
         check_argv("python", "/w/train.py"))
     assert any("imports" in line for line in result.lines())
+    assert "mpi       no MPI (neither mpi4py nor libmpi)" in result.lines()
+
+
+def test_an_image_with_other_hpcorch_code_of_the_same_version_is_refused() -> None:
+    """A stale image (built before hpcorch's code changed) has the same version: refused,
+    naming the files, before any run fails in it."""
+    files = code_hashes(str(Path(hpcorch.__file__).parent))
+    files["spec.py"] = "0" * 64
+    del files["errors.py"]
+    with pytest.raises(ContainerError) as err:
+        check(FakeRunner(stdout=report()), answer=probe(hpcorch_files=files))
+    text = str(err.value)
+    assert "holds other hpcorch code than the submitting side" in text
+    assert "2 file(s) differ (errors.py, spec.py)" in text and "containers/build.sh" in text
+
+
+def test_the_probe_hashes_like_this_side_when_run_by_a_real_interpreter() -> None:
+    """IMAGE_PROBE's own code (the hashing is sent as source) agrees with this side."""
+    done = subprocess.run([sys.executable, "-c", IMAGE_PROBE], capture_output=True, text=True,
+                          timeout=60, check=True, cwd="/")
+    data = json.loads(done.stdout)
+    assert data["hpcorch_files"] == code_hashes(str(Path(hpcorch.__file__).parent))
+    assert "spec.py" in data["hpcorch_files"] and "containers/check.py" in data["hpcorch_files"]
 
 
 @pytest.mark.parametrize("rc, stdout, stderr, fragment", [
@@ -78,6 +127,8 @@ class ScriptedRunner:
         if argv[1:3] == ["image", "inspect"]:
             return subprocess.CompletedProcess(argv, 0, DIGEST.removeprefix("sha256:") + " []",
                                                "")
+        if IMAGE_PROBE in argv:
+            return subprocess.CompletedProcess(argv, 0, probe(), "")
         return subprocess.CompletedProcess(argv, 0, self.check_stdout, "")
 
 
@@ -86,7 +137,7 @@ def test_prepare_pins_and_checks_once() -> None:
     ctx = prepare_container({"name": "podman", "image": "hpcorch:latest"}, workdir="/w",
                             runner=runner, which=lambda _: "/usr/bin/podman")
     assert ctx.image == DIGEST and ctx.report is not None
-    assert [c[1] for c in runner.calls] == ["image", "run"]
+    assert [c[1] for c in runner.calls] == ["image", "run", "run"]  # inspect, check, probe
     assert ctx.wrap(make_spec()).image == DIGEST
 
 

@@ -11,36 +11,31 @@ import sys
 from collections.abc import Sequence
 
 import pytest
-from test_container_check import report
+from test_container_check import probe, report
 from test_container_render import DIGEST, make_spec
 
 from hpcorch.containers import prepare_container
 from hpcorch.containers.base import plan_binds, require_mountable
-from hpcorch.containers.check import MPI_PROBE, MpiReport
+from hpcorch.containers.check import IMAGE_PROBE, MpiReport
 from hpcorch.errors import ConfigError
 from hpcorch.spec import Resources
 
 
 class ImageRunner:
-    """image inspect, the in-image check, then the MPI probe (answered with `mpi`)."""
+    """image inspect, the in-image check, then the image probe (answered with `mpi`)."""
 
-    def __init__(self, mpi: dict[str, str], probe_rc: int = 0) -> None:
+    def __init__(self, mpi: dict[str, str]) -> None:
         self.calls: list[list[str]] = []
         self.mpi = mpi
-        self.probe_rc = probe_rc
 
     def __call__(self, argv: Sequence[str], **_: object) -> subprocess.CompletedProcess[str]:
         self.calls.append(list(argv))
         if argv[1:3] == ["image", "inspect"]:
             return subprocess.CompletedProcess(argv, 0, DIGEST.removeprefix("sha256:") + " []",
                                                "")
-        if MPI_PROBE in argv:
-            out = json.dumps(self.mpi) + "\n" if self.probe_rc == 0 else ""
-            return subprocess.CompletedProcess(argv, self.probe_rc, out, "boom\n")
+        if IMAGE_PROBE in argv:
+            return subprocess.CompletedProcess(argv, 0, probe(**self.mpi), "")
         return subprocess.CompletedProcess(argv, 0, report(), "")
-
-    def probes(self) -> int:
-        return sum(MPI_PROBE in call for call in self.calls)
 
 
 def context(runner: ImageRunner, **node: object):  # type: ignore[no-untyped-def]
@@ -51,6 +46,7 @@ def context(runner: ImageRunner, **node: object):  # type: ignore[no-untyped-def
 def test_a_multi_rank_run_in_an_image_without_mpi_is_refused() -> None:
     runner = ImageRunner({"mpi4py": "", "libmpi": ""})
     ctx = context(runner)
+    ctx.wrap(make_spec())  # one rank needs no MPI
     with pytest.raises(ConfigError) as err:
         ctx.wrap(make_spec(Resources(tasks=2)))
     assert err.value.key == "resources.tasks" and err.value.value == 2
@@ -59,49 +55,33 @@ def test_a_multi_rank_run_in_an_image_without_mpi_is_refused() -> None:
         "(container=podman) needs MPI in the image, and it has no MPI (neither mpi4py nor "
         "libmpi); allowed: resources.tasks=1, container=none, or an image with MPI and mpi4py")
     # The probe never starts MPI and runs isolated like every run (no network).
-    [probe] = [c for c in runner.calls if MPI_PROBE in c]
-    assert probe[probe.index("--network") + 1] == "none"
+    [found] = [c for c in runner.calls if IMAGE_PROBE in c]
+    assert found[found.index("--network") + 1] == "none"
 
 
 @pytest.mark.parametrize("mpi", [{"mpi4py": "3.1.4", "libmpi": ""},
                                  {"mpi4py": "", "libmpi": "libmpi.so.40"}])
-def test_an_image_with_mpi_wraps_multi_rank_runs_and_is_probed_once(mpi: dict[str, str]) -> None:
-    runner = ImageRunner(mpi)
-    ctx = context(runner)
-    for _ in range(2):
-        assert ctx.wrap(make_spec(Resources(tasks=2))).command[:2] == ("podman", "run")
-    assert runner.probes() == 1
+def test_an_image_with_mpi_wraps_multi_rank_runs(mpi: dict[str, str]) -> None:
+    ctx = context(ImageRunner(mpi))
+    assert ctx.wrap(make_spec(Resources(tasks=2))).command[:2] == ("podman", "run")
 
 
-def test_single_rank_runs_need_no_probe() -> None:
-    runner = ImageRunner({"mpi4py": "", "libmpi": ""})
-    context(runner).wrap(make_spec())
-    assert runner.probes() == 0
-
-
-def test_without_the_in_image_check_nothing_is_probed() -> None:
+def test_without_the_in_image_check_multi_rank_runs_are_wrapped() -> None:
     """container.check=false: the user vouches for the image; the run shows what happens."""
     runner = ImageRunner({"mpi4py": "", "libmpi": ""})
-    context(runner, check=False).wrap(make_spec(Resources(tasks=2)))
-    assert runner.probes() == 0
-
-
-def test_a_failing_probe_says_what_failed() -> None:
-    from hpcorch.containers import ContainerError
-
-    ctx = context(ImageRunner({}, probe_rc=1))
-    with pytest.raises(ContainerError, match="failed in image 'hpcorch:latest'"):
-        ctx.wrap(make_spec(Resources(tasks=2)))
+    ctx = context(runner, check=False)
+    assert ctx.wrap(make_spec(Resources(tasks=2))).command[:2] == ("podman", "run")
+    assert not any(IMAGE_PROBE in c for c in runner.calls)
 
 
 def test_the_probe_itself_finds_this_interpreters_mpi4py() -> None:
     """The probe's own code, run by a real interpreter (the host venv has mpi4py)."""
     pytest.importorskip("mpi4py")
-    done = subprocess.run([sys.executable, "-c", MPI_PROBE], capture_output=True, text=True,
-                          timeout=60, check=True)
-    found = MpiReport(**json.loads(done.stdout))
+    done = subprocess.run([sys.executable, "-c", IMAGE_PROBE], capture_output=True, text=True,
+                          timeout=60, check=True, cwd="/")
+    data = json.loads(done.stdout)
+    found = MpiReport(data["mpi4py"], data["libmpi"])
     assert found.present and found.mpi4py and found.describe().startswith("mpi4py ")
-    assert "mpi4py.MPI" not in done.stderr  # nothing initialised MPI
 
 
 def test_describe_names_what_is_missing() -> None:
