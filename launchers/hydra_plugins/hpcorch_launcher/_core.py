@@ -186,7 +186,7 @@ def launch(
         specs.append(setup.spec(
             task=plain(task), overrides=overrides, num=idx, run_dir=run_dir,
             seed=seed_for(task, list(overrides), composer.parsed(list(overrides))),
-            command=_cold_command(config, [*extra, *overrides], run_dir, setup.script, idx)))
+            command=cold_command(config, [*extra, *overrides], run_dir, setup.script, idx)))
         tasks[idx] = task
         if exact:
             exact_tasks[idx] = task
@@ -226,13 +226,14 @@ _SWEEP_ONLY = (
 )
 
 
-def _cold_command(
-    config: DictConfig, overrides: Sequence[str], run_dir: str, script: str, num: int
+def cold_command(
+    config: DictConfig, overrides: Sequence[str], run_dir: str, script: str, num: int | None
 ) -> list[str]:
     """`python train.py <hydra overrides> <job overrides> hydra.run.dir=<run_dir>`.
 
     The job is a single run: `hydra.mode=RUN` is explicit, so the command can
     never start a sweep of its own, whatever the sweeping process was given.
+    `num` is the job's number in its sweep (None: a single run, numbered by Hydra).
     """
     argv = [sys.executable, script]
     for source in config.hydra.runtime.config_sources:
@@ -243,13 +244,9 @@ def _cold_command(
         o for o in raw_overrides(config, "hydra") if not o.lstrip("+~").startswith(_SWEEP_ONLY)
     ]
     argv += list(overrides)
-    # The job's number and id are what the basic launcher gives the same job.
-    argv += [
-        "hydra.mode=RUN",
-        "hydra.run.dir=" + hydra_quote(run_dir),
-        f"hydra.job.num={num}",
-        f"hydra.job.id={num}",
-    ]
+    argv += ["hydra.mode=RUN", "hydra.run.dir=" + hydra_quote(run_dir)]
+    if num is not None:  # the job's number and id, as the basic launcher gives them
+        argv += [f"hydra.job.num={num}", f"hydra.job.id={num}"]
     return argv
 
 
@@ -259,9 +256,8 @@ def _job_return(
     ret = LazyJobReturn(composer, record.overrides, record.num)
     ret.overrides = list(record.overrides)
     ret.cfg = task
-    ret.working_dir = (
-        record.run_dir if changes_directory(master.hydra.job.chdir) else str(master.hydra.runtime.cwd)
-    )
+    chdir = changes_directory(master.hydra.job.chdir)
+    ret.working_dir = record.run_dir if chdir else str(master.hydra.runtime.cwd)
     ret.task_name = str(master.hydra.job.name)
     if record.state.ok:
         ret.status = JobStatus.COMPLETED

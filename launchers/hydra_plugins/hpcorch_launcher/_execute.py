@@ -19,7 +19,8 @@ from hydra.core.utils import filter_overrides
 from omegaconf import DictConfig, OmegaConf
 
 from hpcorch.containers import sweep_context
-from hpcorch.containers.context import ExecutionContext
+from hpcorch.containers.context import ExecutionContext, load_settings
+from hpcorch.containers.settings import ContainerSettings
 from hpcorch.identity import app_code_version, run_key, short_hash
 from hpcorch.orchestrate.detach import announce_detached, start_background_resume
 from hpcorch.orchestrate.snapshot import snapshot_code
@@ -30,7 +31,7 @@ from hpcorch.repro.fingerprint import fingerprint
 from hpcorch.repro.settings import job_env_pairs
 from hpcorch.settings import HpcorchSettings, parse_settings
 from hpcorch.spec import Resources, RunSpec
-from hpcorch.store.index import StoreIndex, default_home
+from hpcorch.store.index import StoreIndex, open_index
 from hpcorch.store.ledger import SweepInfo, read_ledger, write_ledger
 from hpcorch.store.records import RunRecord
 from hpcorch.worker.callback import plain
@@ -50,6 +51,8 @@ class SweepSetup:
     sweep_id: str
     code: str
     container: ExecutionContext
+    index: StoreIndex
+    """The index, its home checked before anything was launched."""
     script: str
     """The app's script the jobs run: in the code snapshot, else the live one."""
     cwd: str
@@ -83,8 +86,20 @@ def hpcorch_node(config: DictConfig, name: str) -> Any:
     return plain(node if node is not None else config.get(name))
 
 
-def prepare(config: DictConfig, sweep_dir: str) -> SweepSetup:
-    """Validate every hpcorch setting of `config` and set up what its runs share.
+@dataclass(frozen=True)
+class Validated:
+    """hpcorch's settings of one config, every one checked (no I/O, nothing created)."""
+
+    settings: HpcorchSettings
+    provider_settings: dict[str, Any]
+    provider_cls: type
+    resources: Resources
+    container: ContainerSettings
+
+
+def validate(config: DictConfig) -> Validated:
+    """Check every hpcorch setting of `config`: one ConfigError naming the setting, its
+    value and what is allowed, before anything is created or submitted.
 
     Works on any Hydra app: where the config has no `hpcorch`, `provider` or
     `resources` node (an app that never heard of hpcorch), the defaults apply,
@@ -95,7 +110,19 @@ def prepare(config: DictConfig, sweep_dir: str) -> SweepSetup:
     from hpcorch.providers import provider_class
 
     provider_cls = provider_class(str(provider_settings.get("name")))
+    parse_settings(provider_cls.Settings, provider_settings, "provider")
     resources = parse_settings(Resources, hpcorch_node(config, "resources") or {}, "resources")
+    container = load_settings(hpcorch_node(config, "container"))
+    return Validated(settings, provider_settings, provider_cls, resources, container)
+
+
+def prepare(config: DictConfig, sweep_dir: str, *, can_fork: bool = True) -> SweepSetup:
+    """Validate every hpcorch setting of `config` and set up what its runs share
+    (`can_fork`: whether a local provider may fork this process for a run)."""
+    checked = validate(config)
+    settings, resources = checked.settings, checked.resources
+    provider_settings, provider_cls = checked.provider_settings, checked.provider_cls
+    index = open_index(settings.home)
     cwd = str(config.hydra.runtime.cwd)
     Path(sweep_dir).mkdir(parents=True, exist_ok=True)
     code = app_code_version(sys.argv[0])
@@ -111,8 +138,9 @@ def prepare(config: DictConfig, sweep_dir: str) -> SweepSetup:
     # Jobs that start a fresh interpreter run from a snapshot of the tracked code, so
     # edits made after submission never reach queued runs. Only warm forks of this
     # process (local, single-process, no image) execute the code already loaded here.
-    forked = (provider_settings.get("name") == "local" and provider_settings.get("warm", True)
-              and resources.tasks <= 1 and not container.image)
+    forked = (can_fork and provider_settings.get("name") == "local"
+              and provider_settings.get("warm", True) and resources.tasks <= 1
+              and not container.image)
     script = os.path.abspath(sys.argv[0])
     if settings.snapshot and not forked:
         snapshot = snapshot_code(sys.argv[0], sweep_dir)
@@ -125,7 +153,7 @@ def prepare(config: DictConfig, sweep_dir: str) -> SweepSetup:
     return SweepSetup(settings=settings, provider_settings=provider_settings,
                       provider_cls=provider_cls, resources=resources, sweep_dir=sweep_dir,
                       sweep_id=short_hash(sweep_dir, 10), code=code, container=container,
-                      script=script, cwd=cwd)
+                      index=index, script=script, cwd=cwd)
 
 
 def execute(setup: SweepSetup, specs: list[RunSpec], *, argv: tuple[str, ...],
@@ -159,9 +187,8 @@ def execute(setup: SweepSetup, specs: list[RunSpec], *, argv: tuple[str, ...],
     for spec in specs:
         log.info(f"\t#{spec.num} : {' '.join(filter_overrides(spec.overrides))}")
     provider.check()
-    home = Path(settings.home).expanduser() if settings.home else default_home()
     orchestrator = Orchestrator(
-        provider, StoreIndex(home), rerun=settings.rerun, progress=settings.progress
+        provider, setup.index, rerun=settings.rerun, progress=settings.progress
     )
     if settings.detach:
         if getattr(provider, "detachable", False):  # the engine keeps the runs
@@ -170,7 +197,7 @@ def execute(setup: SweepSetup, specs: list[RunSpec], *, argv: tuple[str, ...],
         else:  # the runs would die with this process: a background orchestrator owns them
             write_ledger(info)
             orchestrator.index.put_sweep(info)
-            start_background_resume(info, home)
+            start_background_resume(info, setup.index.home)
             done = {}
         announce_detached(info, len(specs), len(done))
         raise SystemExit(0)
@@ -185,3 +212,11 @@ def execute(setup: SweepSetup, specs: list[RunSpec], *, argv: tuple[str, ...],
 def _provider_kwargs(cls: type, **available: Any) -> dict[str, Any]:
     params = inspect.signature(cls).parameters
     return {k: v for k, v in available.items() if k in params}
+
+
+def exit_status(exc: BaseException) -> int:
+    """The exit status for one of hpcorch's errors: 2 bad input, 130 interrupted, else 1."""
+    from hpcorch.errors import ConfigError
+    from hpcorch.orchestrate.sweep import SweepInterrupted
+
+    return 2 if isinstance(exc, ConfigError) else 130 if isinstance(exc, SweepInterrupted) else 1

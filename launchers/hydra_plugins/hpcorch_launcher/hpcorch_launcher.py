@@ -55,8 +55,7 @@ class HpcorchLauncher(Launcher):
         if self._context is None:
             raise RuntimeError("HpcorchLauncher.launch() called before setup()")
         hydra_context, task_function, config = self._context
-        from hpcorch.errors import ConfigError, HpcorchError
-        from hpcorch.orchestrate.sweep import SweepInterrupted
+        from hpcorch.errors import HpcorchError
 
         try:
             return _core.launch(hydra_context, task_function, config, job_overrides,
@@ -65,6 +64,6 @@ class HpcorchLauncher(Launcher):
             # One clear line instead of a stack trace: these errors are about the
             # user's input or environment, and say what to do.
             print(f"hpcorch: error: {exc}", file=sys.stderr, flush=True)
-            code = 2 if isinstance(exc, ConfigError) else 130 if isinstance(
-                exc, SweepInterrupted) else 1
-            raise SystemExit(code) from None
+            from hydra_plugins.hpcorch_launcher._execute import exit_status
+
+            raise SystemExit(exit_status(exc)) from None
