@@ -1,10 +1,15 @@
 """Checkpoints for runs that may be stopped and started again (time limits, preemption).
 
 On Slurm a run gets SIGUSR1 `provider.signal_grace_s` seconds before its time
-limit, and SIGTERM when it is preempted, requeued or cancelled. hpcorch then
-requeues it (at most `provider.max_requeues` times) and starts the same run
-again, in the same run directory. Research code that wants to resume keeps
-its checkpoint there:
+limit, and SIGTERM when it is preempted, requeued or cancelled. A preempted run
+is always requeued. A run that reaches its time limit is requeued (at most
+`provider.max_requeues` times) only when it can resume, as submitit requeues
+only checkpointable jobs (`provider.requeue_on_timeout`, default `checkpointed`):
+it has saved a checkpoint (a file in its checkpoint directory, by `save()` or
+under `path()`), or it catches the signal (`on_signal()` / `requested()`) and
+then saves or calls `stop()`. Any other run ends TIMEOUT instead of starting
+from zero again. The same run starts again in the same run directory.
+Research code that wants to resume keeps its checkpoint there:
 
     from hpcorch import checkpoint
 
@@ -22,6 +27,10 @@ its checkpoint there:
 `checkpoint.path("model.pt")` gives a file next to the pickle for frameworks
 that save their own (torch.save). Without Slurm every function still works
 (nothing ever signals; `restarts()` is 0), so the same code runs everywhere.
+
+Inside an hpcorch run, `save()` and the signal handler also note themselves in
+`<run dir>/.hpcorch/checkpoint.json`; the Slurm array task reads it (`usage()`)
+to decide whether a run that reaches its time limit is worth requeueing.
 """
 
 from __future__ import annotations
@@ -30,11 +39,13 @@ import os
 import pickle
 import signal
 import sys
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hpcorch.store.records import read_json
+from hpcorch.store.records import atomic_write_json, meta_dir, read_json
 
 #: The sub-directory of the run directory that holds checkpoints.
 CHECKPOINT_DIR = "checkpoints"
@@ -42,6 +53,8 @@ CHECKPOINT_DIR = "checkpoints"
 EXIT_RESUME = 75
 #: Signals that mean "save now and stop": the pre-time-limit warning and termination.
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+#: In the run's `.hpcorch` directory: what this module was used for (see `usage()`).
+USAGE_FILE = "checkpoint.json"
 
 _requested: list[int] = []
 _callbacks: list[Callable[[], object]] = []
@@ -50,6 +63,56 @@ _installed = False
 
 class Stop(SystemExit):
     """Raised by `stop()`: ends the run without a record, so it is resumed, not failed."""
+
+
+@dataclass(frozen=True)
+class Usage:
+    """How a run uses checkpoints, as its array task sees it from outside the run."""
+
+    saved: bool = False
+    """A checkpoint file exists in the run's checkpoint directory (by `save()` or not)."""
+    handles_signals: bool = False
+    """The run installed the stop-signal handler (`on_signal()`, `requested()`): it is
+    told before its time limit and can save then."""
+
+    @property
+    def resumable(self) -> bool:
+        """Worth requeueing before a time limit: it resumes rather than starts over."""
+        return self.saved or self.handles_signals
+
+
+def usage(run_dir: str | Path) -> Usage:
+    """What `run_dir`'s run did with this module so far (read by the Slurm array task)."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    try:
+        saved = any(p.is_file() and not p.name.startswith(".") for p in folder.iterdir())
+    except OSError:
+        saved = False
+    try:
+        noted = read_json(meta_dir(run_dir) / USAGE_FILE)
+    except (OSError, ValueError):
+        noted = {}
+    return Usage(saved=saved or bool(noted.get("saves")),
+                 handles_signals=bool(noted.get("handles_signals")))
+
+
+def _note(**values: Any) -> None:
+    """Merge `values` into the run's usage file; only inside an hpcorch run (its `.hpcorch`
+    directory exists), never creating directories elsewhere."""
+    folder = meta_dir(run_dir())
+    if not folder.is_dir():
+        return
+    path = folder / USAGE_FILE
+    try:
+        data = read_json(path)
+    except (OSError, ValueError):
+        data = {}
+    if "saves" in values:
+        values["saves"] = int(data.get("saves", 0)) + 1
+    try:
+        atomic_write_json(path, {**data, **values}, durable=False)
+    except OSError:
+        pass  # a note for the scheduler's benefit; the checkpoint itself was written
 
 
 def run_dir() -> Path:
@@ -91,6 +154,7 @@ def save(obj: Any, name: str = "last.pkl") -> Path:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, target)
+    _note(saves=1, last_saved=name, saved_at=time.time())
     return target
 
 
@@ -150,6 +214,7 @@ def install() -> None:
     except ValueError:  # not the main thread: polling requested() is not possible here
         return
     _installed = True
+    _note(handles_signals=True)
 
 
 def _handler(signum: int, _frame: object) -> None:

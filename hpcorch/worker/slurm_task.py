@@ -11,12 +11,17 @@ the run ended without asking the scheduler. The run's record is written by
 the Hydra callback inside the run, as on every provider.
 
 Time limits: Slurm sends SIGUSR1 to this process `grace_s` before the limit.
-It is forwarded to the running run (hpcorch.checkpoint lets the research
-code save a checkpoint on it); then, while SLURM_RESTART_COUNT is below
-max_requeues, the task requeues itself and, when it starts again, resumes
-with the runs that have not finished (they find their checkpoints in their
-run directories). SIGTERM (scancel, preemption, `scontrol requeue`) is
-forwarded too, and the task leaves the verdict to the scheduler.
+What happens then is `timeout_decision`'s choice, as submitit does it: with
+`requeue_on_timeout: checkpointed` (the default) only a run that can resume
+(hpcorch.checkpoint: it saved a checkpoint, or it catches the signal) gets
+the signal and, once it saved or stopped to resume, is requeued while
+SLURM_RESTART_COUNT is below max_requeues; the task then starts again with
+the runs that have not finished (they find their checkpoints in their run
+directories). Any other run keeps running into its limit and ends TIMEOUT,
+instead of being started from zero again. `always` requeues every run,
+`never` none. SIGTERM (scancel, preemption, `scontrol requeue`) is forwarded
+too, and the task leaves the verdict to the scheduler: a preempted job is
+always requeued (the sbatch script asks for --requeue).
 """
 
 from __future__ import annotations
@@ -34,9 +39,11 @@ import time
 import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from hpcorch import checkpoint
 from hpcorch.providers.local import job_environment
 from hpcorch.spec import RunSpec
 from hpcorch.store.records import (
@@ -60,6 +67,41 @@ TASK_STATE_FILE = "slurm.json"
 PREEMPT_SIGNAL = signal.SIGUSR1
 #: Seconds between two checks of a running child (signals interrupt the wait anyway).
 _WAIT_STEP_S = 0.05
+#: `provider.requeue_on_timeout` values (SlurmSettings validates them).
+REQUEUE_ON_TIMEOUT = ("checkpointed", "always", "never")
+
+
+class TimeoutAction(str, Enum):
+    """What the array task does with the signal that comes before the time limit."""
+
+    EXPIRE = "expire"
+    """Neither forward nor requeue: the run goes on until the limit ends it (TIMEOUT)."""
+    REQUEUE = "requeue"
+    """Forward the signal to the run, then requeue the task."""
+    REQUEUE_IF_SAVED = "requeue_if_saved"
+    """Forward the signal; requeue only if the run then saved a checkpoint or stopped to
+    be resumed (`checkpoint.stop()`), else let the limit end the task."""
+
+
+def timeout_decision(policy: str, restart: int, max_requeues: int,
+                     usage: checkpoint.Usage) -> tuple[TimeoutAction, str]:
+    """The action for a run whose task got the time-limit signal, and why (for stderr).
+
+    As submitit: a run is requeued on its time limit only when it can resume from a
+    checkpoint (or `policy` is `always`), and at most `max_requeues` times."""
+    if restart >= max_requeues:
+        return TimeoutAction.EXPIRE, f"no requeue left ({restart} of {max_requeues} done)"
+    if policy == "never":
+        return TimeoutAction.EXPIRE, "not requeued (provider.requeue_on_timeout=never)"
+    if policy == "always":
+        return TimeoutAction.REQUEUE, "requeue_on_timeout=always"
+    if usage.saved:
+        return TimeoutAction.REQUEUE, "it saved a checkpoint"
+    if usage.handles_signals:
+        return TimeoutAction.REQUEUE_IF_SAVED, "it catches the signal to save a checkpoint"
+    return TimeoutAction.EXPIRE, ("it saved no checkpoint, so it would start from zero again: "
+                                  "not requeued (hpcorch.checkpoint; or set "
+                                  "provider.requeue_on_timeout=always)")
 
 
 @dataclass(frozen=True)
@@ -121,8 +163,10 @@ class ArrayTask:
         self.node = self.env.get("SLURMD_NODENAME") or socket.gethostname()
         self.entries: list[dict[str, Any]] = list(self.map["tasks"][self.index])
         self.child: int | None = None
+        self.current: RunSpec | None = None
         self.stop_signal: int | None = None
-        self.requeue = False
+        self.requeue: TimeoutAction | None = None
+        self.stopped_rc: int | None = None
         self.deadline = float("inf")
 
     # -- signals -------------------------------------------------------------
@@ -131,13 +175,18 @@ class ArrayTask:
             return
         self.stop_signal = signum
         if signum == PREEMPT_SIGNAL:
-            if self.restart >= int(self.map.get("max_requeues", 0)):
-                # No requeue left: let the time limit end it (TIMEOUT), keep running.
+            usage = checkpoint.usage(self.current.run_dir) if self.current else checkpoint.Usage()
+            action, why = timeout_decision(
+                str(self.map.get("requeue_on_timeout", "checkpointed")), self.restart,
+                int(self.map.get("max_requeues", 0)), usage)
+            if action is TimeoutAction.EXPIRE:
+                # Let the time limit end it (TIMEOUT): keep running, do not signal the run
+                # (a run that does not catch SIGUSR1 would die of it).
                 self.stop_signal = None
-                print(f"hpcorch: time limit near, no requeue left ({self.restart} done)",
+                print(f"hpcorch: time limit near for job {self.job_id}: {why}",
                       file=sys.stderr, flush=True)
                 return
-            self.requeue = True
+            self.requeue = action
             # Give the run most of the grace period to save its checkpoint.
             self.deadline = time.monotonic() + max(1.0, float(self.map.get("grace_s", 60)) - 5)
         self._forward(signum)
@@ -165,15 +214,34 @@ class ArrayTask:
             code = self._run_one(spec, warm)
             if code is not None and code != 0 and status == 0:
                 status = code
-        if self.requeue:
+        if self.requeue is TimeoutAction.REQUEUE_IF_SAVED and not self._resumable(specs):
+            return self._expire()
+        if self.requeue is not None:
             return self._requeue()
         if self.stop_signal is not None:
             return 128 + self.stop_signal
         return status
 
+    def _resumable(self, specs: Sequence[RunSpec]) -> bool:
+        """The stopped run saved a checkpoint or stopped itself to be resumed."""
+        stopped = self.current or (specs[0] if specs else None)
+        return self.stopped_rc == checkpoint.EXIT_RESUME or (
+            stopped is not None and checkpoint.usage(stopped.run_dir).saved)
+
+    def _expire(self) -> int:
+        """Wait for the time limit to end this task (TIMEOUT), as for a run not requeued."""
+        print(f"hpcorch: job {self.job_id}: the run saved no checkpoint when told of its time "
+              "limit: not requeued", file=sys.stderr, flush=True)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # Slurm's SIGTERM at the limit ends it
+        end = time.monotonic() + float(self.map.get("grace_s", 60)) + 120
+        while time.monotonic() < end:
+            time.sleep(0.5)
+        return 128 + int(PREEMPT_SIGNAL)
+
     def _run_one(self, spec: RunSpec, warm: str | None) -> int | None:
         """Run one spec to its end; its exit code, or None when it was stopped by a signal."""
         started = time.time()
+        self.current = spec
         base = TaskState(self.job_id, "RUNNING", self.node, self.restart, started=started)
         write_task_state(spec.run_dir, base)
         meta = meta_dir(spec.run_dir)
@@ -194,9 +262,11 @@ class ArrayTask:
         self.child = None
         ended = time.time()
         if self.stop_signal is not None:
+            self.stopped_rc = rc
             write_task_state(spec.run_dir, dataclasses.replace(
                 base, state="STOPPED", signal=self.stop_signal, ended=ended))
             return None
+        self.current = None  # ended by itself: a later signal is about the next run
         code = rc if rc >= 0 else 128 - rc
         write_task_state(spec.run_dir, dataclasses.replace(
             base, state="EXITED", exit_code=rc if rc >= 0 else None,

@@ -44,6 +44,25 @@ if __name__ == "__main__":
     main()
 '''
 
+#: Never checkpoints: at its time limit it must end TIMEOUT, not start from zero again.
+PLAIN_APP = """
+import os, time
+import hydra
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg):
+    from hydra.core.hydra_config import HydraConfig
+
+    out = HydraConfig.get().runtime.output_dir
+    with open(os.path.join(out, "attempts.log"), "a") as log:
+        log.write(f"restart={os.environ.get('SLURM_RESTART_COUNT', '0')}\\n")
+    while True:
+        time.sleep(cfg.step_s)
+
+if __name__ == "__main__":
+    main()
+"""
+
 CONFIG = "defaults:\n  - hpcorch: default\n  - _self_\nsteps: 10\nstep_s: 0.5\n"
 
 
@@ -57,14 +76,15 @@ def ckpt_app(tmp_path: Path) -> Path:
     app = tmp_path / "app"
     (app / "conf").mkdir(parents=True)
     (app / "ckpt.py").write_text(CKPT_APP)
+    (app / "plain.py").write_text(PLAIN_APP)
     (app / "conf" / "config.yaml").write_text(CONFIG)
     return app
 
 
-def start_sweep(app: Path, *overrides: str) -> subprocess.Popen[str]:
+def start_sweep(app: Path, *overrides: str, script: str = "ckpt.py") -> subprocess.Popen[str]:
     env = {**os.environ, "HPCORCH_HOME": str(app / "home"), "HYDRA_FULL_ERROR": "1"}
     return subprocess.Popen(
-        [sys.executable, "ckpt.py", "-m", "provider=slurm", "hydra.sweep.dir=out",
+        [sys.executable, script, "-m", "provider=slurm", "hydra.sweep.dir=out",
          "hpcorch.progress=off", "provider.query_interval=1.0", "provider.max_query_interval=5",
          *overrides], cwd=app, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True)
@@ -128,3 +148,23 @@ def test_time_limit_signal_checkpoints_requeues_then_times_out(ckpt_app: Path) -
     assert log[0::2] == ["restart=0", "restart=1"], log
     assert int(log[3].split("=")[1]) > 0  # the second attempt resumed from the checkpoint
     assert "TIMEOUT" in out
+
+
+@pytest.mark.slow
+def test_time_limit_of_a_run_without_checkpoint_is_timeout_not_requeue(ckpt_app: Path) -> None:
+    """As submitit: a run that never checkpoints is not requeued at its time limit (it
+    would start from zero again), whatever max_requeues allows. Same limits as above."""
+    proc = start_sweep(ckpt_app, "resources.time_min=2", "provider.signal_grace_s=30",
+                       "provider.max_requeues=3", "step_s=1", script="plain.py")
+    code, out = finish(proc, 480)
+    assert code != 0
+    [rec] = records(ckpt_app / "out")
+    assert rec["state"] == "TIMEOUT", json.dumps(rec, indent=1)[-2000:]
+    assert attempts(ckpt_app / "out" / "0") == ["restart=0"]
+    # Every attempt sacct knows of (-D: requeued ones too): one, and it is no REQUEUED.
+    job_id = rec["failure"]["job_id"]
+    states = subprocess.run(["sacct", "-n", "-X", "-D", "-P", "-o", "State", "-j", job_id],
+                            capture_output=True, text=True, timeout=60, check=True).stdout.split()
+    assert states == ["TIMEOUT"], states
+    task_log = "".join(p.read_text() for p in (ckpt_app / "out").rglob("*_0.log"))
+    assert "saved no checkpoint" in task_log, task_log[-2000:]

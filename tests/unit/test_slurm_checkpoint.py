@@ -72,3 +72,29 @@ def test_on_signal_saves_then_stops_for_resume(in_run: Path, tmp_path: Path) -> 
         proc.kill()
     saved = checkpoint.load()
     assert saved["step"] > 0
+
+
+def test_usage_notes_saves_and_signal_handling_for_the_array_task(in_run: Path) -> None:
+    assert checkpoint.usage(in_run) == checkpoint.Usage()
+    checkpoint.save({"epoch": 1})
+    assert checkpoint.usage(in_run) == checkpoint.Usage(saved=True)
+    checkpoint.path("model.pt").write_bytes(b"w")  # a framework's own file counts too
+    (in_run / "checkpoints" / "last.pkl").unlink()
+    (in_run / ".hpcorch" / checkpoint.USAGE_FILE).unlink()
+    assert checkpoint.usage(in_run).saved
+
+
+def test_usage_of_a_run_that_catches_the_signal(tmp_path: Path, in_run: Path) -> None:
+    code = "from hpcorch import checkpoint; checkpoint.requested()"
+    env = {**os.environ, "HPCORCH_SPEC": str(in_run / ".hpcorch" / "spec.json")}
+    subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, check=True, timeout=60)
+    assert checkpoint.usage(in_run) == checkpoint.Usage(handles_signals=True)
+    assert checkpoint.usage(in_run).resumable
+
+
+def test_usage_is_noted_only_inside_a_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HPCORCH_SPEC", raising=False)
+    monkeypatch.chdir(tmp_path)
+    checkpoint.save({"x": 1})  # outside any run: in ./checkpoints, and no .hpcorch made
+    assert (tmp_path / "checkpoints" / "last.pkl").exists()
+    assert not (tmp_path / ".hpcorch").exists()

@@ -93,6 +93,8 @@ def test_values_that_would_break_the_script_are_refused() -> None:
     ({"array_throttle": 0}, "array_throttle"), ({"poll_interval": 0}, "poll_interval"),
     ({"query_interval": 10, "max_query_interval": 5}, "max_query_interval"),
     ({"srun": "sometimes"}, "srun"), ({"signal_grace_s": 0}, "signal_grace_s"),
+    ({"requeue_on_timeout": "sometimes"}, "requeue_on_timeout"),
+    ({"requeue_on_timeout": True}, "requeue_on_timeout"),
 ])
 def test_ranges(values: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError) as err:

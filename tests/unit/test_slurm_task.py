@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -12,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from hpcorch import checkpoint
 from hpcorch.spec import RunSpec
-from hpcorch.worker.slurm_task import read_task_state
+from hpcorch.worker.slurm_task import TimeoutAction, read_task_state, timeout_decision
 
 HANG = ("import os, signal, sys, time\n"
         "def bye(sig, frame):\n"
@@ -92,7 +94,8 @@ def _wait_for(path: Path, timeout: float = 30.0) -> None:
 
 
 def test_time_limit_signal_is_forwarded_then_the_task_requeues(tmp_path: Path) -> None:
-    map_path = write_task(tmp_path, [[HANG, "print('not reached')"]])
+    map_path = write_task(tmp_path, [[HANG, "print('not reached')"]],
+                          requeue_on_timeout="always")
     proc = start(tmp_path, map_path, 0)
     _wait_for(tmp_path / "sweep/0/started")
     proc.send_signal(signal.SIGUSR1)
@@ -116,3 +119,113 @@ def test_no_requeue_left_lets_the_time_limit_decide(tmp_path: Path) -> None:
     assert not (tmp_path / "scontrol.log").exists()
     state = read_task_state(tmp_path / "sweep/0")
     assert state is not None and state.state == "STOPPED"
+
+
+# -- requeue on time limit only for runs that can resume (as submitit) -------------------
+@pytest.mark.parametrize(("policy", "restart", "usage", "action"), [
+    ("checkpointed", 0, checkpoint.Usage(), TimeoutAction.EXPIRE),
+    ("checkpointed", 0, checkpoint.Usage(saved=True), TimeoutAction.REQUEUE),
+    ("checkpointed", 0, checkpoint.Usage(handles_signals=True), TimeoutAction.REQUEUE_IF_SAVED),
+    ("checkpointed", 2, checkpoint.Usage(saved=True), TimeoutAction.EXPIRE),  # budget spent
+    ("always", 0, checkpoint.Usage(), TimeoutAction.REQUEUE),
+    ("always", 2, checkpoint.Usage(), TimeoutAction.EXPIRE),
+    ("never", 0, checkpoint.Usage(saved=True, handles_signals=True), TimeoutAction.EXPIRE),
+])
+def test_timeout_decision(policy: str, restart: int, usage: checkpoint.Usage,
+                          action: TimeoutAction) -> None:
+    got, why = timeout_decision(policy, restart, 2, usage)
+    assert got is action and why
+
+
+#: A run that uses hpcorch.checkpoint as documented: saves on the signal, stops to resume.
+SAVES_ON_SIGNAL = ("import os, time\n"
+                   "from hpcorch import checkpoint\n"
+                   "checkpoint.on_signal(lambda: checkpoint.save({'step': 3}))\n"
+                   "open(os.path.join(os.environ['RUN_DIR'], 'started'), 'w').close()\n"
+                   "time.sleep(60)\n")
+#: Saves a checkpoint now and then, catches no signal (SIGUSR1 then ends it).
+SAVES_NOW_AND_THEN = ("import os, time\n"
+                      "from hpcorch import checkpoint\n"
+                      "checkpoint.save({'step': 1})\n"
+                      "open(os.path.join(os.environ['RUN_DIR'], 'started'), 'w').close()\n"
+                      "time.sleep(60)\n")
+#: Catches the signal, but ends without saving and without checkpoint.stop().
+CATCHES_BUT_SAVES_NOTHING = ("import os, sys, time\n"
+                             "from hpcorch import checkpoint\n"
+                             "checkpoint.on_signal(lambda: sys.exit(1), exit_after=False)\n"
+                             "open(os.path.join(os.environ['RUN_DIR'], 'started'), 'w').close()\n"
+                             "time.sleep(60)\n")
+
+
+def test_a_run_without_checkpoint_is_not_signalled_nor_requeued(tmp_path: Path) -> None:
+    map_path = write_task(tmp_path, [[HANG]])  # default policy: checkpointed
+    proc = start(tmp_path, map_path, 0)
+    _wait_for(tmp_path / "sweep/0/started")
+    proc.send_signal(signal.SIGUSR1)
+    _wait_for_text(proc, "saved no checkpoint")
+    assert proc.poll() is None and not (tmp_path / "sweep/0/got-signal").exists()
+    proc.send_signal(signal.SIGTERM)  # what Slurm sends at the limit: TIMEOUT
+    assert proc.wait(30) == 128 + signal.SIGTERM
+    assert not (tmp_path / "scontrol.log").exists()
+
+
+def test_a_run_that_saves_on_the_signal_is_requeued(tmp_path: Path) -> None:
+    map_path = write_task(tmp_path, [[SAVES_ON_SIGNAL]])
+    proc = start(tmp_path, map_path, 0)
+    _wait_for(tmp_path / "sweep/0/started")
+    assert checkpoint.usage(tmp_path / "sweep/0") == checkpoint.Usage(handles_signals=True)
+    proc.send_signal(signal.SIGUSR1)
+    assert proc.wait(30) == 0
+    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "1000"]
+    assert checkpoint.usage(tmp_path / "sweep/0").saved
+
+
+def test_a_run_with_an_earlier_checkpoint_is_requeued(tmp_path: Path) -> None:
+    map_path = write_task(tmp_path, [[SAVES_NOW_AND_THEN]])
+    proc = start(tmp_path, map_path, 0)
+    _wait_for(tmp_path / "sweep/0/started")
+    proc.send_signal(signal.SIGUSR1)
+    assert proc.wait(30) == 0
+    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "1000"]
+
+
+def test_a_run_that_catches_the_signal_but_saves_nothing_is_not_requeued(
+        tmp_path: Path) -> None:
+    map_path = write_task(tmp_path, [[CATCHES_BUT_SAVES_NOTHING]])
+    proc = start(tmp_path, map_path, 0)
+    _wait_for(tmp_path / "sweep/0/started")
+    proc.send_signal(signal.SIGUSR1)
+    _wait_for_text(proc, "not requeued")
+    proc.send_signal(signal.SIGTERM)  # the limit
+    assert proc.wait(30) == -signal.SIGTERM
+    assert not (tmp_path / "scontrol.log").exists()
+
+
+def test_never_leaves_even_a_checkpointed_run_to_its_limit(tmp_path: Path) -> None:
+    map_path = write_task(tmp_path, [[SAVES_NOW_AND_THEN]], requeue_on_timeout="never")
+    proc = start(tmp_path, map_path, 0)
+    _wait_for(tmp_path / "sweep/0/started")
+    proc.send_signal(signal.SIGUSR1)
+    _wait_for_text(proc, "requeue_on_timeout=never")
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 128 + signal.SIGTERM
+    assert not (tmp_path / "scontrol.log").exists()
+
+
+def _wait_for_text(proc: subprocess.Popen[str], text: str, timeout: float = 30.0) -> None:
+    """Read the task's stderr until `text` appears (the task has decided)."""
+    assert proc.stderr is not None
+    fd = proc.stderr.fileno()
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while text.encode() not in seen:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            pytest.fail(f"{text!r} never appeared on the task's stderr: {seen[-2000:]!r}")
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                pytest.fail(f"the task ended before saying {text!r}: {seen[-2000:]!r}")
+            seen += chunk

@@ -154,7 +154,9 @@ def sbatch_options(plan: ArrayPlan, settings: SlurmSettings) -> dict[str, Any]:
         "constraint": settings.constraint,
         "exclusive": True if settings.exclusive else None,
         "signal": f"B:{PREEMPT_SIGNAL}@{signal_grace(plan, settings)}",
-        "requeue": True if settings.max_requeues > 0 else None,
+        # Always requeueable: a preempted job is requeued whatever max_requeues says (that
+        # budget is for time limits, spent by the array task's own `scontrol requeue`).
+        "requeue": True,
     }
     opts.update(sorted(normalized_extra(settings.extra).items()))
     return {k: v for k, v in opts.items() if v is not None}
@@ -215,6 +217,7 @@ def map_data(plan: ArrayPlan, settings: SlurmSettings) -> dict[str, Any]:
         "srun": settings.srun,
         "srun_args": list(settings.srun_args),
         "max_requeues": settings.max_requeues,
+        "requeue_on_timeout": settings.requeue_on_timeout,
         "grace_s": signal_grace(plan, settings),
         "node_cpus": plan.node_cpus,
         "tasks": [[{"num": s.num, "run_key": s.run_key, "run_dir": s.run_dir} for s in task]

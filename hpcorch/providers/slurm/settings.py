@@ -86,7 +86,13 @@ class SlurmSettings:
     extra: dict[str, Any] = field(default_factory=dict)
     """More sbatch options by submitit's names, e.g. {mail_type: END, gres: 'gpu:1'}."""
     max_requeues: int = 3
-    """How often a run that reaches its time limit is requeued to resume (SLURM_RESTART_COUNT)."""
+    """How often a run that reaches its time limit is requeued to resume (SLURM_RESTART_COUNT).
+    Preemption does not count: a preempted job is always requeued."""
+    requeue_on_timeout: Literal["checkpointed", "always", "never"] = "checkpointed"
+    """Which runs that reach their time limit are requeued, as submitit does: checkpointed =
+    only runs that can resume (they saved an hpcorch.checkpoint, or catch its signal and then
+    save or stop), always = every run (one without a checkpoint starts from zero again),
+    never = none; the others end TIMEOUT."""
     signal_grace_s: int = 90
     """Seconds before the time limit at which a job gets SIGUSR1 to save a checkpoint."""
     pack: int = 1
