@@ -34,7 +34,7 @@ def test_editing_the_app_after_submission_changes_nothing(tmp_path: Path) -> Non
     commit = _git(app, "rev-parse", "HEAD")
     proc = run(app, "-m", "x=1,2", "sleep=2", "hpcorch.detach=true", "hydra.sweep.dir=out")
     assert proc.returncode == 0, proc.stderr
-    sid = next(line.split()[1] for line in proc.stdout.splitlines() if "submitted" in line)
+    sid = next(line.split()[1] for line in proc.stderr.splitlines() if "submitted" in line)
     # edit the research code while the sweep is queued or running
     (app / "app.py").write_text((app / "app.py").read_text().replace(
         '"x": float(cfg.x)', '"x": -1000.0'))

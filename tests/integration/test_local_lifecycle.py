@@ -28,11 +28,11 @@ def test_detach_then_wait(tmp_path: Path) -> None:
     app = write_probe_app(tmp_path / "app")
     proc = run(app, "-m", "x=1,2,3", "sleep=1", "hpcorch.detach=true", "hydra.sweep.dir=out")
     assert proc.returncode == 0, proc.stderr
-    sid = _sweep_id(proc.stdout)
-    assert f"hpcorch wait {sid}" in proc.stdout
+    sid = _sweep_id(proc.stderr)
+    assert f"hpcorch wait {sid}" in proc.stderr
     waited = hpcorch_cli(app, "wait", sid, "--progress", "off")
     assert waited.returncode == 0, waited.stdout + waited.stderr
-    assert waited.stdout.count("SUCCEEDED") == 3
+    assert waited.stderr.count("SUCCEEDED") == 3
     assert [r["state"] for r in records(app / "out")] == ["SUCCEEDED"] * 3
     status = json.loads(hpcorch_cli(app, "status", sid, "--json").stdout)
     assert [r["state"] for r in status["runs"]] == ["SUCCEEDED"] * 3
@@ -42,7 +42,7 @@ def test_cancel_a_detached_sweep_then_resume_it(tmp_path: Path) -> None:
     app = write_probe_app(tmp_path / "app")
     proc = run(app, "-m", "x=1,2", "sleep=60", "hpcorch.detach=true", "hydra.sweep.dir=out")
     assert proc.returncode == 0, proc.stderr
-    sid = _sweep_id(proc.stdout)
+    sid = _sweep_id(proc.stderr)
     deadline = time.monotonic() + 60
     while len(list((app / "out").glob("*/started"))) < 2:
         assert time.monotonic() < deadline

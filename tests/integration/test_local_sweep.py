@@ -15,9 +15,9 @@ pytestmark = pytest.mark.integration
 def test_main_job_table_status_and_skip(app_dir: Path) -> None:
     first = run(app_dir, "-m", "lr=0.1,0.01", "epochs=5", script="train.py")
     assert first.returncode == 0, first.stderr
-    assert first.stdout.count("SUCCEEDED") == 2
+    assert first.stderr.count("SUCCEEDED") == 2
     for metric in ("test_acc", "train_loss", "val_acc"):
-        assert metric in first.stdout
+        assert metric in first.stderr
     recs = records(only_sweep_dir(app_dir))
     assert [r["state"] for r in recs] == ["SUCCEEDED", "SUCCEEDED"]
     assert [r["overrides"] for r in recs] == [["lr=0.1", "epochs=5"], ["lr=0.01", "epochs=5"]]
@@ -32,10 +32,10 @@ def test_main_job_table_status_and_skip(app_dir: Path) -> None:
 
     again = run(app_dir, "-m", "lr=0.1,0.01", "epochs=5", script="train.py")
     assert again.returncode == 0, again.stderr
-    assert "skipped 2 run(s)" in again.stdout and again.stdout.count("SKIPPED") == 2
+    assert "skipped 2 run(s)" in again.stderr and again.stderr.count("SKIPPED") == 2
 
     forced = run(app_dir, "-m", "lr=0.1,0.01", "epochs=5", "hpcorch.rerun=true", script="train.py")
-    assert forced.returncode == 0 and forced.stdout.count("SUCCEEDED") == 2
+    assert forced.returncode == 0 and forced.stderr.count("SUCCEEDED") == 2
 
 
 def test_plain_run_writes_the_same_record(app_dir: Path) -> None:
@@ -79,7 +79,7 @@ def test_job_failure_fails_the_multirun_after_the_others(tmp_path: Path) -> None
     failed = [r for r in recs if r["state"] == "FAILED"]
     assert all(r["error"]["type"] == "ValueError" for r in failed)
     assert "raise ValueError" in failed[0]["error"]["traceback"]
-    assert "FAILED" in proc.stdout and "probe failure" in proc.stdout  # summary explains it
+    assert "FAILED" in proc.stderr and "probe failure" in proc.stderr  # summary explains it
 
 
 def test_cli_show_logs_sweeps_rebuild(app_dir: Path, _isolated_home: Path) -> None:

@@ -56,8 +56,8 @@ def test_detach_status_wait(tmp_path: Path) -> None:
     app = write_probe_app(tmp_path / "app")
     proc = _app(app, "x=1,2", "hpcorch.detach=true", "hydra.sweep.dir=out")
     assert proc.returncode == 0, proc.stderr
-    sid = _sweep_id(proc.stdout)
-    assert f"hpcorch wait {sid}" in proc.stdout
+    sid = _sweep_id(proc.stderr)
+    assert f"hpcorch wait {sid}" in proc.stderr
     waited = _cli(app, "wait", sid, "--progress", "off")
     assert waited.returncode == 0, waited.stdout + waited.stderr
     assert [r["state"] for r in records(app / "out")] == ["SUCCEEDED", "SUCCEEDED"]
@@ -70,7 +70,7 @@ def test_cancel_a_detached_sweep(tmp_path: Path) -> None:
     app = write_probe_app(tmp_path / "app")
     proc = _app(app, "x=1,2", "sleep=120", "hpcorch.detach=true", "hydra.sweep.dir=out")
     assert proc.returncode == 0, proc.stderr
-    sid = _sweep_id(proc.stdout)
+    sid = _sweep_id(proc.stderr)
     wait_for(lambda: squeue_ids(f"hpcorch-{sid}"), "the array to be queued")
     cancelled = _cli(app, "cancel", sid)
     assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr

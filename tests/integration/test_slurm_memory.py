@@ -89,7 +89,7 @@ def test_sweep_record_summary_and_show_name_the_memory_kill(app_dir: Path) -> No
     assert ok["state"] == "SUCCEEDED" and hog["state"] == "FAILED", hog
     assert hog["failure"]["reason"].startswith(REASON), hog["failure"]
     assert hog["failure"]["job_id"] == hog["job_id"]
-    assert REASON in " ".join(done.stdout.split()), done.stdout  # the summary table
+    assert REASON in " ".join(done.stderr.split()), done.stderr  # the summary table
     show = subprocess.run([sys.executable, "-m", "hpcorch", "show", hog["run_key"]],
                           cwd=app_dir, capture_output=True, text=True, timeout=60, check=False,
                           env={**os.environ, "HPCORCH_HOME": str(app_dir / ".hpcorch-home")})
