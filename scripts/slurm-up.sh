@@ -127,7 +127,10 @@ KillWait=5
 MinJobAge=300
 InactiveLimit=0
 Waittime=0
-MaxArraySize=1001
+# MaxArraySize 201: arrays of at most 201 tasks (index 0-200), so that a test can
+# make hpcorch split a sweep at the cluster's own limit, and still room for
+# scripts/bench_slurm.py --runs 200 (its peer submits one 200-task array).
+MaxArraySize=201
 SchedulerType=sched/backfill
 SchedulerParameters=batch_sched_delay=0,sched_min_interval=100000,bf_interval=1,sched_interval=2
 SelectType=select/cons_tres
@@ -173,6 +176,21 @@ StorageUser=$DB_USER
 StoragePass=$DB_PASS
 StorageLoc=$DB_NAME
 EOF
+}
+
+# started_before SPEC FILE : the daemon runs, and started before FILE was last
+# written, so it may still run an older configuration. Not every setting
+# reaches a running slurmctld by `scontrol reconfigure` (MaxArraySize is read
+# once: `scontrol show config` shows the new value while sbatch still checks
+# the old one), so a config written after the start means a restart.
+started_before() {
+    local pid ticks boot written
+    pid=$(daemon_pid "$1") || return 1
+    [ -f "$2" ] || return 1
+    ticks=$(awk '{print $22}' "/proc/$pid/stat" 2>/dev/null) || return 1
+    boot=$(awk '/^btime/ {print $2}' /proc/stat)
+    written=$(stat -c %Y "$2")
+    [ $(( boot + ticks / $(getconf CLK_TCK) )) -lt "$written" ]
 }
 
 # same_content FILE TEXT : FILE exists and holds TEXT.
@@ -247,6 +265,7 @@ if hpcorch_netns_exists &&
     same_content "$SLURM_CONF" "$WANT_SLURM_CONF" &&
     same_content "$DBD_CONF" "$WANT_DBD_CONF" &&
     cgroup_conf_ok &&
+    ! started_before "$SLURMCTLD" "$SLURM_CONF" && ! started_before "$SLURMD" "$SLURM_CONF" &&
     all_daemons_up && node_ready; then
     summary "already up: checked"
     exit 0
@@ -342,6 +361,10 @@ restart_if "$dbd_conf_changed" "$SLURMDBD"
 # After a slurm.conf change restart BOTH slurmctld and slurmd; slurmd also
 # after (re)installing Open MPI, or `srun --mpi=pmix` hangs.
 restart_if "$installed_now" "$SLURMD"
+# A daemon started before slurm.conf was written (an earlier run of this script
+# was interrupted, or the file was changed by hand) is restarted too.
+started_before "$SLURMD" "$SLURM_CONF" && slurm_conf_changed=1
+started_before "$SLURMCTLD" "$SLURM_CONF" && slurm_conf_changed=1
 restart_if "$slurm_conf_changed" "$SLURMD"
 restart_if "$slurm_conf_changed" "$SLURMCTLD"
 
