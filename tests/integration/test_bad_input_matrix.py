@@ -370,3 +370,42 @@ def test_a_sigkilled_run_says_sigkill_who_and_its_memory(tmp_path: Path, warm: s
     assert "not by hpcorch" in reason or "OOM killer" in reason, reason
     peak = float(reason.split("it had used ")[1].split(" MiB")[0])
     assert peak >= 120, reason  # the 120 MiB it touched, at least
+
+
+@pytest.mark.slurm
+def test_a_sigkilled_slurm_run_says_sigkill_and_who(tmp_path: Path) -> None:
+    """On the real Slurm: FAILED, signal 9, and no word from Slurm becomes a reason that
+    names SIGKILL and what Slurm did and did not record. (The memory used needs sacct's
+    MaxRSS in the accounting parser: not there yet.)"""
+    from tests.integration.slurm_support import require_slurm
+
+    require_slurm()
+    app = tmp_path / "killed"
+    (app / "conf").mkdir(parents=True)
+    (app / "app.py").write_text(KILLED_APP)
+    (app / "conf" / "config.yaml").write_text("defaults:\n  - hpcorch: default\n  - _self_\n"
+                                              "mb: 20\n")
+    proc = run(app, "-m", "provider=slurm", f"hydra.sweep.dir={app / 'out'}",
+               "hpcorch.progress=off", timeout=600)
+    assert proc.returncode != 0
+    record = json.loads((app / "out" / "0" / ".hpcorch" / "record.json").read_text())
+    assert record["state"] == "FAILED" and record["failure"]["signal"] == 9, record
+    reason = record["failure"]["reason"]
+    assert reason.startswith("killed by SIGKILL (signal 9), "), reason
+    assert "not by a limit Slurm recorded (sacct: FAILED)" in reason, reason
+
+
+@pytest.mark.parametrize("args, env, says", [
+    (("--home", "afile", "status"), {}, "--home='afile': must be a directory hpcorch can"),
+    (("sweeps",), {"HPCORCH_HOME": "afile"}, "HPCORCH_HOME='afile': must be a directory"),
+    (("rebuild",), {"HPCORCH_HOME": "afile/sub"}, "HPCORCH_HOME='afile/sub': must be a"),
+])
+def test_the_cli_refuses_an_unusable_home(probe: Path, args: tuple[str, ...],
+                                          env: dict[str, str], says: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "hpcorch", *args], cwd=probe,
+                          capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, **env})
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("hpcorch: error:")]
+    assert proc.returncode == 2 and len(errors) == 1, proc.stderr
+    assert says in errors[0] and "Traceback" not in proc.stderr
+    assert (probe / "afile").is_file()  # left as it was
