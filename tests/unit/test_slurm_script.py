@@ -108,6 +108,14 @@ def test_grace_never_exceeds_half_a_short_limit() -> None:
     assert signal_grace(plan, SlurmSettings(signal_grace_s=20)) == 20
 
 
+@pytest.mark.parametrize("policy", ["checkpointed", "always", "never"])
+def test_preempted_jobs_stay_requeueable_whatever_the_time_limit_policy(policy: str) -> None:
+    settings = SlurmSettings(max_requeues=0, requeue_on_timeout=policy)  # type: ignore[arg-type]
+    [plan] = plan_arrays([spec(0)], settings, ClusterLimits())
+    assert "#SBATCH --requeue" in render_script(plan, settings, "python").splitlines()
+    assert map_data(plan, settings)["requeue_on_timeout"] == policy
+
+
 def test_job_name_carries_sweep_and_token() -> None:
     [plan] = plan_arrays([spec(0)], SlurmSettings(), ClusterLimits())
     assert plan.job_name.startswith("hpcorch-demo1234-")
