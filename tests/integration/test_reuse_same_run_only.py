@@ -168,3 +168,33 @@ def test_optuna_learns_only_from_the_trials_it_ran(plain_app: Path) -> None:
     assert result["best_value"] == 2.0 * result["best_params"]["x"]
     assert all(r["metrics"]["value"] == 2.0 * float(r["overrides"][0].split("=")[1])
                for r in records(plain_app / "O"))
+
+
+@pytest.mark.slurm
+def test_on_slurm_a_fixed_sweep_dir_given_another_config_runs_the_new_runs(
+        app_dir: Path) -> None:
+    from tests.integration.slurm_support import require_slurm, run_app
+
+    require_slurm()
+    env = {"HPCORCH_HOME": str(app_dir / ".hpcorch-home")}
+    common = ["provider=slurm", "epochs=2", "hydra.sweep.dir=X", "hpcorch.progress=off"]
+    first = run_app(app_dir, *common, "lr=0.1,0.2", env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    old = _by_lr(app_dir / "X")
+    assert all(r["provider"] == "slurm" for r in old.values())
+    # The second sweep is detached, then followed from another process.
+    second = run_app(app_dir, *common, "lr=0.3,0.4", "hpcorch.detach=true", env=env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "held the record of another run" in second.stderr
+    waited = hpcorch_cli(app_dir, "--home", env["HPCORCH_HOME"], "wait", str(app_dir / "X"),
+                         "--progress", "off")
+    assert waited.returncode == 0, waited.stdout + waited.stderr
+    new = _by_lr(app_dir / "X")
+    assert set(new) == {"lr=0.3", "lr=0.4"}
+    assert all(r["state"] == "SUCCEEDED" and r["provider"] == "slurm" for r in new.values())
+    assert {r["job_id"] for r in new.values()}.isdisjoint(r["job_id"] for r in old.values())
+    assert new["lr=0.3"]["metrics"] != old["lr=0.1"]["metrics"]
+    # And the same config again reuses exactly these records, submitting nothing.
+    third = run_app(app_dir, *common, "lr=0.3,0.4", env=env)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert _by_lr(app_dir / "X") == new
