@@ -60,3 +60,32 @@ def test_uncommitted_edits_are_part_of_the_snapshot_and_the_key(tmp_path: Path) 
     assert "+dirty:" in rec["code_version"]
     meta = json.loads((app / "out/.hpcorch/code/.hpcorch-snapshot.json").read_text())
     assert meta["dirty"] is True and rec["code_version"] == meta["label"]
+
+
+def test_cold_local_runs_of_several_ranks_run_from_the_snapshot(tmp_path: Path) -> None:
+    """A warm local sweep whose runs start afresh anyway (2 ranks) runs the snapshot."""
+    from tests.conftest import require_service
+    from tests.integration.mpi_support import mpi_available
+
+    require_service(mpi_available(), "Open MPI (mpirun) and mpi4py", "scripts/mpi-up.sh")
+    app = _committed_app(tmp_path)
+    proc = run(app, "-m", "x=1", "resources.tasks=2", "hydra.sweep.dir=out")
+    assert proc.returncode == 0, proc.stderr
+    spec = json.loads((app / "out/0/.hpcorch/spec.json").read_text())
+    assert str(app / "out/.hpcorch/code/app.py") in spec["command"]
+    assert "no code snapshot" not in proc.stderr
+    [rec] = records(app / "out")
+    assert rec["state"] == "SUCCEEDED"
+
+
+def test_without_a_snapshot_one_line_says_jobs_run_the_live_tree(tmp_path: Path) -> None:
+    app = write_probe_app(tmp_path / "untracked")  # no git repository at all
+    proc = run(app, "-m", "x=1,2", "provider.warm=false", "hydra.sweep.dir=out")
+    assert proc.returncode == 0, proc.stderr
+    notices = [line for line in proc.stderr.splitlines() if "no code snapshot" in line]
+    assert len(notices) == 1 and "jobs run the live tree" in notices[0]
+    spec = json.loads((app / "out/0/.hpcorch/spec.json").read_text())
+    assert str(app / "app.py") in spec["command"]
+    # A warm local sweep forks this process and needs no snapshot: nothing to say.
+    warm = run(app, "-m", "x=3", "hydra.sweep.dir=warm")
+    assert warm.returncode == 0 and "no code snapshot" not in warm.stderr
