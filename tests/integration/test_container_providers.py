@@ -9,6 +9,8 @@ without a container):
 - provider=mpi with one rank: `mpirun -n 1 ... podman run ...`.
 
 What is refused before anything is submitted (exit 2, one message):
+- provider.runtime_env.image_uri (or .container) together with container=...: Ray
+  would start its worker in an image, and that worker would then run podman;
 - a multi-rank run inside an image without MPI (the hpcorch image has none; every
   rank died with ModuleNotFoundError after submission before this was refused),
   on every provider;
@@ -25,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from hpcorch.identity import short_hash
 from tests.conftest import require_service
 from tests.integration.helpers import records, run
 from tests.integration.ray_support import (  # noqa: F401 - fixture
@@ -91,8 +94,9 @@ def test_mpi_single_rank_runs_inside_the_image_with_the_metrics_of_the_run_witho
         assert (Path(rec["run_dir"]) / ".hpcorch" / "ranks").is_dir()
 
 
-def refused(app_dir: Path, sweep_dir: Path, *args: str) -> str:
-    """Run a sweep that must be refused; return its one error line."""
+def refused(app_dir: Path, sweep_dir: Path, *args: str, planned: bool = False) -> str:
+    """Run a sweep that must be refused; return its one error line. `planned`: the refusal
+    comes from the provider, after the sweep's specs were written (never submitted)."""
     done = run(app_dir, "-m", "lr=0.1,0.01", "epochs=1", f"hydra.sweep.dir={sweep_dir}",
                "hpcorch.progress=off", *args, script="train.py",
                env={"HPCORCH_HOME": str(app_dir / "home")})
@@ -100,9 +104,25 @@ def refused(app_dir: Path, sweep_dir: Path, *args: str) -> str:
     assert "Traceback" not in done.stderr + done.stdout
     errors = [line for line in done.stderr.splitlines() if line.startswith("hpcorch: error:")]
     assert len(errors) == 1, done.stderr
-    # Nothing was planned into the sweep directory, let alone submitted or run.
-    assert not list(sweep_dir.glob("**/.hpcorch")), list(sweep_dir.glob("**/.hpcorch"))
+    if planned:
+        assert records(sweep_dir) == []  # nothing ran
+    else:  # nothing was planned into the sweep directory, let alone submitted or run
+        assert not list(sweep_dir.glob("**/.hpcorch")), list(sweep_dir.glob("**/.hpcorch"))
     return errors[0]
+
+
+@pytest.mark.ray
+def test_rays_own_image_with_hpcorchs_container_is_refused_before_submission(
+        app_dir: Path, ray_url: str, image_id: str) -> None:  # noqa: F811
+    sweep_dir = app_dir / "sweeps" / "ray-image"
+    line = refused(app_dir, sweep_dir, "provider=ray", f"provider.address={ray_url}", *BOX,
+                   f"+provider.runtime_env.image_uri={IMAGE}", planned=True)
+    assert line == (
+        f"hpcorch: error: provider.runtime_env.image_uri='{IMAGE}': must be left out with "
+        "container=... (hpcorch runs each run inside the pinned image itself); use one of the two")
+    sweep_id = short_hash(str(sweep_dir), 10)
+    jobs = dashboard_get("/api/jobs/", token_headers())
+    assert not [j for j in jobs if (j.get("metadata") or {}).get("hpcorch_sweep_id") == sweep_id]
 
 
 @pytest.mark.mpi

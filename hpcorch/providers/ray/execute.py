@@ -11,7 +11,7 @@ Two ways to start the run, as for the local provider:
 - warm: fork the (already warmed-up) Ray worker and execute the same script
   with the same argv in the child, in-process. It saves an interpreter and
   import start-up per run; the child never touches Ray and dies with its
-  parent (PR_SET_PDEATHSIG).
+  parent (PR_SET_PDEATHSIG). Never for a run inside a container (cold only).
 """
 
 from __future__ import annotations
@@ -222,7 +222,9 @@ class RunProcess:
 
     def __init__(self, spec: RunSpec, warm: bool, job_id: str = "") -> None:
         self.spec = spec
-        script = script_of(spec) if warm else None
+        # A run inside a container is the wrapped command (podman run ... python SCRIPT):
+        # only a fresh process can start it, never a fork of this host-side worker.
+        script = script_of(spec) if warm and not spec.image else None
         sys.stdout.flush()
         sys.stderr.flush()
         with _log_files(spec) as (out, err):

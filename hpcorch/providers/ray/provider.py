@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 
 #: Lines of stderr a FailureContext carries.
 TAIL_LINES = 20
+#: runtime_env fields with which Ray itself starts its workers inside an image.
+CONTAINER_ENV_KEYS = ("image_uri", "container")
 
 
 class RayProvider:
@@ -122,6 +124,10 @@ class RayProvider:
         where = self.settings.address or "(a Ray started for this sweep)"
         lines = [f"# provider=ray address={where} mode={self.settings.mode}"
                  f" warm={self.settings.warm}"]
+        if self.settings.mode == "sweep" and self.settings.warm and any(s.image for s in runs):
+            lines.append("# runs inside a container start cold: a task runs the wrapped "
+                         "command as a fresh process (a fork of the warm worker would run on "
+                         "the host)")
         for spec in runs:
             self._check_spec(spec)
         if self.settings.mode == "sweep":
@@ -416,6 +422,15 @@ class RayProvider:
             raise ConfigError("resources.tasks", getattr(res, "tasks", 1),
                               "provider=ray runs one process per run; multi-rank (MPI) runs "
                               "need provider=mpi or provider=slurm")
+        if spec.image:
+            # hpcorch's container already wraps the run's command (podman run ... python
+            # train.py): a Ray worker inside Ray's own container would have to start it.
+            for key in CONTAINER_ENV_KEYS:
+                if key in self.settings.runtime_env:
+                    raise ConfigError(f"provider.runtime_env.{key}",
+                                      self.settings.runtime_env[key],
+                                      "must be left out with container=... (hpcorch runs each "
+                                      "run inside the pinned image itself); use one of the two")
 
     @staticmethod
     def _batch_file(specs: Sequence[RunSpec], sid: str) -> str:
