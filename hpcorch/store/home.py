@@ -99,13 +99,15 @@ def is_healthy(path: Path) -> bool:
 
 def set_aside(path: Path) -> Path:
     """Move a damaged index (and its WAL files) to `index.db.corrupt-<time>`; never deletes.
-    Returns the new path of the database file. OSError when it cannot be moved."""
+    Returns the new path of the database file (absent when there was nothing to move:
+    another process got there first). OSError when it cannot be moved."""
     stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S%f")
     aside = path.with_name(f"{path.name}.corrupt-{stamp}")
     for suffix in ("", "-wal", "-shm"):
-        source = Path(str(path) + suffix)
-        if source.exists():
-            os.replace(source, Path(str(aside) + suffix))
+        try:
+            os.replace(Path(str(path) + suffix), Path(str(aside) + suffix))
+        except FileNotFoundError:  # absent, or another process set it aside first
+            continue
     return aside
 
 

@@ -358,6 +358,8 @@ class StoreIndex:
             raise StoreError(
                 f"{self.path} is corrupt ({cause}) and cannot be moved aside ({exc.strerror}); "
                 "move it away, then `hpcorch rebuild [SWEEP_ROOT ...]` repairs it") from None
+        if not aside.exists():  # another process set it aside and rebuilds it
+            return 0, 0
         roots = [*known_sweep_dirs(self.home), str(Path(os.getcwd()) / "multirun")]
         self._repairing = True
         try:

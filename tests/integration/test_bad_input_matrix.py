@@ -134,6 +134,9 @@ CASES: dict[str, Case] = {
                               says=("resources.mem_gb=0.0: ", GIB)),
     "slurm-time_min-zero": case("provider=slurm", "resources.time_min=0",
                                 says="resources.time_min=0: must be a whole number"),
+    "slurm-dry-run-mem_gb-below-1MB": case("provider=slurm", "hpcorch.dry_run=true",
+                                           "resources.mem_gb=0.0001",
+                                           says=("resources.mem_gb=0.0001: ", GIB)),
     # -- provider=ray ---------------------------------------------------------
     "ray-typo": case("provider=ray", "provider.adress=http://127.0.0.1:8265",
                      says="provider.adress='http://127.0.0.1:8265': unknown setting; did you mean"),
@@ -219,6 +222,7 @@ def test_bad_input_is_one_clear_error_and_nothing_starts(probe: Path, name: str)
     for part in bad.says:
         assert part in errors[0], errors[0]
     assert "Traceback" not in both
+    assert "#SBATCH" not in both  # not even rendered
     assert not _ledger_and_runs(out), f"something started: {_ledger_and_runs(out)}"
     sweep_id = short_hash(str(out.resolve()), 10)
     if "provider=slurm" in bad.overrides:
