@@ -32,6 +32,7 @@ scripts/slurm-up.sh
 # Jobs left over from an interrupted earlier run (slurmctld keeps its state) must not
 # hold the test cluster's two CPUs.
 scripts/in-netns.sh scancel --quiet --user="$(id -un)" || true
+step "Grid Engine in the loopback-only namespace"; scripts/sge-up.sh
 step "Podman and the project image"
 scripts/podman-up.sh
 step "Ray head on 127.0.0.1"
