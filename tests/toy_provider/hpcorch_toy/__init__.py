@@ -1,0 +1,1 @@
+"""A test-only hpcorch provider, found through the `hpcorch.providers` entry point."""
