@@ -93,8 +93,9 @@ class CheckReport:
 
 
 def check_argv(python: str, app: str | None) -> tuple[str, ...]:
-    """The command run inside the image."""
-    argv = (python, "-m", "hpcorch", "container", "check", "--inside", "--json")
+    """The command run inside the image: IMAGE_PROBE, then `hpcorch container check
+    --inside --json` in the same interpreter (one container start for both)."""
+    argv = (python, "-c", IMAGE_PROBE + _THEN_CHECK, "container", "check", "--inside", "--json")
     return (*argv, "--app", app) if app else argv
 
 
@@ -118,8 +119,9 @@ def run_check(runtime: Runtime, identity: ImageIdentity, *, python: str = "pytho
     except FileNotFoundError as exc:
         raise ContainerError(f"container={runtime.name}: cannot run {argv[0]}: {exc}") from exc
     where = f"image {identity.reference!r} ({identity.digest})"
-    data = _parse(done.stdout)
-    if data is None:
+    probe = _parse(done.stdout, PROBE_KEY)
+    data = _parse(done.stdout, "python")
+    if data is None or probe is None:
         raise ContainerError(_diagnose(where, python, done.returncode, done.stderr or ""))
     report = CheckReport(runtime=runtime.name, image=identity.reference, digest=identity.digest,
                          python=str(data.get("python", "")),
@@ -135,7 +137,16 @@ def run_check(runtime: Runtime, identity: ImageIdentity, *, python: str = "pytho
         raise ContainerError(f"{where}: the research code {report.app} does not import inside "
                              f"the image: {report.app_error} (add its dependencies to "
                              "containers/requirements.txt and rebuild)")
-    return replace(report, mpi=probe_image(runtime, identity, python=python, runner=runner))
+    files = probe.get(PROBE_KEY)
+    differ = differing_files(files if isinstance(files, dict) else {}, _own_code())
+    if differ:
+        shown = ", ".join(differ[:5]) + (f" and {len(differ) - 5} more" if len(differ) > 5 else "")
+        raise ContainerError(
+            f"{where} holds other hpcorch code than the submitting side ({hpcorch.__version__} "
+            f"at {os.path.dirname(os.path.abspath(hpcorch.__file__))}): {len(differ)} file(s) "
+            f"differ ({shown}); rebuild the image (containers/build.sh)")
+    return replace(report, mpi=MpiReport(mpi4py=str(probe.get("mpi4py", "")),
+                                         libmpi=str(probe.get("libmpi", ""))))
 
 
 def code_hashes(root: str) -> dict[str, str]:
@@ -157,9 +168,12 @@ def code_hashes(root: str) -> dict[str, str]:
     return out
 
 
-#: Run inside the image after the check, with the standard library only (so it works with
-#: any hpcorch there): the image's hpcorch code, and whether it holds MPI. MPI itself is
-#: never started (importing mpi4py.MPI would initialise it).
+#: Run inside the image before hpcorch's own check, with the standard library only (so it
+#: works with any hpcorch there): the image's hpcorch code, and whether it holds MPI. MPI
+#: itself is never started (importing mpi4py.MPI would initialise it). The version alone
+#: does not tell: an image built before hpcorch's code changed has the same version, and
+#: its worker then fails every run after submission (seen: "the job exited 0 but wrote no
+#: run record": its RunSpec lacked a field) or, worse, seeds or records differently.
 IMAGE_PROBE = inspect.getsource(code_hashes) + """
 import ctypes.util, importlib.metadata, importlib.util, json
 mpi4py = ""
@@ -171,7 +185,15 @@ if importlib.util.find_spec("mpi4py") is not None:
 found = importlib.util.find_spec("hpcorch")
 roots = list(found.submodule_search_locations or []) if found else []
 print(json.dumps({"mpi4py": mpi4py, "libmpi": ctypes.util.find_library("mpi") or "",
-                  "hpcorch_files": code_hashes(roots[0]) if roots else {}}))
+                  "hpcorch_files": code_hashes(roots[0]) if roots else {}}), flush=True)
+"""
+#: The probe's own line is the JSON object with this key.
+PROBE_KEY = "hpcorch_files"
+#: After the probe: `python -m hpcorch ARGS` (what the image's hpcorch says of itself).
+_THEN_CHECK = """
+import runpy, sys
+sys.argv = ["hpcorch", *sys.argv[1:]]
+runpy.run_module("hpcorch", run_name="__main__", alter_sys=True)
 """
 
 
@@ -185,46 +207,16 @@ def differing_files(image: dict[str, str], here: dict[str, str]) -> list[str]:
     return sorted(k for k in set(image) | set(here) if image.get(k) != here.get(k))
 
 
-def probe_image(runtime: Runtime, identity: ImageIdentity, *, python: str = "python",
-                runner: CommandRunner = run_command) -> MpiReport:
-    """One short run of IMAGE_PROBE in the image: refuse an image whose hpcorch is other
-    code than this side's, and return the MPI it holds.
-
-    The version alone does not tell: an image built before hpcorch's code changed has
-    the same version, and its worker then fails every run after submission (seen: "the
-    job exited 0 but wrote no run record") or, worse, seeds or records differently.
-    """
-    run = ContainerRun(argv=(python, "-c", IMAGE_PROBE), workdir="/",
-                       env=((IMAGE_ENV, identity.reference), (IMAGE_DIGEST_ENV, identity.digest),
-                            (RUNTIME_ENV, identity.runtime)))
-    argv = runtime.argv(run, identity)
-    try:
-        done = runner(argv, timeout=CHECK_TIMEOUT_S)
-    except FileNotFoundError as exc:
-        raise ContainerError(f"container={runtime.name}: cannot run {argv[0]}: {exc}") from exc
-    where = f"image {identity.reference!r} ({identity.digest})"
-    data = _parse(done.stdout)
-    if data is None:
-        raise ContainerError(_diagnose(where, python, done.returncode, done.stderr or ""))
-    files = data.get("hpcorch_files")
-    differ = differing_files(files if isinstance(files, dict) else {}, _own_code())
-    if differ:
-        shown = ", ".join(differ[:5]) + (f" and {len(differ) - 5} more" if len(differ) > 5 else "")
-        raise ContainerError(
-            f"{where} holds other hpcorch code than the submitting side ({hpcorch.__version__} "
-            f"at {os.path.dirname(os.path.abspath(hpcorch.__file__))}): {len(differ)} file(s) "
-            f"differ ({shown}); rebuild the image (containers/build.sh)")
-    return MpiReport(mpi4py=str(data.get("mpi4py", "")), libmpi=str(data.get("libmpi", "")))
-
-
-def _parse(stdout: str) -> dict[str, Any] | None:
+def _parse(stdout: str, key: str) -> dict[str, Any] | None:
+    """The last JSON object line of `stdout` that has `key`."""
     for line in reversed((stdout or "").strip().splitlines()):
         if line.startswith("{"):
             try:
                 value = json.loads(line)
             except json.JSONDecodeError:
-                return None
-            return value if isinstance(value, dict) else None
+                continue
+            if isinstance(value, dict) and key in value:
+                return value
     return None
 
 

@@ -3,6 +3,7 @@ the launcher's entry point pins, checks and tolerates what a dry run may tolerat
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -16,50 +17,34 @@ import hpcorch
 from hpcorch.cli import main as cli_main
 from hpcorch.containers import ContainerError, load_settings, make_runtime, prepare_container
 from hpcorch.containers.base import ImageIdentity
-from hpcorch.containers.check import IMAGE_PROBE, check_argv, code_hashes, run_check
+from hpcorch.containers.check import check_argv, code_hashes, run_check
 from hpcorch.containers.inside import inside_report, os_release
 
 IDENTITY = ImageIdentity("podman", "hpcorch:latest", DIGEST, DIGEST)
 
 
-def report(**changes: object) -> str:
-    data = {"python": "3.11.2", "executable": "/opt/hpcorch/bin/python",
-            "hpcorch": hpcorch.__version__, "os_release": "Debian GNU/Linux 12 (bookworm)",
-            "app": "", "app_ok": None, "app_error": ""}
-    data.update(changes)
-    return "some log line\n" + json.dumps(data) + "\n"
-
-
 def probe(**changes: object) -> str:
-    """What IMAGE_PROBE prints in an image built from this very hpcorch, without MPI."""
+    """The probe's line from an image built from this very hpcorch, without MPI."""
     data: dict[str, object] = {"mpi4py": "", "libmpi": "",
                                "hpcorch_files": code_hashes(str(Path(hpcorch.__file__).parent))}
     data.update(changes)
     return json.dumps(data) + "\n"
 
 
-class WithProbe:
-    """Answers the image probe (run after the check) as a good image would; every other
-    command goes to `runner`."""
-
-    def __init__(self, runner: FakeRunner, answer: str | None = None) -> None:
-        self.runner = runner
-        self.answer = answer or probe()
-        self.probes: list[list[str]] = []
-
-    def __call__(self, argv: Sequence[str], **kw: object) -> subprocess.CompletedProcess[str]:
-        if IMAGE_PROBE in argv:
-            self.probes.append(list(argv))
-            return subprocess.CompletedProcess(list(argv), 0, self.answer, "")
-        return self.runner(argv, **kw)
+def report(probe_line: str | None = None, **changes: object) -> str:
+    """What the in-image run prints: the probe's line, then the check's report."""
+    data = {"python": "3.11.2", "executable": "/opt/hpcorch/bin/python",
+            "hpcorch": hpcorch.__version__, "os_release": "Debian GNU/Linux 12 (bookworm)",
+            "app": "", "app_ok": None, "app_error": ""}
+    data.update(changes)
+    return (probe() if probe_line is None else probe_line) + "some log line\n" \
+        + json.dumps(data) + "\n"
 
 
-def check(runner: FakeRunner, app: str | None = None,  # type: ignore[no-untyped-def]
-          answer: str | None = None):
+def check(runner: FakeRunner, app: str | None = None):  # type: ignore[no-untyped-def]
     settings = load_settings({"name": "podman", "image": "hpcorch:latest"})
-    both = WithProbe(runner, answer)
-    return run_check(make_runtime(settings, both), IDENTITY, app=app, workdir="/w",
-                     runner=both)
+    return run_check(make_runtime(settings, runner), IDENTITY, app=app, workdir="/w",
+                     runner=runner)
 
 
 def test_a_good_image_reports_versions_and_the_command_it_ran() -> None:
@@ -81,19 +66,31 @@ def test_an_image_with_other_hpcorch_code_of_the_same_version_is_refused() -> No
     files["spec.py"] = "0" * 64
     del files["errors.py"]
     with pytest.raises(ContainerError) as err:
-        check(FakeRunner(stdout=report()), answer=probe(hpcorch_files=files))
+        check(FakeRunner(stdout=report(probe(hpcorch_files=files))))
     text = str(err.value)
     assert "holds other hpcorch code than the submitting side" in text
     assert "2 file(s) differ (errors.py, spec.py)" in text and "containers/build.sh" in text
 
 
-def test_the_probe_hashes_like_this_side_when_run_by_a_real_interpreter() -> None:
-    """IMAGE_PROBE's own code (the hashing is sent as source) agrees with this side."""
-    done = subprocess.run([sys.executable, "-c", IMAGE_PROBE], capture_output=True, text=True,
-                          timeout=60, check=True, cwd="/")
-    data = json.loads(done.stdout)
-    assert data["hpcorch_files"] == code_hashes(str(Path(hpcorch.__file__).parent))
-    assert "spec.py" in data["hpcorch_files"] and "containers/check.py" in data["hpcorch_files"]
+class HostRuntime:
+    """A "runtime" that runs the command on this machine: the in-image half for real."""
+
+    name = "podman"
+
+    def argv(self, run, identity):  # type: ignore[no-untyped-def]
+        return list(run.argv)
+
+
+def test_the_whole_in_image_command_run_by_a_real_interpreter(tmp_path: Path) -> None:
+    """check_argv's one command (probe, then `hpcorch container check --inside`) with this
+    interpreter: both halves answer, the code hashes agree, the venv's mpi4py is seen."""
+    app = tmp_path / "app.py"
+    app.write_text("import json\n")
+    result = run_check(HostRuntime(), IDENTITY, python=sys.executable, app=str(app),
+                       workdir=str(tmp_path))
+    assert result.hpcorch == hpcorch.__version__ and result.app_ok is True
+    assert result.executable == sys.executable
+    assert result.mpi.present == (importlib.util.find_spec("mpi4py") is not None)
 
 
 @pytest.mark.parametrize("rc, stdout, stderr, fragment", [
@@ -127,8 +124,6 @@ class ScriptedRunner:
         if argv[1:3] == ["image", "inspect"]:
             return subprocess.CompletedProcess(argv, 0, DIGEST.removeprefix("sha256:") + " []",
                                                "")
-        if IMAGE_PROBE in argv:
-            return subprocess.CompletedProcess(argv, 0, probe(), "")
         return subprocess.CompletedProcess(argv, 0, self.check_stdout, "")
 
 
@@ -137,7 +132,7 @@ def test_prepare_pins_and_checks_once() -> None:
     ctx = prepare_container({"name": "podman", "image": "hpcorch:latest"}, workdir="/w",
                             runner=runner, which=lambda _: "/usr/bin/podman")
     assert ctx.image == DIGEST and ctx.report is not None
-    assert [c[1] for c in runner.calls] == ["image", "run", "run"]  # inspect, check, probe
+    assert [c[1] for c in runner.calls] == ["image", "run"]  # one container start
     assert ctx.wrap(make_spec()).image == DIGEST
 
 
