@@ -20,6 +20,7 @@ PROVIDERS: dict[str, tuple[str, str]] = {
     "slurm": ("hpcorch.providers.slurm.provider:SlurmProvider", "slurm"),
     "mpi": ("hpcorch.providers.mpi:MpiProvider", ""),
     "ray": ("hpcorch.providers.ray:RayProvider", "ray"),
+    "sge": ("hpcorch.providers.sge.provider:SgeProvider", ""),
 }
 
 #: Providers that have a config but no implementation in this version.
