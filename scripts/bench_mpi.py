@@ -60,7 +60,8 @@ def main() -> None:
         print(f"{'ranks':>5} {'hpcorch local':>14} {'hpcorch mpi':>12} {'peer mpirun':>12} "
               f"{'local/peer':>11} {'mpi/peer':>9}")
         for n in args.tasks:
-            common = ["hpcorch.progress=off", "hpcorch.rerun=true", f"resources.tasks={n}"]
+            common = ["hpcorch.progress=off", "hpcorch.rerun=true", f"resources.tasks={n}",
+                      *(["resources.oversubscribe=true"] if n > cores else [])]
             local = timed([py, "train.py", "-m", lrs, *common,
                            f"hydra.sweep.dir={tmp}/local{n}"], app, env)
             mpi = timed([py, "train.py", "-m", lrs, *common, "provider=mpi",

@@ -419,21 +419,11 @@ def test_the_cli_refuses_an_unusable_home(probe: Path, args: tuple[str, ...],
 SINGLE = ["hpcorch-typo-no-plus", "local-typo-no-plus", "resources-typo-no-plus",
           "mem_gb-zero", "time_min-zero", "seed-word", "seed-negative", "seed-float",
           "container-typo-no-plus", "slurm-pack-zero"]
-RANKS_AFTER_LEDGER = pytest.mark.xfail(
-    strict=True, reason="single runs check the rank count only at submit, after the ledger: "
-    "_execute.validate must call provider_cls.check_resources(resources)")
-
-
-HOME_UNCHECKED = pytest.mark.xfail(
-    strict=True, reason="a plain local single run (in-process) never opens the index, so "
-    "nothing checks its home: _execute must call open_index(settings.home) on that path too")
 
 
 @pytest.mark.parametrize("name", [
     *SINGLE,
-    pytest.param("tasks-999-on-2-cores", marks=RANKS_AFTER_LEDGER),
-    pytest.param("home-is-a-file", marks=HOME_UNCHECKED),
-    pytest.param("HPCORCH_HOME-is-a-file", marks=HOME_UNCHECKED),
+    "tasks-999-on-2-cores", "home-is-a-file", "HPCORCH_HOME-is-a-file",
 ])
 def test_a_single_run_refuses_the_same_bad_input(probe: Path, name: str) -> None:
     bad = CASES[name]

@@ -112,6 +112,9 @@ def validate(config: DictConfig) -> Validated:
     provider_cls = provider_class(str(provider_settings.get("name")))
     parse_settings(provider_cls.Settings, provider_settings, "provider")
     resources = parse_settings(Resources, hpcorch_node(config, "resources") or {}, "resources")
+    check_resources = getattr(provider_cls, "check_resources", None)
+    if callable(check_resources):  # what this provider can place (e.g. ranks on local cores)
+        check_resources(resources)
     container = load_settings(hpcorch_node(config, "container"))
     return Validated(settings, provider_settings, provider_cls, resources, container)
 

@@ -53,6 +53,10 @@ def runs_in_process(config: DictConfig) -> bool:
 
     checked = validate(config)
     seed_for(config, raw_overrides(config, "task"))  # a bad seed is refused here too
+    if not checked.settings.dry_run:  # the record is indexed: its home must be usable
+        from hpcorch.store.index import open_index
+
+        open_index(checked.settings.home)
     return (
         checked.provider_settings["name"] == "local"
         and checked.resources.tasks <= 1
