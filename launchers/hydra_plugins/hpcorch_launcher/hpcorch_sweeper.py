@@ -55,35 +55,13 @@ _register()
 def check_sweep_settings(config: DictConfig) -> None:
     """Validate the master config's hpcorch nodes, the index home and the provider's
     resource limits, before any job is planned; raises HpcorchError (ConfigError)."""
-    from hpcorch.containers.context import load_settings
-    from hpcorch.providers import provider_class
-    from hpcorch.settings import HpcorchSettings, parse_settings, validate_config_nodes
-    from hpcorch.spec import Resources
+    from hydra_plugins.hpcorch_launcher._execute import validate
+
     from hpcorch.store.index import open_index
 
-    nodes = {name: _plain(config, name) for name in OPEN_NODES}
-    provider = nodes["provider"] if isinstance(nodes["provider"], dict) else {"name": "local"}
-    cls = provider_class(str(provider.get("name", "local")))
-    validate_config_nodes({k: v for k, v in nodes.items() if k != "container"},
-                          {"provider": cls.Settings})
-    if isinstance(nodes["container"], dict):
-        load_settings(nodes["container"])
-    settings = parse_settings(HpcorchSettings, nodes["hpcorch"] or {}, "hpcorch")
-    if not settings.dry_run:
-        open_index(settings.home)
-    check_resources = getattr(cls, "check_resources", None)
-    if callable(check_resources):
-        check_resources(parse_settings(Resources, nodes["resources"] or {}, "resources"))
-
-
-def _plain(config: DictConfig, name: str) -> Any:
-    node = config.get(name)
-    if not isinstance(node, DictConfig):
-        return node
-    try:
-        return OmegaConf.to_container(node, resolve=True)
-    except Exception:  # noqa: BLE001 - an interpolation only a job can resolve: left to the launcher
-        return None
+    checked = validate(config)  # the launcher's own checks, once for the whole sweep
+    if not checked.settings.dry_run:
+        open_index(checked.settings.home)
 
 
 class HpcorchSweeper(BasicSweeper):
@@ -91,7 +69,9 @@ class HpcorchSweeper(BasicSweeper):
 
     def sweep(self, arguments: list[str]) -> Any:
         """Check hpcorch's settings once, then sweep as Hydra's basic sweeper does."""
-        from hpcorch.errors import ConfigError, HpcorchError
+        from hydra_plugins.hpcorch_launcher._execute import exit_status
+
+        from hpcorch.errors import HpcorchError
 
         if self._hpcorch_launches() and self.config is not None:
             try:
@@ -99,7 +79,7 @@ class HpcorchSweeper(BasicSweeper):
             except HpcorchError as exc:
                 # One line, exit 2, as the launcher reports bad input: nothing ran yet.
                 print(f"hpcorch: error: {exc}", file=sys.stderr, flush=True)
-                raise SystemExit(2 if isinstance(exc, ConfigError) else 1) from None
+                raise SystemExit(exit_status(exc)) from None
         return super().sweep(arguments)
 
     def _hpcorch_launches(self) -> bool:
