@@ -14,14 +14,15 @@ Time limits: Slurm sends SIGUSR1 to this process `grace_s` before the limit.
 What happens then is `timeout_decision`'s choice, as submitit does it: with
 `requeue_on_timeout: checkpointed` (the default) only a run that can resume
 (hpcorch.checkpoint: it saved a checkpoint, or it catches the signal) gets
-the signal and, once it saved or stopped to resume, is requeued while
-SLURM_RESTART_COUNT is below max_requeues; the task then starts again with
-the runs that have not finished (they find their checkpoints in their run
-directories). Any other run keeps running into its limit and ends TIMEOUT,
-instead of being started from zero again. `always` requeues every run,
-`never` none. SIGTERM (scancel, preemption, `scontrol requeue`) is forwarded
-too, and the task leaves the verdict to the scheduler: a preempted job is
-always requeued (the sbatch script asks for --requeue).
+the signal and, once it saved or stopped to resume, is requeued while its
+time-limit requeues (`TaskState.timeouts`; preemptions do not count) are
+below max_requeues; the task then starts again with the runs that have not
+finished (they find their checkpoints in their run directories). Any other
+run keeps running into its limit and ends TIMEOUT, instead of being started
+from zero again. `always` requeues every run, `never` none. SIGTERM
+(scancel, preemption, `scontrol requeue`) is forwarded too, and the task
+leaves the verdict to the scheduler: a preempted job is always requeued (the
+sbatch script asks for --requeue).
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ import time
 import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -61,49 +61,13 @@ from hpcorch.worker.forked import (
     signal_run,
     skip_mode_probe,
 )
+from hpcorch.worker.timeouts import TimeoutAction, timeout_decision
 
 TASK_STATE_FILE = "slurm.json"
 #: The signal Slurm sends before the time limit (`--signal=B:USR1@grace`).
 PREEMPT_SIGNAL = signal.SIGUSR1
 #: Seconds between two checks of a running child (signals interrupt the wait anyway).
 _WAIT_STEP_S = 0.05
-#: `provider.requeue_on_timeout` values (SlurmSettings validates them).
-REQUEUE_ON_TIMEOUT = ("checkpointed", "always", "never")
-
-
-class TimeoutAction(str, Enum):
-    """What the array task does with the signal that comes before the time limit."""
-
-    EXPIRE = "expire"
-    """Neither forward nor requeue: the run goes on until the limit ends it (TIMEOUT)."""
-    REQUEUE = "requeue"
-    """Forward the signal to the run, then requeue the task."""
-    REQUEUE_IF_SAVED = "requeue_if_saved"
-    """Forward the signal; requeue only if the run then saved a checkpoint or stopped to
-    be resumed (`checkpoint.stop()`), else let the limit end the task."""
-
-
-def timeout_decision(policy: str, restart: int, max_requeues: int,
-                     usage: checkpoint.Usage) -> tuple[TimeoutAction, str]:
-    """The action for a run whose task got the time-limit signal, and why (for stderr).
-
-    As submitit: a run is requeued on its time limit only when it can resume from a
-    checkpoint (or `policy` is `always`), and at most `max_requeues` times."""
-    if restart >= max_requeues:
-        return TimeoutAction.EXPIRE, f"no requeue left ({restart} of {max_requeues} done)"
-    if policy == "never":
-        return TimeoutAction.EXPIRE, "not requeued (provider.requeue_on_timeout=never)"
-    if policy == "always":
-        return TimeoutAction.REQUEUE, "requeue_on_timeout=always"
-    if usage.saved:
-        return TimeoutAction.REQUEUE, "it saved a checkpoint"
-    if usage.handles_signals:
-        return TimeoutAction.REQUEUE_IF_SAVED, "it catches the signal to save a checkpoint"
-    return TimeoutAction.EXPIRE, ("it saved no checkpoint, so it would start from zero again: "
-                                  "not requeued (hpcorch.checkpoint; or set "
-                                  "provider.requeue_on_timeout=always)")
-
-
 @dataclass(frozen=True)
 class TaskState:
     """`<run_dir>/.hpcorch/slurm.json`: how far one run got in one Slurm job."""
@@ -114,6 +78,9 @@ class TaskState:
     """RUNNING, EXITED (the run's process ended by itself) or STOPPED (signalled)."""
     node: str = ""
     restart: int = 0
+    timeouts: int = 0
+    """How often this array task was requeued at this run's time limit (the budget of
+    `max_requeues`; SLURM_RESTART_COUNT also counts preemptions)."""
     exit_code: int | None = None
     signal: int | None = None
     started: float | None = None
@@ -164,6 +131,7 @@ class ArrayTask:
         self.entries: list[dict[str, Any]] = list(self.map["tasks"][self.index])
         self.child: int | None = None
         self.current: RunSpec | None = None
+        self.timeouts = 0  # the current run's time-limit requeues so far
         self.stop_signal: int | None = None
         self.requeue: TimeoutAction | None = None
         self.stopped_rc: int | None = None
@@ -177,7 +145,7 @@ class ArrayTask:
         if signum == PREEMPT_SIGNAL:
             usage = checkpoint.usage(self.current.run_dir) if self.current else checkpoint.Usage()
             action, why = timeout_decision(
-                str(self.map.get("requeue_on_timeout", "checkpointed")), self.restart,
+                str(self.map.get("requeue_on_timeout", "checkpointed")), self.timeouts,
                 int(self.map.get("max_requeues", 0)), usage)
             if action is TimeoutAction.EXPIRE:
                 # Let the time limit end it (TIMEOUT): keep running, do not signal the run
@@ -241,8 +209,11 @@ class ArrayTask:
     def _run_one(self, spec: RunSpec, warm: str | None) -> int | None:
         """Run one spec to its end; its exit code, or None when it was stopped by a signal."""
         started = time.time()
+        previous = read_task_state(spec.run_dir)
+        self.timeouts = previous.timeouts if previous and previous.job_id == self.job_id else 0
         self.current = spec
-        base = TaskState(self.job_id, "RUNNING", self.node, self.restart, started=started)
+        base = TaskState(self.job_id, "RUNNING", self.node, self.restart, self.timeouts,
+                         started=started)
         write_task_state(spec.run_dir, base)
         meta = meta_dir(spec.run_dir)
         with open(meta / STDOUT_FILE, "ab") as out, open(meta / STDERR_FILE, "ab") as err:
@@ -297,8 +268,13 @@ class ArrayTask:
             time.sleep(_WAIT_STEP_S)
 
     def _requeue(self) -> int:
-        print(f"hpcorch: requeueing job {self.job_id} (restart {self.restart + 1} of "
-              f"{self.map.get('max_requeues')}) before its time limit", file=sys.stderr, flush=True)
+        print(f"hpcorch: requeueing job {self.job_id} (time-limit requeue {self.timeouts + 1} "
+              f"of {self.map.get('max_requeues')})", file=sys.stderr, flush=True)
+        if self.current is not None:  # spend the run's budget before Slurm starts it again
+            state = read_task_state(self.current.run_dir)
+            if state is not None:
+                write_task_state(self.current.run_dir,
+                                 dataclasses.replace(state, timeouts=self.timeouts + 1))
         done = subprocess.run(["scontrol", "requeue", self.own_job], check=False,
                               capture_output=True, text=True, timeout=60)
         if done.returncode != 0:

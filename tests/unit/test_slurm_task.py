@@ -15,7 +15,8 @@ import pytest
 
 from hpcorch import checkpoint
 from hpcorch.spec import RunSpec
-from hpcorch.worker.slurm_task import TimeoutAction, read_task_state, timeout_decision
+from hpcorch.worker.slurm_task import TaskState, read_task_state, write_task_state
+from hpcorch.worker.timeouts import TimeoutAction, timeout_decision
 
 HANG = ("import os, signal, sys, time\n"
         "def bye(sig, frame):\n"
@@ -108,8 +109,10 @@ def test_time_limit_signal_is_forwarded_then_the_task_requeues(tmp_path: Path) -
 
 
 def test_no_requeue_left_lets_the_time_limit_decide(tmp_path: Path) -> None:
-    map_path = write_task(tmp_path, [[HANG]])
-    proc = start(tmp_path, map_path, 0, restart=1)  # max_requeues=1 already used
+    map_path = write_task(tmp_path, [[HANG]], requeue_on_timeout="always")
+    # max_requeues=1 already spent by an earlier time-limit requeue of this run
+    write_task_state(tmp_path / "sweep/0", TaskState("42_0", "STOPPED", timeouts=1))
+    proc = start(tmp_path, map_path, 0, restart=1)
     _wait_for(tmp_path / "sweep/0/started")
     proc.send_signal(signal.SIGUSR1)
     time.sleep(0.5)
@@ -178,6 +181,17 @@ def test_a_run_that_saves_on_the_signal_is_requeued(tmp_path: Path) -> None:
     assert proc.wait(30) == 0
     assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "1000"]
     assert checkpoint.usage(tmp_path / "sweep/0").saved
+
+
+def test_preemption_requeues_do_not_spend_the_time_limit_budget(tmp_path: Path) -> None:
+    map_path = write_task(tmp_path, [[SAVES_ON_SIGNAL]])  # max_requeues=1
+    proc = start(tmp_path, map_path, 0, restart=2)  # requeued twice after preemption
+    _wait_for(tmp_path / "sweep/0/started")
+    proc.send_signal(signal.SIGUSR1)
+    assert proc.wait(30) == 0
+    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "1000"]
+    state = read_task_state(tmp_path / "sweep/0")
+    assert state is not None and state.timeouts == 1 and state.restart == 2  # budget spent
 
 
 def test_a_run_with_an_earlier_checkpoint_is_requeued(tmp_path: Path) -> None:

@@ -86,8 +86,8 @@ class SlurmSettings:
     extra: dict[str, Any] = field(default_factory=dict)
     """More sbatch options by submitit's names, e.g. {mail_type: END, gres: 'gpu:1'}."""
     max_requeues: int = 3
-    """How often a run that reaches its time limit is requeued to resume (SLURM_RESTART_COUNT).
-    Preemption does not count: a preempted job is always requeued."""
+    """How often a run that reaches its time limit is requeued to resume. Preemption does
+    not count (SLURM_RESTART_COUNT does): a preempted job is always requeued."""
     requeue_on_timeout: Literal["checkpointed", "always", "never"] = "checkpointed"
     """Which runs that reach their time limit are requeued, as submitit does: checkpointed =
     only runs that can resume (they saved an hpcorch.checkpoint, or catch its signal and then
