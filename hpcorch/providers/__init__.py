@@ -79,8 +79,8 @@ def validate_provider_class(cls: Any, name: str) -> None:
     registered (looked up), not when a missing piece is first called mid-sweep."""
     missing = [m for m in REQUIRED_METHODS if not callable(getattr(cls, m, None))]
     missing += [a for a in REQUIRED_ATTRIBUTES if not hasattr(cls, a)]
-    settings = getattr(cls, "Settings", None)
-    if settings is None or not dataclasses.is_dataclass(settings):
+    settings: Any = getattr(cls, "Settings", None)
+    if not isinstance(settings, type) or not dataclasses.is_dataclass(settings):
         missing.append("Settings (a dataclass of its settings)")
     if missing:
         raise HpcorchError(f"provider '{name}' ({cls.__module__}.{cls.__qualname__}) does not "

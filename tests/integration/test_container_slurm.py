@@ -78,7 +78,9 @@ def test_requeue_through_the_container(tmp_path: Path, slurm_and_image: None) ->
                             workdir=str(tmp_path))
     wrapped = ctx.wrap(spec)
     atomic_write_json(spec_path(run_dir), wrapped.to_dict())
-    provider = SlurmProvider(SlurmSettings(max_requeues=1, warm=False))
+    # The probe never saves a checkpoint: it opts in to requeue on the time-limit signal.
+    provider = SlurmProvider(SlurmSettings(max_requeues=1, warm=False,
+                                           requeue_on_timeout="always"))
     provider.check()
     [handle] = provider.submit([wrapped])
     try:
