@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -204,3 +205,27 @@ def test_dry_run_prints_the_job_script_and_submits_nothing(app_dir: Path) -> Non
     assert "-m hpcorch.providers.sge.task" in text
     assert not (app_dir / "out/.hpcorch/sge").exists()  # nothing written, nothing submitted
     assert records(app_dir / "out") == []
+
+
+def test_sigkill_then_resume_without_duplicates(tmp_path: Path) -> None:
+    """A crashed orchestrator's jobs are found again by name (lookup), not submitted twice."""
+    app = write_probe_app(tmp_path / "app")
+    proc = subprocess.Popen(
+        [sys.executable, "app.py", "-m", "provider=sge", "sleep=0,8", "hydra.sweep.dir=out",
+         *FAST], cwd=app, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "HPCORCH_HOME": str(app / ".hpcorch-home")}, start_new_session=True)
+    ledger = app / "out/.hpcorch/sweep.json"
+    wait_for(lambda: ledger.exists(), "the sweep ledger")
+    sid = json.loads(ledger.read_text())["sweep_id"]
+    wait_for(lambda: any(n.startswith(f"hpcorch-{sid}-") for n in _qstat_names()),
+             "the array to be queued")
+    os.killpg(proc.pid, signal.SIGKILL)  # the orchestrator dies; the Grid Engine jobs live on
+    proc.wait(timeout=30)
+    resumed = _cli(app, "resume", str(app / "out"), "--progress", "off")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    recs = records(app / "out")
+    assert [r["state"] for r in recs] == ["SUCCEEDED", "SUCCEEDED"]
+    # every run ran exactly once, in the array submitted before the kill
+    assert len({r["job_id"].split(".")[0] for r in recs}) == 1
+    assert len(list((app / "out/.hpcorch/sge").glob("*.sh"))) == 1
+    assert not list((app / "out").glob("*/.hpcorch/record.attempt-*.json"))
