@@ -100,3 +100,18 @@ def test_status_of_many_runs_is_few_scheduler_calls(tmp_path: Path) -> None:
     assert [s.state for s in statuses] == [RunState.SUCCEEDED] * 4
     assert len({h.job_id for h in handles}) == 2  # 4 runs packed into 2 array tasks
     assert provider.calls.get("qacct", 0) == 0, provider.calls  # the files said it all
+
+
+def test_a_job_in_error_state_fails_with_the_reason_and_is_deleted(tmp_path: Path) -> None:
+    """A job that cannot start (here: its stdin file is missing) sits in Eqw for good."""
+    provider = SgeProvider(dataclasses.replace(FAST, qsub_args=("-i", "/nonexistent/stdin")))
+    [handle] = provider.submit([contract_spec(tmp_path, 0)])
+    [status] = wait_terminal(provider, [handle], 120)
+    assert status.state is RunState.FAILED
+    assert status.context is not None
+    assert "error state Eqw" in status.context.reason
+    assert "/nonexistent/stdin" in status.context.reason  # qstat -j's error reason
+    number = handle.job_id.split(".")[0]
+    done = subprocess.run(["qstat", "-j", number], capture_output=True, text=True, timeout=30,
+                          check=False)
+    assert done.returncode != 0  # deleted, not left waiting in the queue

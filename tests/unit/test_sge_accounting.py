@@ -11,6 +11,7 @@ import pytest
 from hpcorch.providers.sge.accounting import (
     AcctRecord,
     QstatTask,
+    error_reason,
     latest_records,
     parse_job_dirs,
     parse_qacct,
@@ -172,3 +173,12 @@ def test_a_job_nobody_knows_is_unknown() -> None:
     fake = FakeSge(golden("qstat_running_pending.xml"), {})
     [status] = SgeProvider(SgeSettings(), runner=fake).status([RunHandle("sge", "k", "99.1")])
     assert status.state is RunState.UNKNOWN
+
+
+def test_error_reason_of_a_job_in_eqw() -> None:
+    text = ("job_number:                 30\n"
+            "error reason          1:      12/06/2026 21:20:23 [0:5503]: error: can't open "
+            "/nonexistent/stdin as dummy input file\n"
+            "scheduling info:            Job is in error state\n")
+    assert error_reason(text) == "error: can't open /nonexistent/stdin as dummy input file"
+    assert error_reason("job_number: 1\n") == ""

@@ -102,6 +102,15 @@ def parse_job_dirs(xml_text: str) -> dict[str, tuple[str, str]]:
     return out
 
 
+def error_reason(qstat_j: str) -> str:
+    """The `error reason` of plain `qstat -j ID` (a job in Eqw), without its time stamp."""
+    for line in qstat_j.splitlines():
+        if line.startswith("error reason"):
+            text = line.split(":", 1)[1] if ":" in line else line
+            return re.sub(r"^\s*[\d/]+ [\d:]+ \[[\d:]+\]:\s*", "", text).strip()[:300]
+    return ""
+
+
 @dataclass(frozen=True)
 class AcctRecord:
     """One `qacct -j` record: one attempt of one array task."""

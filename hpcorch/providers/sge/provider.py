@@ -29,6 +29,7 @@ from hpcorch.errors import ProviderError, ProviderUnavailable
 from hpcorch.providers.sge.accounting import (
     AcctRecord,
     QstatTask,
+    error_reason,
     latest_records,
     parse_job_dirs,
     parse_qacct,
@@ -90,6 +91,7 @@ class SgeProvider:
         self._maps: dict[str, dict[str, object]] = {}  # map file path -> its data
         self._open: dict[str, QstatTask] = {}  # task id -> qstat's latest word
         self._acct: dict[str, AcctRecord] = {}  # task id -> its final accounting record
+        self._errored: dict[str, RunStatus] = {}  # task id -> FAILED in an error state
         self._first_seen: dict[str, float] = {}  # job number -> clock when first known here
         self._interval = self.settings.query_interval
         self._next_query = 0.0
@@ -280,14 +282,21 @@ class SgeProvider:
     def _from_scheduler(self, handle: RunHandle, hint: TaskState | None) -> RunStatus:
         job_id = handle.job_id
         run_dir = self._run_dir(handle)
+        if job_id in self._errored:
+            return self._errored[job_id]
         task = self._open.get(job_id)
         if task is not None:
             state = task.run_state()
             if state is RunState.FAILED:
-                return RunStatus(handle, state, FailureContext(
-                    self.name, job_id, task.node, reason=f"Grid Engine holds the job in "
-                    f"error state {task.state} (it will not run; see `qstat -j "
-                    f"{job_id.split('.')[0]}`)"))
+                # An error before the job ran (Eqw) holds it in the queue for good: report
+                # it, and delete it so that it does not wait there for a person.
+                status = RunStatus(handle, state, FailureContext(
+                    self.name, job_id, task.node, reason=f"Grid Engine put the job in error "
+                    f"state {task.state} before it ran ({self._error_reason(job_id)}); it was "
+                    "deleted"))
+                self._qdel([job_id])
+                self._errored[job_id] = status
+                return status
             if state is RunState.SUBMITTED and hint is not None and hint.state == "RUNNING":
                 state = RunState.RUNNING  # the job said so before the scheduler's next answer
             return RunStatus(handle, state)
@@ -322,6 +331,12 @@ class SgeProvider:
         if hint is not None and hint.state in ("RUNNING", "STOPPED", "EXITED"):
             return RunStatus(handle, RunState.RUNNING)  # ended: its record is on its way
         return RunStatus(handle, RunState.SUBMITTED)
+
+    def _error_reason(self, job_id: str) -> str:
+        """`qstat -j`'s "error reason" line of a job in an error state (asked once)."""
+        number = job_id.split(".")[0]
+        done = self._sge(["qstat", "-j", number])
+        return error_reason(done.stdout) or f"`qstat -j {number}` said nothing more"
 
     # -- map files -------------------------------------------------------------------
     def _runs_of(self, job_name: str, workdir: str, task_id: int) -> list[tuple[str, str]]:
