@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from hpcorch.providers.sge import SgeProvider, SgeSettings
+from hpcorch.providers.sge.task import read_task_state
 from hpcorch.spec import RunHandle, RunState
 from hpcorch.testing import ProviderContract, contract_spec, wait_state, wait_terminal
 from tests.conftest import require_service
@@ -115,3 +117,22 @@ def test_a_job_in_error_state_fails_with_the_reason_and_is_deleted(tmp_path: Pat
     done = subprocess.run(["qstat", "-j", number], capture_output=True, text=True, timeout=30,
                           check=False)
     assert done.returncode != 0  # deleted, not left waiting in the queue
+
+
+def test_a_rescheduled_task_runs_again_and_succeeds(tmp_path: Path) -> None:
+    """`qmod -rj` (what Grid Engine does when a host goes down): the task starts again."""
+    provider = SgeProvider(FAST)
+    marker = tmp_path / "starts"
+    code = (f"import time; open({str(marker)!r}, 'a').write('x'); "
+            "time.sleep(4 if len(open(%r).read()) == 1 else 0)" % str(marker))
+    spec = dataclasses.replace(contract_spec(tmp_path, 0), command=(sys.executable, "-c", code))
+    [handle] = provider.submit([spec])
+    wait_state(provider, handle, RunState.RUNNING, 120)
+    done = subprocess.run(["qmod", "-rj", handle.job_id], capture_output=True, text=True,
+                          timeout=30, check=False)
+    assert done.returncode == 0 and "not rerunable" not in done.stdout + done.stderr, done
+    [status] = wait_terminal(provider, [handle], 120)
+    assert status.state is RunState.SUCCEEDED
+    assert marker.read_text() == "xx"  # started twice
+    state = read_task_state(spec.run_dir)
+    assert state is not None and state.restart == 1 and state.job_id == handle.job_id

@@ -144,8 +144,10 @@ def qsub_argv(plan: ArrayPlan, settings: SgeSettings) -> list[str]:
     if settings.array_throttle:
         argv += ["-tc", str(settings.array_throttle)]
     # -V: the job starts with the submitter's environment, as sbatch's default does.
+    # -r y: a task Grid Engine reschedules (host down, `qmod -rj`) starts again and runs
+    # the runs it had not finished (the task runner skips those that had).
     argv += ["-wd", plan.sge_dir, "-o", os.path.join(plan.log_dir, "$JOB_ID.$TASK_ID.log"),
-             "-j", "y", "-S", "/bin/bash", "-V", "-r", "n",
+             "-j", "y", "-S", "/bin/bash", "-V", "-r", "y" if settings.rerun else "n",
              "-l", f"h_rt={time_limit_s(plan, settings)}"]
     mem = h_vmem(res) if settings.memory == "h_vmem" else None
     if mem:

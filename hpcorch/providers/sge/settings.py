@@ -63,6 +63,9 @@ class SgeSettings:
     """More qsub options as an argv list, e.g. ['-l', 'arch=lx-amd64', '-m', 'e']."""
     array_throttle: int | None = None
     """At most this many array tasks at once (`qsub -tc N`); null: no limit."""
+    rerun: bool = True
+    """Let Grid Engine start a task again when it reschedules it (`qsub -r y`: its host
+    went down, or `qmod -rj`); the runs it had finished are not run again."""
     pack: int = 1
     """Runs per array task, one after the other (for sweeps of many short runs)."""
     python: str | None = None

@@ -2,7 +2,7 @@
 # ==> /sweeps/demo/.hpcorch/sge/a0x7a917ca6.sh <==
 #!/bin/bash
 # hpcorch sweep demo1234: 3 run(s) in 3 array task(s), 1 per task
-# submitted as: qsub -terse -N hpcorch-demo1234-a0x7a917ca6 -t 1-3 -tc 4 -wd /sweeps/demo/.hpcorch/sge -o '/sweeps/demo/.hpcorch/sge/logs/$JOB_ID.$TASK_ID.log' -j y -S /bin/bash -V -r n -l h_rt=5400 -l h_vmem=2048M -pe smp 4 -q long.q -P proj42 -l arch=lx-amd64 -m e /sweeps/demo/.hpcorch/sge/a0x7a917ca6.sh
+# submitted as: qsub -terse -N hpcorch-demo1234-a0x7a917ca6 -t 1-3 -tc 4 -wd /sweeps/demo/.hpcorch/sge -o '/sweeps/demo/.hpcorch/sge/logs/$JOB_ID.$TASK_ID.log' -j y -S /bin/bash -V -r y -l h_rt=5400 -l h_vmem=2048M -pe smp 4 -q long.q -P proj42 -l arch=lx-amd64 -m e /sweeps/demo/.hpcorch/sge/a0x7a917ca6.sh
 
 # array task id -> runs (num run_key run_dir); as data in /sweeps/demo/.hpcorch/sge/a0x7a917ca6.json
 #   1: #0 key0000 /sweeps/demo/0
