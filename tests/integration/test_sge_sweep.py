@@ -18,6 +18,8 @@ import pytest
 
 from tests.integration.helpers import write_probe_app
 from tests.integration.slurm_support import records, run_app, wait_for
+from tests.integration.test_container_podman import IMAGE, image_id  # noqa: F401 - fixture
+from tests.integration.test_container_providers import assert_inside_with_same_metrics
 from tests.integration.test_sge_contract import require_sge
 
 pytestmark = [pytest.mark.integration, pytest.mark.sge]
@@ -229,3 +231,17 @@ def test_sigkill_then_resume_without_duplicates(tmp_path: Path) -> None:
     assert len({r["job_id"].split(".")[0] for r in recs}) == 1
     assert len(list((app / "out/.hpcorch/sge").glob("*.sh"))) == 1
     assert not list((app / "out").glob("*/.hpcorch/record.attempt-*.json"))
+
+
+@pytest.mark.container
+def test_runs_inside_the_podman_image_with_the_metrics_of_the_run_without(
+        app_dir: Path, image_id: str) -> None:  # noqa: F811
+    def sweep(name: str, *extra: str) -> list[dict]:
+        done = run_app(app_dir, "provider=sge", *SWEEP, f"hydra.sweep.dir=out/{name}", *FAST,
+                       *extra, env={"HPCORCH_HOME": str(app_dir / f"home-{name}")})
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return records(app_dir / "out" / name)
+
+    host = sweep("host")
+    boxed = sweep("boxed", "container=podman", f"container.image={IMAGE}")
+    assert_inside_with_same_metrics(boxed, host, image_id, "sge")
