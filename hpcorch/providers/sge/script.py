@@ -143,7 +143,7 @@ def qsub_argv(plan: ArrayPlan, settings: SgeSettings) -> list[str]:
     argv = ["qsub", "-terse", "-N", plan.job_name, "-t", f"1-{len(plan.tasks)}"]
     if settings.array_throttle:
         argv += ["-tc", str(settings.array_throttle)]
-    # -V: the job starts with the submitter's environment, as sbatch's default does.
+    # -V: the job starts with the submitter's environment (as on the other providers).
     # -r y: a task Grid Engine reschedules (host down, `qmod -rj`) starts again and runs
     # the runs it had not finished (the task runner skips those that had).
     argv += ["-wd", plan.sge_dir, "-o", os.path.join(plan.log_dir, "$JOB_ID.$TASK_ID.log"),
