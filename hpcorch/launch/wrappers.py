@@ -23,12 +23,13 @@ What listens where (Open MPI 4.1.4, PMIx 4.2.2, measured with `ss -ltnp`):
                 PMIx listener is on 127.0.0.1 by itself; its out-of-band port, which
                 Open MPI binds to the wildcard address whatever the MCA settings, is
                 moved to 127.0.0.1 / ::1 by `hpcorch.launch.loopback`'s bind shim.
-    several hosts  (provider=mpi with hosts): what Open MPI needs to reach them.
+    several hosts  (provider=mpi with hosts): what Open MPI needs to reach them, no
+                shim (not measurable on this one machine; from Open MPI 4.1's code):
                 mpirun and every remote orted listen on all interfaces for the
                 out-of-band channel (remote daemons connect back to mpirun), ranks
                 on different hosts use btl tcp (listening on all interfaces) or
-                whatever `provider.mpirun_args` selects; PMIx stays on loopback.
-                Narrow the interfaces used with provider.mpirun_args, e.g.
+                whatever `provider.mpirun_args` selects. Narrow the interfaces they
+                use and advertise with provider.mpirun_args, e.g.
                 [--mca, oob_tcp_if_include, eth0, --mca, btl_tcp_if_include, eth0].
 """
 
