@@ -10,7 +10,9 @@
 # libpmix2 that Open MPI brings to be there when slurmd starts).
 set -euo pipefail
 
-PKGS=(openmpi-bin libopenmpi-dev)
+# gcc + libc6-dev: hpcorch compiles its loopback bind shim with them (hpcorch/launch/
+# loopback.py), so that a single-host mpirun listens on loopback only.
+PKGS=(openmpi-bin libopenmpi-dev gcc libc6-dev)
 
 missing=()
 for pkg in "${PKGS[@]}"; do
