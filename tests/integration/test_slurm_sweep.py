@@ -36,8 +36,8 @@ def test_same_run_keys_and_metrics_as_local_packed_or_not(app_dir: Path) -> None
     slurm = run_app(app_dir, "provider=slurm", LRS, "hydra.sweep.dir=out/slurm", *FAST,
                     env={"HPCORCH_HOME": str(app_dir / "home-slurm")})
     assert slurm.returncode == 0, slurm.stderr[-3000:]
-    assert slurm.stderr.count("SUCCEEDED") == 3, slurm.stdout
-    assert "on slurm: 3 succeeded" in slurm.stdout
+    assert slurm.stderr.count("SUCCEEDED") == 3, slurm.stderr
+    assert "on slurm: 3 succeeded" in slurm.stderr
     recs = records(app_dir / "out/slurm")
     assert _by_lr(recs) == expected  # same keys, metrics equal to the last digit
     arrays = {r["job_id"].split("_")[0] for r in recs}
@@ -111,7 +111,7 @@ def test_failing_runs_show_job_node_exit_code_and_stderr(app_dir: Path) -> None:
     assert "run exit about to fail" in failure["stderr_tail"]
     # The summary table names them too.
     assert "ValueError: probe failure" in done.stderr
-    assert f"job={failure['job_id']}" in done.stdout and "exit=7" in done.stdout
+    assert f"job={failure['job_id']}" in done.stderr and "exit=7" in done.stderr
 
 
 def test_override_values_never_reach_a_shell(app_dir: Path, tmp_path: Path) -> None:
