@@ -27,8 +27,10 @@ from tests.integration.mpi_support import mpi_available
 from tests.integration.ray_support import HOW as RAY_HOW
 from tests.integration.ray_support import RAY_URL, ray_available
 from tests.integration.slurm_support import records, require_slurm, run_app
+from tests.integration.test_sge_contract import require_sge
 
-pytestmark = [pytest.mark.integration, pytest.mark.slurm, pytest.mark.mpi, pytest.mark.ray]
+pytestmark = [pytest.mark.integration, pytest.mark.slurm, pytest.mark.mpi, pytest.mark.ray,
+              pytest.mark.sge]
 
 SWEEP = ("lr=0.1,0.05", "epochs=3")
 MULTI_RANK_TOLERANCE = 1e-9
@@ -62,6 +64,7 @@ class Peer:
 
 PEERS = [
     Peer("slurm", ("provider=slurm",), 0.0, require_slurm),
+    Peer("sge", ("provider=sge",), 0.0, require_sge),
     Peer("slurm-2-ranks", ("provider=slurm", "resources.tasks=2"), MULTI_RANK_TOLERANCE,
          _need_slurm_and_mpi),
     Peer("mpi", ("provider=mpi", "provider.hosts=[localhost]"), 0.0, _need_mpi),
