@@ -2,7 +2,13 @@
 
 Hydra hands us plain mappings; each layer declares a frozen dataclass of the
 settings it accepts and `parse_settings` turns the mapping into it, refusing
-unknown keys (with a did-you-mean) and wrong types before anything runs.
+unknown keys (with a did-you-mean) and wrong types before anything runs. A
+field typed as another settings dataclass is a nested node, parsed the same
+way under its dotted key (`hpcorch.repro.strict`).
+
+`hpcorch`'s own node and its `repro` node live here, in core, so that every
+layer reads them typed from one parse (`HpcorchSettings.repro` is a
+`ReproSettings`); `hpcorch.repro.settings` re-exports the latter.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 from hpcorch.errors import ConfigError
 from hpcorch.identity import DEFAULT_KEY_EXCLUDE
 from hpcorch.spec import Resources
+from hpcorch.tolerance import parse_table
 
 T = TypeVar("T")
 
@@ -27,7 +34,8 @@ def parse_settings(cls: type[T], values: Mapping[str, Any], prefix: str,
     """Build `cls` (a dataclass) from `values`, validating every key and value.
 
     `prefix` is the config path of the node (e.g. `provider`), used in messages.
-    Keys in `ignore` are accepted and dropped.
+    Keys in `ignore` are accepted and dropped. A field whose type is a dataclass is
+    parsed recursively from its mapping (prefix `prefix.key`; absent: its defaults).
     """
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls!r} is not a dataclass")
@@ -67,6 +75,11 @@ def _describe(tp: Any) -> str:
 
 
 def _coerce(key: str, value: Any, tp: Any) -> Any:
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(key, value, "must be a mapping of settings: "
+                              + ", ".join(sorted(f.name for f in dataclasses.fields(tp))))
+        return parse_settings(tp, value, key)
     origin = get_origin(tp)
     if origin is Literal:
         if value in get_args(tp):
@@ -119,6 +132,54 @@ def require(condition: bool, key: str, value: Any, allowed: str) -> None:
         raise ConfigError(key, value, allowed)
 
 
+#: Environment variables that size the thread pools of OpenMP, BLAS and numexpr.
+THREAD_ENV_VARS: tuple[str, ...] = (
+    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS",
+)
+#: cuBLAS needs a fixed workspace to be deterministic (read when cuBLAS initialises).
+CUBLAS_ENV = ("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+@dataclass(frozen=True)
+class ReproSettings:
+    """`hpcorch.repro` settings: determinism options and default tolerances.
+
+    Under `hpcorch` so that they never enter a run key or a seed: they say how a
+    run is checked and pinned, not what it computes.
+    """
+
+    strict: bool = False
+    """Ask for bitwise determinism: torch deterministic algorithms, cuDNN without
+    benchmarking, a fixed cuBLAS workspace, thread pools pinned (to `threads`, or 1)."""
+    threads: int | None = None
+    """Pin OpenMP/BLAS/torch thread pools to this many threads; null: 1 if strict, else leave."""
+    tolerances: dict[str, Any] = field(default_factory=dict)
+    """Default per-metric tolerances for `hpcorch baseline check` and `hpcorch compare`."""
+
+    @property
+    def pinned_threads(self) -> int | None:
+        """The thread count to pin, or None to leave thread pools alone."""
+        if self.threads is not None:
+            return self.threads
+        return 1 if self.strict else None
+
+    def job_env(self) -> dict[str, str]:
+        """Variables a job should start with: they only work if set before libraries load."""
+        env: dict[str, str] = {}
+        if self.pinned_threads is not None:
+            env.update({var: str(self.pinned_threads) for var in THREAD_ENV_VARS})
+        if self.strict:
+            env[CUBLAS_ENV[0]] = CUBLAS_ENV[1]
+        return env
+
+    def validate(self, prefix: str) -> None:
+        """threads >= 1; every tolerance well formed."""
+        require(self.threads is None or self.threads >= 1, f"{prefix}.threads", self.threads,
+                "must be a positive integer, or null")
+        parse_table(self.tolerances, f"{prefix}.tolerances")
+
+
 @dataclass(frozen=True)
 class HpcorchSettings:
     """The `hpcorch` config node: how a sweep is orchestrated, whatever the provider."""
@@ -139,8 +200,8 @@ class HpcorchSettings:
     """How many metrics the summary table shows per run."""
     snapshot: bool = True
     """Run fresh-interpreter jobs from a copy of the git-tracked code in the sweep dir."""
-    repro: dict[str, Any] = field(default_factory=dict)
-    """Determinism options and default tolerances (hpcorch.repro.settings.ReproSettings)."""
+    repro: ReproSettings = field(default_factory=ReproSettings)
+    """Determinism options and default tolerances (the `hpcorch.repro` node)."""
 
     def validate(self, prefix: str) -> None:
         """Range checks beyond types."""
@@ -148,9 +209,6 @@ class HpcorchSettings:
                 "must be >= 0")
         require("hydra" in self.key_exclude, f"{prefix}.key_exclude", list(self.key_exclude),
                 "must contain 'hydra' (Hydra's bookkeeping is never part of a run key)")
-        from hpcorch.repro.settings import ReproSettings  # here: hpcorch.repro imports us
-
-        parse_settings(ReproSettings, self.repro, f"{prefix}.repro")
 
 
 def validate_config_nodes(cfg: Mapping[str, Any],

@@ -42,9 +42,10 @@ _SEEDED: list[str] = []
 def start_run(seed: int, node: Any = None) -> list[str]:
     """Pin and seed everything for a run starting now; returns the names of what was done.
 
-    `node` is the `hpcorch.repro` config node (DictConfig, mapping or None).
+    `node` is the typed `ReproSettings`, or, in a job that has only its config, the
+    `hpcorch.repro` node (DictConfig, mapping or None), parsed here once.
     """
-    settings = node if isinstance(node, ReproSettings) else repro_settings(node)
+    settings = repro_settings(node)
     splits.reset_recorded()
     _remove_hooks()
     pinned: dict[str, Any] = {}

@@ -116,8 +116,8 @@ def test_explicit_thread_count_without_strict() -> None:
     assert "threads=3" in seeded and "strict" not in seeded
     assert os.environ["OMP_NUM_THREADS"] == "3"
     assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
-    assert job_env_pairs({"threads": 3})[0] == ("BLIS_NUM_THREADS", "3")
-    assert job_env_pairs(None) == ()
+    assert job_env_pairs(ReproSettings(threads=3))[0] == ("BLIS_NUM_THREADS", "3")
+    assert job_env_pairs(ReproSettings()) == ()
 
 
 def test_torch_already_imported_is_seeded_and_made_deterministic(
@@ -175,6 +175,8 @@ def test_settings_validation_names_the_key() -> None:
         repro_settings({"tolerances": {"acc": {"lower": 0.5}}})
     assert err.value.key == "hpcorch.repro.tolerances.acc.lower"
     assert repro_settings(None) == ReproSettings()
+    typed = ReproSettings(threads=2)
+    assert repro_settings(typed) is typed  # the typed object is used, not parsed again
 
 
 def test_hpcorch_settings_validate_the_repro_node() -> None:
