@@ -7,6 +7,11 @@ may have changed (a child exited, an event arrived) or `timeout` passes, using
 the time to start queued runs if it likes. The orchestrator then waits on it
 instead of sleeping between polls.
 
+Two optional class methods are checks the planner runs before anything is written or
+submitted, each raising ConfigError: `check_resources(resources)` (what the provider can
+place, e.g. ranks on this machine's cores) and `check_sweep_dir(path)` (paths the engine
+cannot use, e.g. control characters in an sbatch script).
+
 A provider receives RunSpecs (data) and its own typed settings, never Hydra
 objects. Every call takes a whole batch, so an engine is asked once per
 interval, not once per run. Constructors do no I/O; `check()` does.

@@ -64,6 +64,10 @@ def test_slurm_refuses_control_characters_before_sbatch(app_dir: Path, name: str
     assert not [n for n in slurm_job_names(since) if n.startswith(prefix)]
     assert not list((sweep_dir / ".hpcorch").glob("slurm/*.sbatch"))
     assert records(sweep_dir) == []
+    # Refused while planning: no ledger, no spec, and the message names the dir as typed.
+    assert not (sweep_dir / ".hpcorch" / "sweep.json").exists()
+    assert not list(sweep_dir.glob("*/.hpcorch/spec.json"))
+    assert "/.hpcorch/slurm" not in errors[0]
 
 
 @pytest.mark.parametrize(("name", "char", "quoted"), CHARS[:2], ids=[c[0] for c in CHARS[:2]])

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from hpcorch.errors import ProviderError, ProviderUnavailable
+from hpcorch.errors import ConfigError, ProviderError, ProviderUnavailable
 from hpcorch.providers.slurm.accounting import (
     LOOKUP_FORMAT,
     NODE_CPUS_FORMAT,
@@ -114,6 +114,15 @@ class SlurmProvider:
         """How often each Slurm command ran (sbatch, sacct, squeue, scancel, scontrol)."""
 
     # -- contract ----------------------------------------------------------------
+    @classmethod
+    def check_sweep_dir(cls, sweep_dir: str) -> None:
+        """Refuse, before anything is written, a sweep dir that cannot stand in an sbatch
+        script (a control character would end an #SBATCH line early)."""
+        if not sweep_dir.isprintable():
+            raise ConfigError("hydra.sweep.dir", sweep_dir, "must not contain control "
+                              "characters (newlines, tabs) with provider=slurm: it is written "
+                              "into #SBATCH lines")
+
     def check(self) -> None:
         """Reach slurmctld (`scontrol show config`) and read the cluster's limits."""
         self._limits = self._read_limits(strict=True)

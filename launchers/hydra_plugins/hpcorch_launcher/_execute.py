@@ -125,6 +125,9 @@ def prepare(config: DictConfig, sweep_dir: str, *, can_fork: bool = True) -> Swe
     checked = validate(config)
     settings, resources = checked.settings, checked.resources
     provider_settings, provider_cls = checked.provider_settings, checked.provider_cls
+    check_sweep_dir = getattr(provider_cls, "check_sweep_dir", None)
+    if callable(check_sweep_dir):  # paths the provider cannot use, refused before any exist
+        check_sweep_dir(sweep_dir)
     index = open_index(settings.home)
     cwd = str(config.hydra.runtime.cwd)
     Path(sweep_dir).mkdir(parents=True, exist_ok=True)
