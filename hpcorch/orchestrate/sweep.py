@@ -18,10 +18,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Literal
 
 from hpcorch.errors import HpcorchError
+from hpcorch.orchestrate.plan import Plan, plan_batch
 from hpcorch.orchestrate.progress import SweepProgress
 from hpcorch.providers.base import Provider
 from hpcorch.spec import FailureContext, RunHandle, RunSpec, RunState, RunStatus
@@ -41,14 +41,6 @@ from hpcorch.store.records import (
 
 class SweepInterrupted(HpcorchError):
     """The sweep was stopped by SIGINT/SIGTERM; open runs were cancelled and recorded."""
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Which runs of a batch will be submitted and which reuse an earlier success."""
-
-    to_run: tuple[RunSpec, ...]
-    reused: tuple[tuple[RunSpec, RunRecord], ...]
 
 
 @contextmanager
@@ -91,45 +83,11 @@ class Orchestrator:
 
     # -- plan --------------------------------------------------------------
     def plan(self, specs: Sequence[RunSpec]) -> Plan:
-        """Split a batch into runs to submit and runs that already SUCCEEDED.
-
-        A record is reused only for a run with the same run key. A run's own
-        record file is the truth (it survives a crashed orchestrator that never
-        indexed it); elsewhere the index finds an identical run (same run key)
-        that succeeded in another sweep, and that run's record is read again to
-        confirm it. A run directory holding a failed attempt, or the record of
-        another run (a fixed `hydra.sweep.dir` given another config), keeps that
-        record as `record.attempt-N.json` and the run is planned as attempt N+1.
-        """
-        done = {} if self.rerun else self.index.succeeded(s.run_key for s in specs)
-        to_run, reused = [], []
-        for spec in specs:
-            own = read_record(spec.run_dir)
-            if (
-                own is not None
-                and own.run_key == spec.run_key
-                and own.sweep_id == spec.sweep_id
-                and own.state.ok
-                and not self.rerun
-            ):
-                reused.append((spec, own))
-                continue
-            if own is not None:
-                attempt = archive_record(spec.run_dir)
-                if own.run_key != spec.run_key:
-                    self.notices.append(
-                        f"#{spec.num}: {spec.run_dir} held the record of another run "
-                        f"(run key {own.run_key[:12]}, {' '.join(own.overrides) or 'no overrides'})"
-                        f"; kept as record.attempt-{attempt}.json, running this one")
-                spec = dataclasses.replace(spec, attempt=attempt + 1)
-            earlier = (
-                run_record(done[spec.run_key], spec.run_key) if spec.run_key in done else None
-            )
-            if earlier is not None and earlier.state is RunState.SUCCEEDED:
-                reused.append((spec, earlier))
-            else:
-                to_run.append(spec)
-        return Plan(tuple(to_run), tuple(reused))
+        """Split a batch into runs to submit and runs that already SUCCEEDED (see
+        `plan_batch`); what planning had to say is kept in `notices`."""
+        plan, notices = plan_batch(specs, self.index, rerun=self.rerun)
+        self.notices += notices
+        return plan
 
     # -- the whole cycle ---------------------------------------------------
     def run(self, info: SweepInfo, specs: Sequence[RunSpec]) -> list[RunRecord]:
