@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hpcorch.jobenv import SPEC_ENV
 from hpcorch.store.records import atomic_write_json, meta_dir, read_json
 
 #: The sub-directory of the run directory that holds checkpoints.
@@ -125,7 +126,7 @@ def run_dir() -> Path:
             return Path(str(HydraConfig.get().runtime.output_dir))
     except (ImportError, ValueError, MissingMandatoryValue):
         pass  # not inside a Hydra job (or before its output dir is known)
-    spec = os.environ.get("HPCORCH_SPEC")
+    spec = os.environ.get(SPEC_ENV)
     if spec and Path(spec).exists():
         return Path(str(read_json(spec)["run_dir"]))
     return Path.cwd()

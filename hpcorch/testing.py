@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from hpcorch.jobenv import CONTRACT_BEHAVIOUR_ENV
 from hpcorch.providers.base import Provider
 from hpcorch.spec import RunHandle, RunSpec, RunState, RunStatus
 
-BEHAVIOUR_ENV = "HPCORCH_CONTRACT_BEHAVIOUR"
+BEHAVIOUR_ENV = CONTRACT_BEHAVIOUR_ENV
 
 _SCRIPTS = {
     "succeed": "print('contract run ok')",

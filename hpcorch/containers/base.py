@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from hpcorch.containers.inside import IMAGE_DIGEST_ENV, IMAGE_ENV, RUNTIME_ENV
 from hpcorch.containers.settings import Bind, ContainerSettings
 from hpcorch.errors import ConfigError, HpcorchError
+from hpcorch.jobenv import PROVIDER_ENV, job_variables
 from hpcorch.spec import RunSpec
-from hpcorch.store.records import spec_path
 
 __all__ = ["IMAGE_DIGEST_ENV", "IMAGE_ENV", "RUNTIME_ENV", "ContainerError", "ContainerRun",
            "ImageIdentity", "container_run"]
@@ -24,7 +24,7 @@ __all__ = ["IMAGE_DIGEST_ENV", "IMAGE_ENV", "RUNTIME_ENV", "ContainerError", "Co
 #: Host variables a run may need at run time (scheduler, MPI launcher, GPU allocation):
 #: their values are only known on the compute node, so they are passed by name.
 PASS_PREFIXES: tuple[str, ...] = ("SLURM_", "OMPI_", "PMIX_", "PMI_")
-PASS_NAMES: tuple[str, ...] = ("HPCORCH_PROVIDER", "CUDA_VISIBLE_DEVICES", "TZ")
+PASS_NAMES: tuple[str, ...] = (PROVIDER_ENV, "CUDA_VISIBLE_DEVICES", "TZ")
 #: Docker passes no patterns: the scheduler variables a run reads, by name.
 DOCKER_PASS_NAMES: tuple[str, ...] = (
     "SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT",
@@ -153,9 +153,7 @@ def run_env(spec: RunSpec, identity: ImageIdentity) -> tuple[tuple[str, str], ..
     """The variables a run needs inside, with the values the provider would give it."""
     env = dict(spec.env)
     env.update({
-        "HPCORCH_SPEC": str(spec_path(spec.run_dir)),
-        "HPCORCH_SEED": str(spec.seed),
-        "PYTHONHASHSEED": str(spec.seed),
+        **job_variables(spec),
         IMAGE_ENV: identity.reference,
         IMAGE_DIGEST_ENV: identity.digest,
         RUNTIME_ENV: identity.runtime,

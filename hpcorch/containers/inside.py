@@ -10,10 +10,9 @@ import sys
 import traceback
 from typing import Any
 
+from hpcorch.jobenv import IMAGE_DIGEST_ENV, IMAGE_ENV, RUNTIME_ENV
+
 #: Set by the container wrapper (hpcorch.containers.base); absent outside a container.
-IMAGE_ENV = "HPCORCH_IMAGE"
-IMAGE_DIGEST_ENV = "HPCORCH_IMAGE_DIGEST"
-RUNTIME_ENV = "HPCORCH_CONTAINER_RUNTIME"
 
 
 def os_release(path: str = "/etc/os-release") -> dict[str, str]:

@@ -43,14 +43,14 @@ from dataclasses import dataclass, replace
 from enum import Enum
 
 from hpcorch.errors import ConfigError, ProviderUnavailable
+from hpcorch.jobenv import JOB_ENV
 from hpcorch.launch import loopback
 from hpcorch.launch.hosts import Placement, is_local_host
 from hpcorch.spec import Resources, RunSpec
 from hpcorch.worker.ranks import PROVIDER_ENV, ranks_dir
 
-#: Variables every provider sets for a job (see providers.local.job_environment); mpirun
-#: forwards only what it is told to (-x), and remote ranks need them all.
-JOB_ENV: tuple[str, ...] = ("HPCORCH_SPEC", "HPCORCH_SEED", "PYTHONHASHSEED")
+#: JOB_ENV (hpcorch.jobenv): variables every provider sets for a job; mpirun forwards
+#: only what it is told to (-x), and remote ranks need them all.
 
 #: Open MPI transports for runs that stay on this machine: shared memory between ranks,
 #: and mpirun's out-of-band channel on loopback (also works in a namespace holding only lo).

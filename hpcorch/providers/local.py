@@ -25,26 +25,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from hpcorch.jobenv import JOB_ID_ENV, SPEC_ENV, job_environment
 from hpcorch.launch import LaunchOptions, launch_argv, preflight, rank_failure
 from hpcorch.providers.kills import kill_reason, oom_kill_count
 from hpcorch.providers.machine import check_rank_count, check_ranks, usable_cores
 from hpcorch.settings import require
 from hpcorch.spec import FailureContext, Resources, RunHandle, RunSpec, RunState, RunStatus
-from hpcorch.store.records import STDERR_FILE, STDOUT_FILE, meta_dir, spec_path, tail_text
+from hpcorch.store.records import STDERR_FILE, STDOUT_FILE, meta_dir, tail_text
 from hpcorch.worker.forked import become_run, exit_with, signal_run
-from hpcorch.worker.ranks import PROVIDER_ENV
 
 #: A function run inside a forked child to execute one spec; returns the exit code.
 Executor = Callable[[RunSpec], int]
 
-#: Environment variable that tells the job where its RunSpec is.
-SPEC_ENV = "HPCORCH_SPEC"
-#: The run's job id, for providers whose engine sets none the job could read.
-JOB_ID_ENV = "HPCORCH_JOB_ID"
 #: Seconds a cancelled run gets between SIGTERM and SIGKILL (like Slurm's KillWait).
 KILL_WAIT_S = 5.0
 
-__all__ = ["LocalProvider", "LocalSettings", "check_rank_count", "check_ranks", "usable_cores"]
+__all__ = ["JOB_ID_ENV", "SPEC_ENV", "LocalProvider", "LocalSettings", "check_rank_count",
+           "check_ranks", "job_environment", "usable_cores"]
 
 
 @dataclass(frozen=True)
@@ -80,22 +77,6 @@ class _Proc:
     """The kernel's OOM-kill count when the run started (see kill_reason)."""
     max_rss_kb: int | None = None
     """Peak resident memory of the run's process (and the children it waited for), KiB."""
-
-
-def job_environment(spec: RunSpec, *, provider: str = "", job_id: str = "") -> dict[str, str]:
-    """The environment a run's process starts with: ours, the spec's, its seed and spec
-    path, and, from providers that know them up front, their name and the run's job id
-    (the run's record then carries both as it is written)."""
-    env = dict(os.environ)
-    env.update(dict(spec.env))
-    if provider:
-        env[PROVIDER_ENV] = provider
-    if job_id:
-        env[JOB_ID_ENV] = job_id
-    env[SPEC_ENV] = str(spec_path(spec.run_dir))
-    env["PYTHONHASHSEED"] = str(spec.seed)
-    env["HPCORCH_SEED"] = str(spec.seed)
-    return env
 
 
 class LocalProvider:

@@ -26,11 +26,9 @@ from typing import Any
 
 import hpcorch
 from hpcorch.identity import code_version, script_directory
+from hpcorch.jobenv import IMAGE_DIGEST_ENV, IMAGE_ENV
 from hpcorch.repro.seeds import STARTUP_HASH_SEED
 from hpcorch.runner import CommandRunner, run_command
-
-IMAGE_ENV = "HPCORCH_IMAGE"
-IMAGE_DIGEST_ENV = "HPCORCH_IMAGE_DIGEST"
 
 #: Untracked files that count as source: code and configuration, not data or outputs.
 SOURCE_SUFFIXES = frozenset({

@@ -18,9 +18,9 @@ from typing import Any
 
 from hpcorch.errors import ConfigError
 from hpcorch.identity import DEFAULT_KEY_EXCLUDE, canonical_json, short_hash
+from hpcorch.jobenv import SEED_ENV
 
 #: The environment variable through which a job (and its child processes) learns its seed.
-SEED_ENV = "HPCORCH_SEED"
 SEED_OVERRIDE_KEY = "seed"
 _SEED_MODULUS = 2**31 - 1
 

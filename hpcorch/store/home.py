@@ -16,9 +16,9 @@ import tempfile
 from pathlib import Path
 
 from hpcorch.errors import ConfigError
+from hpcorch.jobenv import HOME_ENV
 from hpcorch.store.records import META_DIR
 
-HOME_ENV = "HPCORCH_HOME"
 INDEX_FILE = "index.db"
 #: One sweep directory per line: where `rebuild` looks when the index itself is unreadable.
 ROOTS_FILE = "sweep-dirs.txt"

@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from hpcorch.errors import StoreError
+from hpcorch.jobenv import META_DIR, SPEC_FILE
 from hpcorch.spec import FailureContext, RunState, fields_dict
 
 #: Everything hpcorch keeps in a run directory lives under this sub-directory.
-META_DIR = ".hpcorch"
 RECORD_FILE = "record.json"
-SPEC_FILE = "spec.json"
 STDOUT_FILE = "stdout.log"
 STDERR_FILE = "stderr.log"
 RETURN_PICKLE = "return.pkl"

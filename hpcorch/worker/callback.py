@@ -26,6 +26,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from hpcorch.containers.inside import container_fingerprint
 from hpcorch.identity import DEFAULT_KEY_EXCLUDE, app_code_version, run_key
+from hpcorch.jobenv import JOB_ID_ENV, SPEC_ENV
 from hpcorch.repro.determinism import run_facts, start_run
 from hpcorch.repro.fingerprint import fingerprint
 from hpcorch.repro.seeds import derive_seed
@@ -42,7 +43,6 @@ from hpcorch.store.records import (
 )
 from hpcorch.worker import ranks
 
-SPEC_ENV = "HPCORCH_SPEC"
 CALLBACK_KEY = "hpcorch"
 """The key under `hydra.callbacks` that installs the worker callback."""
 CALLBACK_TARGET = "hpcorch.worker.callback.HpcorchCallback"
@@ -190,8 +190,8 @@ class HpcorchCallback(Callback):
 
 def spec_job_id(spec: RunSpec | None) -> str:
     """The engine's job id as the job sees it (Slurm/Ray set their own variables)."""
-    if os.environ.get("HPCORCH_JOB_ID"):  # set by providers whose engine has none (ray, local)
-        return os.environ["HPCORCH_JOB_ID"]
+    if os.environ.get(JOB_ID_ENV):  # set by providers whose engine has none (ray, local)
+        return os.environ[JOB_ID_ENV]
     for var in ("SLURM_ARRAY_JOB_ID", "SLURM_JOB_ID"):
         if os.environ.get(var):
             task = os.environ.get("SLURM_ARRAY_TASK_ID")

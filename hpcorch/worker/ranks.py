@@ -33,10 +33,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+from hpcorch.jobenv import PROVIDER_ENV
+
 #: Sub-directory of a run's `.hpcorch` folder that holds per-rank files (and mpirun's output).
 RANKS_DIR = "ranks"
 #: Set by the launch wrapper: the provider's name, for failure contexts written inside the job.
-PROVIDER_ENV = "HPCORCH_PROVIDER"
 DEVICES_ENV = "CUDA_VISIBLE_DEVICES"
 
 

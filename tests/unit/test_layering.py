@@ -16,6 +16,7 @@ list only shrinks.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -155,3 +156,18 @@ def test_an_upward_import_is_caught(tmp_path: Path) -> None:
     targets = list(imports("hpcorch.store.records", tree))
     assert targets == ["hpcorch.orchestrate.sweep"]
     assert layer_of("hpcorch.orchestrate.sweep") > layer_of("hpcorch.store.records")
+
+
+def test_every_hpcorch_variable_is_named_in_the_job_contract_only() -> None:
+    """`HPCORCH_*` names are spelled once, in hpcorch/jobenv.py (a name as a string of its
+    own; prose that mentions one, like a help text, is not a second definition)."""
+    found = []
+    for module, path in modules():
+        if module == "hpcorch.jobenv":
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        skip = docstrings(tree)
+        found += [f"{module}: {node.value}" for node in ast.walk(tree)
+                  if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                  and id(node) not in skip and re.fullmatch(r"HPCORCH_[A-Z_]+", node.value)]
+    assert not found, found

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from hpcorch.identity import short_hash
+from hpcorch.jobenv import SWEEP_ID_ENV, WORKDIR_ENV
 from hpcorch.spec import FailureContext, RunHandle, RunSpec, RunState, RunStatus
 
 #: Ray job statuses (ray.job_submission.JobStatus values) -> the state of a one-run job.
@@ -127,8 +128,8 @@ def by_sweep(runs: Sequence[RunSpec]) -> list[list[RunSpec]]:
 
 def run_env_vars(spec: RunSpec, user: Mapping[str, str]) -> dict[str, str]:
     """runtime_env env_vars of a job: the user's plus where the run starts."""
-    return {**dict(user), "HPCORCH_WORKDIR": spec.workdir or spec.run_dir,
-            "HPCORCH_SWEEP_ID": spec.sweep_id}
+    return {**dict(user), WORKDIR_ENV: spec.workdir or spec.run_dir,
+            SWEEP_ID_ENV: spec.sweep_id}
 
 
 def task_name(spec: RunSpec) -> str:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from hpcorch.jobenv import JOB_ENV
 from hpcorch.settings import require
 
 #: runtime_env keys hpcorch sets itself and so refuses from the config.
-RESERVED_ENV_VARS = ("HPCORCH_SPEC", "PYTHONHASHSEED", "HPCORCH_SEED")
+RESERVED_ENV_VARS = JOB_ENV
 
 
 def runtime_env_fields() -> frozenset[str]:
