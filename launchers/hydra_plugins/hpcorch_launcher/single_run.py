@@ -24,7 +24,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from hpcorch.errors import HpcorchError
-from hpcorch.worker.callback import SPEC_ENV, raw_overrides, seed_for, task_config
+from hpcorch.jobenv import in_planned_job
+from hpcorch.worker.callback import raw_overrides, seed_for, task_config
 
 
 class SingleRunCallback(Callback):
@@ -32,7 +33,7 @@ class SingleRunCallback(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Check the run; for a run that belongs elsewhere, run it there and exit."""
-        if os.environ.get(SPEC_ENV):
+        if in_planned_job():
             return  # this process is a job hpcorch planned: it runs here, as planned
         from hydra_plugins.hpcorch_launcher._execute import exit_status
 
