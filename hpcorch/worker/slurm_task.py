@@ -46,14 +46,7 @@ from typing import Any
 from hpcorch import checkpoint
 from hpcorch.providers.local import job_environment
 from hpcorch.spec import RunSpec
-from hpcorch.store.records import (
-    STDERR_FILE,
-    STDOUT_FILE,
-    atomic_write_json,
-    meta_dir,
-    read_json,
-    spec_path,
-)
+from hpcorch.worker import array_task
 from hpcorch.worker.forked import (
     become_run,
     exit_with,
@@ -68,74 +61,57 @@ TASK_STATE_FILE = "slurm.json"
 PREEMPT_SIGNAL = signal.SIGUSR1
 #: Seconds between two checks of a running child (signals interrupt the wait anyway).
 _WAIT_STEP_S = 0.05
-@dataclass(frozen=True)
-class TaskState:
-    """`<run_dir>/.hpcorch/slurm.json`: how far one run got in one Slurm job."""
 
-    job_id: str
-    """`123_4`: the array task that ran it (a later submission has another id)."""
-    state: str
-    """RUNNING, EXITED (the run's process ended by itself) or STOPPED (signalled)."""
-    node: str = ""
-    restart: int = 0
+
+@dataclass(frozen=True)
+class TaskState(array_task.TaskState):
+    """`<run_dir>/.hpcorch/slurm.json`: how far one run got in one Slurm job (`job_id`
+    `123_4`: the array task that ran it)."""
+
     timeouts: int = 0
     """How often this array task was requeued at this run's time limit (the budget of
     `max_requeues`; SLURM_RESTART_COUNT also counts preemptions)."""
-    exit_code: int | None = None
-    signal: int | None = None
-    started: float | None = None
-    ended: float | None = None
 
-    @property
-    def exited(self) -> bool:
-        """The run's process ended by itself: its exit code is its verdict."""
-        return self.state == "EXITED"
+
+_STATE_FILE = array_task.TaskStateFile(TASK_STATE_FILE, TaskState)
 
 
 def task_state_path(run_dir: str | Path) -> Path:
     """Where a run's task-state file lives."""
-    return meta_dir(run_dir) / TASK_STATE_FILE
+    return _STATE_FILE.path(run_dir)
 
 
 def read_task_state(run_dir: str | Path) -> TaskState | None:
     """The task-state file of a run directory, or None (missing or unreadable)."""
-    path = task_state_path(run_dir)
-    try:
-        data = read_json(path)
-    except (OSError, ValueError):
-        return None
-    known = {f.name for f in dataclasses.fields(TaskState)}
-    try:
-        return TaskState(**{k: v for k, v in data.items() if k in known})
-    except TypeError:
-        return None
+    return _STATE_FILE.read(run_dir)
 
 
 def write_task_state(run_dir: str | Path, state: TaskState) -> None:
     """Write the task-state file atomically."""
-    atomic_write_json(task_state_path(run_dir), dataclasses.asdict(state))
+    _STATE_FILE.write(run_dir, state)
 
 
-class ArrayTask:
+class ArrayTask(array_task.ArrayTaskRunner[TaskState]):
     """Runs the runs of one array index, forwarding Slurm's signals to them."""
 
+    state_file = _STATE_FILE
+    signals = (PREEMPT_SIGNAL, signal.SIGTERM, signal.SIGINT)
+
     def __init__(self, map_path: str, env: dict[str, str] | None = None) -> None:
+        super().__init__(map_path)
         self.env = dict(os.environ if env is None else env)
-        self.map: dict[str, Any] = read_json(map_path)
         self.index = int(self.env["SLURM_ARRAY_TASK_ID"])
         array_id = self.env.get("SLURM_ARRAY_JOB_ID", "")
         self.job_id = f"{array_id}_{self.index}" if array_id else self.env.get("SLURM_JOB_ID", "")
         self.own_job = self.env.get("SLURM_JOB_ID", self.job_id)
         self.restart = int(self.env.get("SLURM_RESTART_COUNT", "0") or 0)
         self.node = self.env.get("SLURMD_NODENAME") or socket.gethostname()
-        self.entries: list[dict[str, Any]] = list(self.map["tasks"][self.index])
+        self.entries = list(self.map["tasks"][self.index])
         self.child: int | None = None
-        self.current: RunSpec | None = None
         self.timeouts = 0  # the current run's time-limit requeues so far
-        self.stop_signal: int | None = None
         self.requeue: TimeoutAction | None = None
-        self.stopped_rc: int | None = None
         self.deadline = float("inf")
+        self.warm: str | None = None
 
     # -- signals -------------------------------------------------------------
     def _on_signal(self, signum: int, _frame: object) -> None:
@@ -164,31 +140,23 @@ class ArrayTask:
             signal_run(self.child, signum)
 
     # -- the task --------------------------------------------------------------
-    def run(self) -> int:
-        """Run every run of this index; the exit code is the first failing run's."""
-        for sig in (PREEMPT_SIGNAL, signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._on_signal)
-        specs = [RunSpec.from_dict(read_json(spec_path(e["run_dir"]))) for e in self.entries]
-        warm = _warm_script(specs, self.map) if len(specs) > 1 else None
-        if warm is not None:
-            _warm_up(warm, [a for a in specs[0].command[2:] if "=" in a and a[0] != "-"])
-        status = 0
-        for spec in specs:
-            if self.stop_signal is not None:
-                break
-            done = read_task_state(spec.run_dir)
-            if done is not None and done.job_id == self.job_id and done.exited:
-                continue  # finished before this task was requeued
-            code = self._run_one(spec, warm)
-            if code is not None and code != 0 and status == 0:
-                status = code
+    def _prepare(self, specs: Sequence[RunSpec]) -> None:
+        self.warm = _warm_script(specs, self.map) if len(specs) > 1 else None
+        if self.warm is not None:
+            _warm_up(self.warm, [a for a in specs[0].command[2:] if "=" in a and a[0] != "-"])
+
+    def _finish(self, specs: Sequence[RunSpec], status: int) -> int:
         if self.requeue is TimeoutAction.REQUEUE_IF_SAVED and not self._resumable(specs):
             return self._expire()
         if self.requeue is not None:
             return self._requeue()
-        if self.stop_signal is not None:
-            return 128 + self.stop_signal
-        return status
+        return super()._finish(specs, status)
+
+    def _base_state(self, spec: RunSpec, started: float) -> TaskState:
+        previous = read_task_state(spec.run_dir)
+        self.timeouts = previous.timeouts if previous and previous.job_id == self.job_id else 0
+        return TaskState(self.job_id, array_task.TaskStatus.RUNNING, self.node, self.restart,
+                         timeouts=self.timeouts, started=started)
 
     def _resumable(self, specs: Sequence[RunSpec]) -> bool:
         """The stopped run saved a checkpoint or stopped itself to be resumed."""
@@ -206,48 +174,10 @@ class ArrayTask:
             time.sleep(0.5)
         return 128 + int(PREEMPT_SIGNAL)
 
-    def _run_one(self, spec: RunSpec, warm: str | None) -> int | None:
-        """Run one spec to its end; its exit code, or None when it was stopped by a signal."""
-        started = time.time()
-        previous = read_task_state(spec.run_dir)
-        self.timeouts = previous.timeouts if previous and previous.job_id == self.job_id else 0
-        self.current = spec
-        base = TaskState(self.job_id, "RUNNING", self.node, self.restart, self.timeouts,
-                         started=started)
-        write_task_state(spec.run_dir, base)
-        meta = meta_dir(spec.run_dir)
-        with open(meta / STDOUT_FILE, "ab") as out, open(meta / STDERR_FILE, "ab") as err:
-            if self.restart:
-                err.write(f"hpcorch: restart {self.restart} of job {self.job_id}\n".encode())
-                err.flush()
-            try:
-                self.child = self._start(spec, warm, out.fileno(), err.fileno())
-            except OSError as exc:
-                err.write(f"hpcorch: cannot start {spec.command[:1]}: {exc}\n".encode())
-                write_task_state(spec.run_dir, dataclasses.replace(
-                    base, state="EXITED", exit_code=127, ended=time.time()))
-                return 127
-        if self.stop_signal is not None:  # a signal arrived while it was starting
-            self._forward(self.stop_signal)
-        rc = self._wait(self.child)
-        self.child = None
-        ended = time.time()
-        if self.stop_signal is not None:
-            self.stopped_rc = rc
-            write_task_state(spec.run_dir, dataclasses.replace(
-                base, state="STOPPED", signal=self.stop_signal, ended=ended))
-            return None
-        self.current = None  # ended by itself: a later signal is about the next run
-        code = rc if rc >= 0 else 128 - rc
-        write_task_state(spec.run_dir, dataclasses.replace(
-            base, state="EXITED", exit_code=rc if rc >= 0 else None,
-            signal=-rc if rc < 0 else None, ended=ended))
-        return code
-
-    def _start(self, spec: RunSpec, warm: str | None, out_fd: int, err_fd: int) -> int:
+    def _start(self, spec: RunSpec, out_fd: int, err_fd: int) -> int:
         env = job_environment(spec)
         cwd = spec.workdir or spec.run_dir
-        if warm is not None:
+        if self.warm is not None:
             return _fork_warm(spec, env, cwd, out_fd, err_fd)
         argv = self._argv(spec)
         proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
@@ -257,10 +187,10 @@ class ArrayTask:
     def _argv(self, spec: RunSpec) -> list[str]:
         return step_argv(spec, self.map)
 
-    def _wait(self, pid: int) -> int:
+    def _wait(self, child: Any) -> int:
         """Wait for the child (polling, so signals and the requeue deadline are seen)."""
         while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
+            done, status = os.waitpid(child, os.WNOHANG)
             if done:
                 return os.waitstatus_to_exitcode(status)
             if time.monotonic() > self.deadline:

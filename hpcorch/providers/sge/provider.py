@@ -47,7 +47,7 @@ from hpcorch.providers.sge.script import (
     task_runs,
 )
 from hpcorch.providers.sge.settings import SgeSettings
-from hpcorch.providers.sge.task import TaskState, read_task_state, write_task_state
+from hpcorch.providers.sge.task import TaskState, TaskStatus, read_task_state, write_task_state
 from hpcorch.runner import CommandRunner, run_command
 from hpcorch.spec import FailureContext, RunHandle, RunSpec, RunState, RunStatus
 from hpcorch.store.records import (
@@ -203,7 +203,7 @@ class SgeProvider:
             if run_dir and Path(meta_dir(run_dir)).is_dir():
                 state = read_task_state(run_dir)
                 if state is None or state.job_id != handle.job_id:
-                    write_task_state(run_dir, TaskState(handle.job_id, "CANCELLED"))
+                    write_task_state(run_dir, TaskState(handle.job_id, TaskStatus.CANCELLED))
         self._forced = True
         self._interval = min(1.0, self.settings.query_interval)
 
