@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hpcorch.errors import ProviderError, ProviderUnavailable
+from hpcorch.providers.pacing import QueryPacing
 from hpcorch.providers.sge.accounting import (
     AcctRecord,
     QstatTask,
@@ -93,9 +94,9 @@ class SgeProvider:
         self._acct: dict[str, AcctRecord] = {}  # task id -> its final accounting record
         self._errored: dict[str, RunStatus] = {}  # task id -> FAILED in an error state
         self._first_seen: dict[str, float] = {}  # job number -> clock when first known here
-        self._interval = self.settings.query_interval
-        self._next_query = 0.0
-        self._forced = False
+        # Grid Engine keeps the fixed spacing of its queries (no jitter), as before sharing.
+        self._pacing = QueryPacing(self.settings.query_interval,
+                                   self.settings.max_query_interval, clock, jitter=0.0)
         self.calls: dict[str, int] = {}
         """How often each Grid Engine command ran (qsub, qstat, qacct, qdel)."""
 
@@ -139,8 +140,7 @@ class SgeProvider:
             if submitted:
                 self._qdel(submitted)
             raise
-        self._interval = self.settings.query_interval
-        self._next_query = self._clock() + self._interval
+        self._pacing.submitted()
         return [by_key[(s.run_key, s.run_dir)] for s in runs]
 
     def lookup(self, run_keys: Sequence[str], sweep_id: str | None = None) -> list[RunHandle]:
@@ -186,7 +186,7 @@ class SgeProvider:
         if hints:
             job_ids = [handles[i].job_id for i in hints]
             unknown = any(j.split(".")[0] not in self._first_seen for j in job_ids)
-            if self._forced or unknown or self._clock() >= self._next_query:
+            if self._pacing.due(unknown_jobs=unknown):
                 self._query(job_ids)
             for i, state in hints.items():
                 out[i] = self._from_scheduler(handles[i], state)
@@ -204,8 +204,7 @@ class SgeProvider:
                 state = read_task_state(run_dir)
                 if state is None or state.job_id != handle.job_id:
                     write_task_state(run_dir, TaskState(handle.job_id, TaskStatus.CANCELLED))
-        self._forced = True
-        self._interval = min(1.0, self.settings.query_interval)
+        self._pacing.cancelled()
 
     def close(self) -> None:
         """Nothing to release; jobs belong to Grid Engine (an interrupted sweep deletes them)."""
@@ -268,9 +267,7 @@ class SgeProvider:
                     self._acct.update(records)
                     if records:
                         self._first_seen.setdefault(number, self._clock())
-        self._forced = False
-        self._next_query = self._clock() + self._interval
-        self._interval = min(self._interval * 1.5, self.settings.max_query_interval)
+        self._pacing.queried()
 
     def _from_file(self, handle: RunHandle, state: TaskState, run_dir: str) -> RunStatus:
         if state.exit_code == 0 and state.signal is None:

@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hpcorch.errors import ConfigError, ProviderError, ProviderUnavailable
+from hpcorch.providers.pacing import QueryPacing
 from hpcorch.providers.slurm.accounting import (
     LOOKUP_FORMAT,
     NODE_CPUS_FORMAT,
@@ -44,7 +45,6 @@ from hpcorch.providers.slurm.accounting import (
     spread_array_records,
 )
 from hpcorch.providers.slurm.failure import explain
-from hpcorch.providers.slurm.pacing import QueryPacing
 from hpcorch.providers.slurm.script import (
     JOB_PREFIX,
     ArrayPlan,

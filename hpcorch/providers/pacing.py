@@ -1,10 +1,12 @@
-"""When to ask the scheduler: the pacing of sacct/squeue calls, kept out of the provider.
+"""When to ask a batch scheduler: the pacing of its status calls (Slurm's sacct/squeue,
+Grid Engine's qstat/qacct), kept out of the providers.
 
 The runs' own task-state files answer most questions; the scheduler is asked
 for the rest, ONE call for every open job, spaced out:
 
 - not before `query_interval` seconds after a submission (jobs just queued);
-- then backing off x1.5 (with +-10% jitter) up to `max_query_interval`;
+- then backing off x1.5 (with +-10% jitter, unless asked for none) up to
+  `max_query_interval`;
 - while the files show progress, only every `max_query_interval`;
 - soon again (`query_interval`) when a file says a run was SIGKILLed: only the
   scheduler can say whether for memory or time, and it should not wait;
@@ -21,8 +23,9 @@ class QueryPacing:
     """Decides whether a status() call may query the scheduler now."""
 
     def __init__(self, interval: float, max_interval: float,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], jitter: float = 0.1) -> None:
         self.base = interval
+        self.jitter = jitter
         self.max_interval = max_interval
         self._clock = clock
         self.interval = interval
@@ -73,5 +76,6 @@ class QueryPacing:
         """A query was made: schedule the next one, backing off."""
         self.last_at = self._clock()
         self.forced = False
-        self.next_at = self.last_at + self.interval * random.uniform(0.9, 1.1)
+        spread = random.uniform(1 - self.jitter, 1 + self.jitter) if self.jitter else 1.0
+        self.next_at = self.last_at + self.interval * spread
         self.interval = min(self.interval * 1.5, self.max_interval)
