@@ -21,14 +21,11 @@ from typing import Any
 
 from hpcorch.errors import ConfigError
 from hpcorch.identity import canonical_json, short_hash
+from hpcorch.providers import arrays
 from hpcorch.providers.sge.settings import SgeSettings
 from hpcorch.spec import Resources, RunSpec
-from hpcorch.store.records import META_DIR
 
-#: Every job hpcorch submits is named `hpcorch-<sweep id>-<token>`.
-JOB_PREFIX = "hpcorch-"
 SGE_DIR = "sge"
-MAP_VERSION = 1
 #: Characters Grid Engine refuses in a job name.
 _BAD_NAME_CHARS = set("\n\t\r/:@\\*? ")
 
@@ -47,7 +44,7 @@ class ArrayPlan:
     @property
     def job_name(self) -> str:
         """`hpcorch-<sweep id>-<token>`: what qstat shows and lookup searches."""
-        return f"{JOB_PREFIX}{self.sweep_id}-{self.token}"
+        return arrays.job_name(self.sweep_id, self.token)
 
     @property
     def map_path(self) -> str:
@@ -72,17 +69,12 @@ class ArrayPlan:
 
 def job_name_token(job_name: str, sweep_id: str | None = None) -> str | None:
     """The token of an hpcorch job name (of that sweep, when given); None for others."""
-    prefix = f"{JOB_PREFIX}{sweep_id}-" if sweep_id is not None else JOB_PREFIX
-    if not job_name.startswith(prefix) or "-" not in job_name[len(JOB_PREFIX):]:
-        return None
-    token = job_name.rsplit("-", 1)[1]
-    return token if token.startswith("a") else None
+    return arrays.job_name_token(job_name, sweep_id, token_start="a")
 
 
 def sge_dir_for(specs: Sequence[RunSpec]) -> str:
     """`<sweep dir>/.hpcorch/sge`: the sweep dir is the common parent of the run dirs."""
-    parents = [os.path.dirname(os.path.abspath(s.run_dir)) for s in specs]
-    return os.path.join(os.path.commonpath(parents), META_DIR, SGE_DIR)
+    return arrays.scheduler_dir_for(specs, SGE_DIR)
 
 
 def check_runs(specs: Sequence[RunSpec]) -> None:
@@ -193,19 +185,9 @@ def _printable(text: str) -> str:
 
 def map_data(plan: ArrayPlan) -> dict[str, Any]:
     """The map file's content: what the array task (hpcorch.providers.sge.task) reads."""
-    return {
-        "version": MAP_VERSION,
-        "sweep_id": plan.sweep_id,
-        "job_name": plan.job_name,
-        "pack": plan.pack,
-        "tasks": [[{"num": s.num, "run_key": s.run_key, "run_dir": s.run_dir} for s in task]
-                  for task in plan.tasks],
-    }
+    return arrays.map_header(plan.sweep_id, plan.job_name, plan.pack, plan.tasks)
 
 
 def task_runs(data: dict[str, Any], task_id: int) -> list[tuple[str, str]]:
     """(run key, run dir) of each run that array task `task_id` (1-based) runs."""
-    tasks = data.get("tasks", [])
-    if not isinstance(tasks, list) or not 1 <= task_id <= len(tasks):
-        return []
-    return [(str(e["run_key"]), str(e["run_dir"])) for e in tasks[task_id - 1]]
+    return arrays.task_runs(data, task_id - 1)

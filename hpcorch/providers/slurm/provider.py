@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hpcorch.errors import ConfigError, ProviderError, ProviderUnavailable
+from hpcorch.providers.arrays import JOB_PREFIX
 from hpcorch.providers.pacing import QueryPacing
 from hpcorch.providers.slurm.accounting import (
     LOOKUP_FORMAT,
@@ -46,7 +47,6 @@ from hpcorch.providers.slurm.accounting import (
 )
 from hpcorch.providers.slurm.failure import explain
 from hpcorch.providers.slurm.script import (
-    JOB_PREFIX,
     ArrayPlan,
     job_name_token,
     map_data,

@@ -21,18 +21,15 @@ from submitit.slurm.slurm import _as_sbatch_flag, _convert_mem
 from hpcorch.errors import ConfigError
 from hpcorch.identity import canonical_json, short_hash
 from hpcorch.launch.wrappers import slurm_allocation_args
+from hpcorch.providers import arrays
 from hpcorch.providers.slurm.accounting import ClusterLimits
 from hpcorch.providers.slurm.settings import SlurmSettings, normalized_extra
 from hpcorch.spec import Resources, RunSpec
-from hpcorch.store.records import META_DIR
 from hpcorch.worker.slurm_task import step_argv
 
-#: Every job hpcorch submits is named `hpcorch-<sweep id>-<token>`.
-JOB_PREFIX = "hpcorch-"
 SLURM_DIR = "slurm"
 #: The signal a job gets `signal_grace_s` before its time limit (to the batch shell: B:).
 PREEMPT_SIGNAL = "USR1"
-MAP_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -51,7 +48,7 @@ class ArrayPlan:
     @property
     def job_name(self) -> str:
         """`hpcorch-<sweep id>-<token>`: what squeue shows and lookup searches."""
-        return f"{JOB_PREFIX}{self.sweep_id}-{self.token}"
+        return arrays.job_name(self.sweep_id, self.token)
 
     @property
     def map_path(self) -> str:
@@ -76,15 +73,12 @@ class ArrayPlan:
 
 def job_name_token(job_name: str) -> str | None:
     """The token of an hpcorch job name (None for any other job)."""
-    if not job_name.startswith(JOB_PREFIX) or "-" not in job_name[len(JOB_PREFIX):]:
-        return None
-    return job_name.rsplit("-", 1)[1] or None
+    return arrays.job_name_token(job_name)
 
 
 def slurm_dir_for(specs: Sequence[RunSpec]) -> str:
     """`<sweep dir>/.hpcorch/slurm`: the sweep dir is the common parent of the run dirs."""
-    parents = [os.path.dirname(os.path.abspath(s.run_dir)) for s in specs]
-    return os.path.join(os.path.commonpath(parents), META_DIR, SLURM_DIR)
+    return arrays.scheduler_dir_for(specs, SLURM_DIR)
 
 
 def plan_arrays(specs: Sequence[RunSpec], settings: SlurmSettings,
@@ -209,10 +203,7 @@ def _printable(text: str) -> str:
 def map_data(plan: ArrayPlan, settings: SlurmSettings) -> dict[str, Any]:
     """The map file's content: what the array task (hpcorch.worker.slurm_task) reads."""
     return {
-        "version": MAP_VERSION,
-        "sweep_id": plan.sweep_id,
-        "job_name": plan.job_name,
-        "pack": plan.pack,
+        **arrays.map_header(plan.sweep_id, plan.job_name, plan.pack, plan.tasks),
         "warm": settings.warm,
         "srun": settings.srun,
         "srun_args": list(settings.srun_args),
@@ -220,14 +211,9 @@ def map_data(plan: ArrayPlan, settings: SlurmSettings) -> dict[str, Any]:
         "requeue_on_timeout": settings.requeue_on_timeout,
         "grace_s": signal_grace(plan, settings),
         "node_cpus": plan.node_cpus,
-        "tasks": [[{"num": s.num, "run_key": s.run_key, "run_dir": s.run_dir} for s in task]
-                  for task in plan.tasks],
     }
 
 
 def task_runs(data: dict[str, Any], index: int) -> list[tuple[str, str]]:
     """(run key, run dir) of each run that array index `index` of a map file runs."""
-    tasks = data.get("tasks", [])
-    if not isinstance(tasks, list) or not 0 <= index < len(tasks):
-        return []
-    return [(str(e["run_key"]), str(e["run_dir"])) for e in tasks[index]]
+    return arrays.task_runs(data, index)

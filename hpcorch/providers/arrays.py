@@ -1,0 +1,61 @@
+"""What the job-array providers (Slurm, Grid Engine) share about their arrays: the job
+name that finds an array again after a crash, the map file an array task reads, and
+where a sweep keeps its scheduler files. Nothing here knows a scheduler."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from hpcorch.spec import RunSpec
+from hpcorch.store.records import META_DIR
+
+#: Every array's job name: `hpcorch-<sweep id>-<token>`.
+JOB_PREFIX = "hpcorch-"
+#: The map file's layout version.
+MAP_VERSION = 1
+
+
+def job_name(sweep_id: str, token: str) -> str:
+    """The job name of an array of a sweep."""
+    return f"{JOB_PREFIX}{sweep_id}-{token}"
+
+
+def job_name_token(name: str, sweep_id: str | None = None,
+                   token_start: str = "") -> str | None:
+    """The token of an hpcorch job name (of that sweep, when given; starting with
+    `token_start`, when given); None for any other job."""
+    prefix = f"{JOB_PREFIX}{sweep_id}-" if sweep_id is not None else JOB_PREFIX
+    if not name.startswith(prefix) or "-" not in name[len(JOB_PREFIX):]:
+        return None
+    token = name.rsplit("-", 1)[1]
+    return token if token and token.startswith(token_start) else None
+
+
+def map_header(sweep_id: str, name: str, pack: int,
+               tasks: Sequence[Sequence[RunSpec]]) -> dict[str, Any]:
+    """The part of a map file every array task reads: the runs of each array index."""
+    return {
+        "version": MAP_VERSION,
+        "sweep_id": sweep_id,
+        "job_name": name,
+        "pack": pack,
+        "tasks": [[{"num": s.num, "run_key": s.run_key, "run_dir": s.run_dir} for s in task]
+                  for task in tasks],
+    }
+
+
+def task_runs(data: dict[str, Any], position: int) -> list[tuple[str, str]]:
+    """(run key, run dir) of each run of the `position`-th array index (0-based) of a
+    map file; none for an index it does not have."""
+    tasks = data.get("tasks", [])
+    if not isinstance(tasks, list) or not 0 <= position < len(tasks):
+        return []
+    return [(str(e["run_key"]), str(e["run_dir"])) for e in tasks[position]]
+
+
+def scheduler_dir_for(specs: Sequence[RunSpec], name: str) -> str:
+    """`<sweep dir>/.hpcorch/<name>`: the sweep dir is the common parent of the run dirs."""
+    parents = [os.path.dirname(os.path.abspath(s.run_dir)) for s in specs]
+    return os.path.join(os.path.commonpath(parents), META_DIR, name)
