@@ -40,7 +40,6 @@ import time
 import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from hpcorch import checkpoint
@@ -76,19 +75,11 @@ class TaskState(array_task.TaskState):
 _STATE_FILE = array_task.TaskStateFile(TASK_STATE_FILE, TaskState)
 
 
-def task_state_path(run_dir: str | Path) -> Path:
-    """Where a run's task-state file lives."""
-    return _STATE_FILE.path(run_dir)
-
-
-def read_task_state(run_dir: str | Path) -> TaskState | None:
-    """The task-state file of a run directory, or None (missing or unreadable)."""
-    return _STATE_FILE.read(run_dir)
-
-
-def write_task_state(run_dir: str | Path, state: TaskState) -> None:
-    """Write the task-state file atomically."""
-    _STATE_FILE.write(run_dir, state)
+#: Where a run's task-state file lives; read it (None when missing or unreadable);
+#: write it atomically.
+task_state_path = _STATE_FILE.path
+read_task_state = _STATE_FILE.read
+write_task_state = _STATE_FILE.write
 
 
 class ArrayTask(array_task.ArrayTaskRunner[TaskState]):

@@ -25,7 +25,6 @@ import socket
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from hpcorch.providers.local import job_environment
@@ -48,19 +47,11 @@ FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 _STATE_FILE = TaskStateFile(TASK_STATE_FILE, TaskState)
 
 
-def task_state_path(run_dir: str | Path) -> Path:
-    """Where a run's task-state file lives."""
-    return _STATE_FILE.path(run_dir)
-
-
-def read_task_state(run_dir: str | Path) -> TaskState | None:
-    """The task-state file of a run directory, or None (missing or unreadable)."""
-    return _STATE_FILE.read(run_dir)
-
-
-def write_task_state(run_dir: str | Path, state: TaskState) -> None:
-    """Write the task-state file atomically."""
-    _STATE_FILE.write(run_dir, state)
+#: Where a run's task-state file lives; read it (None when missing or unreadable);
+#: write it atomically.
+task_state_path = _STATE_FILE.path
+read_task_state = _STATE_FILE.read
+write_task_state = _STATE_FILE.write
 
 
 class ArrayTask(ArrayTaskRunner[TaskState]):
