@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from hpcorch.spec import RunSpec
-from hpcorch.store.records import META_DIR
+from hpcorch.store.records import META_DIR, read_json
 
 #: Every array's job name: `hpcorch-<sweep id>-<token>`.
 JOB_PREFIX = "hpcorch-"
@@ -44,6 +44,16 @@ def map_header(sweep_id: str, name: str, pack: int,
         "tasks": [[{"num": s.num, "run_key": s.run_key, "run_dir": s.run_dir} for s in task]
                   for task in tasks],
     }
+
+
+def cached_map(cache: dict[str, dict[str, Any]], path: str) -> dict[str, Any]:
+    """A map file's content, read once per path (one that cannot be read: empty)."""
+    if path not in cache:
+        try:
+            cache[path] = read_json(path)
+        except (OSError, ValueError):
+            cache[path] = {}
+    return cache[path]
 
 
 def task_runs(data: dict[str, Any], position: int) -> list[tuple[str, str]]:

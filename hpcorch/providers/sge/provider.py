@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hpcorch.errors import ProviderError, ProviderUnavailable
+from hpcorch.providers.arrays import cached_map
 from hpcorch.providers.pacing import QueryPacing
 from hpcorch.providers.sge.accounting import (
     AcctRecord,
@@ -294,7 +295,8 @@ class SgeProvider:
                 self._qdel([job_id])
                 self._errored[job_id] = status
                 return status
-            if state is RunState.SUBMITTED and hint is not None and hint.state == "RUNNING":
+            if state is RunState.SUBMITTED and hint is not None \
+                    and hint.state is TaskStatus.RUNNING:
                 state = RunState.RUNNING  # the job said so before the scheduler's next answer
             return RunStatus(handle, state)
         record = self._acct.get(job_id)
@@ -309,7 +311,7 @@ class SgeProvider:
                     state = RunState.FAILED
             return RunStatus(handle, state, context if state is not RunState.SUCCEEDED
                              else None)
-        if hint is not None and hint.state == "CANCELLED":
+        if hint is not None and hint.state is TaskStatus.CANCELLED:
             return RunStatus(handle, RunState.CANCELLED, FailureContext(
                 self.name, job_id, reason="deleted (qdel) before it started"))
         number = job_id.split(".")[0]
@@ -325,7 +327,8 @@ class SgeProvider:
                     "the job left Grid Engine without an accounting record (qacct -j "
                     f"{number}: not found)", tail_text(meta_dir(run_dir) / STDERR_FILE)))
             return RunStatus(handle, RunState.UNKNOWN)
-        if hint is not None and hint.state in ("RUNNING", "STOPPED", "EXITED"):
+        if hint is not None and hint.state in (TaskStatus.RUNNING, TaskStatus.STOPPED,
+                                                TaskStatus.EXITED):
             return RunStatus(handle, RunState.RUNNING)  # ended: its record is on its way
         return RunStatus(handle, RunState.SUBMITTED)
 
@@ -342,12 +345,7 @@ class SgeProvider:
         if token is None or not workdir:
             return []
         path = str(Path(workdir) / f"{token}.json")
-        if path not in self._maps:
-            try:
-                self._maps[path] = read_json(path)
-            except (OSError, ValueError):
-                self._maps[path] = {}
-        return task_runs(self._maps[path], task_id)
+        return task_runs(cached_map(self._maps, path), task_id)
 
     def _run_dir(self, handle: RunHandle) -> str:
         return self._run_dirs.get(handle.job_id, {}).get(handle.run_key, "")

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hpcorch.errors import ConfigError, ProviderError, ProviderUnavailable
-from hpcorch.providers.arrays import JOB_PREFIX
+from hpcorch.providers.arrays import JOB_PREFIX, cached_map
 from hpcorch.providers.pacing import QueryPacing
 from hpcorch.providers.slurm.accounting import (
     LOOKUP_FORMAT,
@@ -62,10 +62,10 @@ from hpcorch.store.records import (
     atomic_write_json,
     atomic_write_text,
     meta_dir,
-    read_json,
     spec_path,
     tail_text,
 )
+from hpcorch.worker.array_task import TaskStatus
 from hpcorch.worker.slurm_task import TaskState, read_task_state
 
 log = logging.getLogger("hpcorch.slurm")
@@ -396,12 +396,12 @@ class SlurmProvider:
         info = self._jobs.get(handle.job_id)
         if info is None:
             state = RunState.UNKNOWN if handle.job_id in self._gone else RunState.SUBMITTED
-            if hint is not None and hint.state == "RUNNING":
+            if hint is not None and hint.state is TaskStatus.RUNNING:
                 state = RunState.RUNNING
             return RunStatus(handle, state)
         self._learn_runs(handle.job_id, info)
         state, _ = info.run_state()
-        if state is RunState.SUBMITTED and hint is not None and hint.state == "RUNNING" \
+        if state is RunState.SUBMITTED and hint is not None and hint.state is TaskStatus.RUNNING \
                 and not info.requeued:
             state = RunState.RUNNING  # the job said so before the scheduler's next answer
         if not state.terminal:
@@ -427,12 +427,7 @@ class SlurmProvider:
         if token is None or "_" not in job_id:
             return []
         path = str(Path(workdir) / f"{token}.json")
-        if path not in self._maps:
-            try:
-                self._maps[path] = read_json(path)
-            except (OSError, ValueError):
-                self._maps[path] = {}
-        return task_runs(self._maps[path], int(job_id.split("_", 1)[1]))
+        return task_runs(cached_map(self._maps, path), int(job_id.split("_", 1)[1]))
 
     def _learn_runs(self, job_id: str, info: JobInfo) -> None:
         """Handles from another process: find their run dirs through the job's map file."""
