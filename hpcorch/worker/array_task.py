@@ -20,8 +20,9 @@ from __future__ import annotations
 import dataclasses
 import enum
 import signal
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -218,3 +219,13 @@ class ArrayTaskRunner(Generic[S]):
             base, state=TaskStatus.EXITED, exit_code=rc if rc >= 0 else None,
             signal=-rc if rc < 0 else None, ended=ended))
         return rc if rc >= 0 else 128 - rc
+
+
+def task_main(argv: Sequence[str] | None, module: str,
+              make: Callable[[str], ArrayTaskRunner[Any]]) -> int:
+    """A scheduler's entry point, `python -m <module> MAP_FILE`: run that array task."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        print(f"usage: python -m {module} MAP_FILE", file=sys.stderr)
+        return 2
+    return make(args[0]).run()

@@ -310,11 +310,7 @@ def _fork_warm(spec: RunSpec, env: dict[str, str], cwd: str, out_fd: int, err_fd
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: `python -m hpcorch.worker.slurm_task MAP_FILE`."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 1:
-        print("usage: python -m hpcorch.worker.slurm_task MAP_FILE", file=sys.stderr)
-        return 2
-    return ArrayTask(args[0]).run()
+    return array_task.task_main(argv, "hpcorch.worker.slurm_task", ArrayTask)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from typing import Any
 
 from hpcorch.providers.local import job_environment
 from hpcorch.spec import RunSpec
+from hpcorch.worker import array_task
 from hpcorch.worker.array_task import (
     ArrayTaskRunner,
     TaskState,
@@ -92,11 +93,7 @@ class ArrayTask(ArrayTaskRunner[TaskState]):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: `python -m hpcorch.providers.sge.task MAP_FILE`."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 1:
-        print("usage: python -m hpcorch.providers.sge.task MAP_FILE", file=sys.stderr)
-        return 2
-    return ArrayTask(args[0]).run()
+    return array_task.task_main(argv, "hpcorch.providers.sge.task", ArrayTask)
 
 
 if __name__ == "__main__":
