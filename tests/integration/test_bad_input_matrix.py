@@ -237,10 +237,10 @@ def test_the_matrix_has_forty_kinds() -> None:
 
 def test_oversubscription_is_allowed_when_asked(probe: Path) -> None:
     """The opt-in the refusal names really is the way through (3 ranks on 2 cores)."""
+    from tests.conftest import require_service
     from tests.integration.mpi_support import mpi_available
 
-    if not mpi_available():
-        pytest.skip("no mpirun")
+    require_service(mpi_available(), "Open MPI (mpirun) and mpi4py", "scripts/mpi-up.sh")
     out = probe / "out" / "oversubscribed"
     cores = len(os.sched_getaffinity(0))
     proc = run(probe, "-m", "x=1", f"resources.tasks={cores + 1}",
