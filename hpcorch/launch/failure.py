@@ -78,7 +78,11 @@ def rank_failure(spec: RunSpec, context: FailureContext,
     rank = report.rank if report is not None else (failed[0] if failed else None)
     size = spec.resources.tasks
     if rank is None:
-        reason = context.reason or f"one of {size} rank(s) failed; no launcher report names it"
+        # Then the launcher itself failed (mpirun could not start its daemons...): its
+        # own last words are the best hint there is.
+        last = next((ln.strip() for ln in reversed(stderr.splitlines()) if ln.strip()), "")
+        reason = context.reason or (f"one of {size} rank(s) failed; no launcher report names it"
+                                    + (f"; stderr ends: {last[:200]}" if last else ""))
         return dataclasses.replace(context, reason=reason)
     info = files.get(rank, {})
     host = ((report.host if report else "") or str(info.get("host") or "")

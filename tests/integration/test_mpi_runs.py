@@ -58,8 +58,18 @@ def records(sweep_dir: Path) -> list[dict[str, Any]]:
     return sorted(found, key=lambda r: r["num"])
 
 
+def _failed_stderr(sweep_dir: Path) -> str:
+    """The stderr files of the sweep's failed runs: what mpirun said, for the failure report."""
+    failed = [p.parent for p in sweep_dir.glob("*/.hpcorch/record.json")
+              if json.loads(p.read_text()).get("state") != "SUCCEEDED"]
+    return "".join(f"\n--- {meta}/stderr.log:\n"
+                   + (meta / "stderr.log").read_text(errors="replace")[-3000:]
+                   for meta in sorted(failed) if (meta / "stderr.log").exists())
+
+
 def succeeded(proc: subprocess.CompletedProcess[str], sweep_dir: Path, runs: int) -> list[dict]:
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0, (proc.stdout[-3000:] + proc.stderr[-3000:]
+                                  + _failed_stderr(sweep_dir))
     recs = records(sweep_dir)
     assert [r["state"] for r in recs] == ["SUCCEEDED"] * runs
     return recs

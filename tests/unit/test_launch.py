@@ -294,3 +294,19 @@ def test_parse_launcher_report(text: str, rank: int, host: str, code: int | None
 
 def test_no_report_in_ordinary_stderr() -> None:
     assert parse_report("Traceback (most recent call last):\nValueError: x\n") is None
+
+
+def test_a_launcher_failure_no_rank_explains_keeps_the_launchers_last_words(
+        tmp_path: Path) -> None:
+    """mpirun failing before any rank ran: the reason quotes its last stderr line."""
+    from hpcorch.launch.failure import rank_failure
+    from hpcorch.spec import FailureContext
+    from hpcorch.store.records import STDERR_FILE, meta_dir
+
+    spec = replace(contract_spec(tmp_path, 0), resources=Resources(tasks=2))
+    meta_dir(spec.run_dir).mkdir(parents=True, exist_ok=True)
+    (meta_dir(spec.run_dir) / STDERR_FILE).write_text(
+        "some noise\nprterun was unable to start the daemon on node vm\n\n")
+    context = rank_failure(spec, FailureContext("mpi", exit_code=1))
+    assert context.reason == ("one of 2 rank(s) failed; no launcher report names it; "
+                              "stderr ends: prterun was unable to start the daemon on node vm")

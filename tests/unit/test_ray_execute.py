@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -87,10 +88,16 @@ def test_interrupt_stops_the_run_and_records_cancelled(tmp_path: Path,
         _thread.interrupt_main()
 
     monkeypatch.setattr(execute.RunProcess, "__init__", start)
+    # interrupt_main() does nothing while SIGINT is ignored (a test run started in the
+    # background by a non-interactive shell inherits SIG_IGN): Ray's workers handle it.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Thread(target=interrupt_when_started)
     timer.start()
-    outcome = execute.run_spec(spec, "s", warm=False, echo=False)
-    timer.join()
+    try:
+        outcome = execute.run_spec(spec, "s", warm=False, echo=False)
+    finally:
+        timer.join()
+        signal.signal(signal.SIGINT, previous)
     assert outcome["state"] == "CANCELLED"
     with pytest.raises(ProcessLookupError):
         os.kill(int(result["pid"]), 0)  # type: ignore[call-overload]
