@@ -16,8 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from submitit.slurm.slurm import _as_sbatch_flag, _convert_mem
-
 from hpcorch.errors import ConfigError
 from hpcorch.identity import canonical_json, short_hash
 from hpcorch.launch.wrappers import slurm_allocation_args
@@ -144,9 +142,10 @@ def sbatch_options(plan: ArrayPlan, settings: SlurmSettings) -> dict[str, Any]:
         opts[key.replace("-", "_")] = value if value else True
     opts |= {
         "gpus_per_node": res.gpus or None,
-        "mem": _convert_mem(res.mem_gb) if res.mem_gb else None,
+        "mem": sbatch_mem(res.mem_gb) if res.mem_gb else None,
         "constraint": settings.constraint,
         "exclusive": True if settings.exclusive else None,
+        "exclude": settings.exclude,
         "signal": f"B:{PREEMPT_SIGNAL}@{signal_grace(plan, settings)}",
         # Always requeueable: a preempted job is requeued whatever max_requeues says (that
         # budget is for time limits, spent by the array task's own `scontrol requeue`).
@@ -154,6 +153,18 @@ def sbatch_options(plan: ArrayPlan, settings: SlurmSettings) -> dict[str, Any]:
     }
     opts.update(sorted(normalized_extra(settings.extra).items()))
     return {k: v for k, v in opts.items() if v is not None}
+
+
+def sbatch_flag(key: str, value: Any) -> str:
+    """One `#SBATCH` line, spelled as submitit spells its options (`a_b` -> `--a-b`,
+    true -> a bare flag, values shell-quoted)."""
+    flag = key.replace("_", "-")
+    return f"#SBATCH --{flag}" if value is True else f"#SBATCH --{flag}={shlex.quote(str(value))}"
+
+
+def sbatch_mem(mem_gb: float) -> str:
+    """`--mem` of a memory in GB, as submitit's `mem_gb` gives it (whole GB, else MB)."""
+    return f"{int(mem_gb)}GB" if mem_gb == int(mem_gb) else f"{int(mem_gb * 1024)}MB"
 
 
 def render_script(plan: ArrayPlan, settings: SlurmSettings, python: str) -> str:
@@ -164,7 +175,7 @@ def render_script(plan: ArrayPlan, settings: SlurmSettings, python: str) -> str:
         f"# hpcorch sweep {plan.sweep_id}: {len(runs)} run(s) in {len(plan.tasks)} array "
         f"task(s), {plan.pack} per task",
     ]
-    lines += [_as_sbatch_flag(key, value) for key, value in sbatch_options(plan, settings).items()]
+    lines += [sbatch_flag(key, value) for key, value in sbatch_options(plan, settings).items()]
     lines += ["", f"# array index -> runs (num run_key run_dir); as data in {plan.map_path}"]
     for index, task in enumerate(plan.tasks):
         for spec in task:

@@ -9,10 +9,14 @@ node, not after an hour in the queue.
 from __future__ import annotations
 
 import difflib
+import functools
+import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import submitit
 
 from hpcorch.errors import ConfigError
 from hpcorch.settings import require
@@ -27,6 +31,7 @@ MANAGED_OPTIONS: dict[str, str] = {
     "time": "use provider.time_min or resources.time_min",
     "constraint": "use provider.constraint",
     "exclusive": "use provider.exclusive",
+    "exclude": "use provider.exclude",
     "nodes": "use resources.nodes",
     "ntasks_per_node": "use resources.tasks_per_node",
     "cpus_per_task": "use resources.cpus",
@@ -38,18 +43,54 @@ MANAGED_OPTIONS: dict[str, str] = {
     "use_srun": "use provider.srun",
     "array_parallelism": "use provider.array_throttle",
     "signal_delay_s": "use provider.signal_grace_s",
+    "teardown": "not supported: a packed task's runs end before the job does",
+    "stderr_to_stdout": "not supported: every run keeps its stdout and stderr apart",
+    "additional_parameters": "write the sbatch options themselves under provider.extra",
+    "folder": "set by hpcorch (<sweep dir>/.hpcorch/slurm)",
+    "map_count": "set by hpcorch (the array size)",
 }
 
-#: submitit parameters that are not sbatch options (submitit's own `nonslurm` list).
+#: submitit parameters that are not sbatch options: hpcorch sets what they do itself.
 _NOT_SBATCH = frozenset({"folder", "command", "map_count", "additional_parameters",
                          "teardown", "stderr_to_stdout"})
 
 
-def sbatch_parameters() -> frozenset[str]:
-    """The sbatch parameter names submitit knows (underscore form), derived, not mirrored."""
-    from submitit.slurm.slurm import _get_default_parameters
+class _OfflineExecutor(submitit.SlurmExecutor):
+    """submitit's SlurmExecutor where `srun` may be missing (a laptop validating a config
+    or rendering a dry run): only its parameter checks are used, nothing is submitted."""
 
-    return frozenset(_get_default_parameters()) - _NOT_SBATCH
+    @classmethod
+    def affinity(cls) -> int:
+        return 1
+
+
+@functools.lru_cache(maxsize=1)
+def sbatch_parameters() -> frozenset[str]:
+    """The sbatch options submitit names itself (underscore form), as its public
+    `update_parameters` lists them when refusing an unknown one (never mirrored here)."""
+    probe = _OfflineExecutor(folder="/nonexistent")
+    try:
+        probe.update_parameters(**{"hpcorch probe": None})
+    except ValueError as exc:
+        names = re.findall(r"^\s*- (\w+) \(default", str(exc), flags=re.M)
+        return frozenset(names) - _NOT_SBATCH
+    return frozenset()  # pragma: no cover - a submitit that accepts anything
+
+
+def check_with_submitit(named: Mapping[str, Any], additional: Mapping[str, Any],
+                        prefix: str = "provider.extra") -> None:
+    """Let submitit's public `update_parameters` judge `extra`; its refusal becomes one
+    ConfigError naming the setting, the value and submitit's reason."""
+    for key, value in {**named, "additional_parameters": dict(additional)}.items():
+        try:
+            _OfflineExecutor(folder="/nonexistent").update_parameters(**{key: value})
+        except (ValueError, TypeError, AssertionError) as exc:
+            shown = additional if key == "additional_parameters" else value
+            where = prefix if key == "additional_parameters" else f"{prefix}.{key}"
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(where, shown, f"refused by submitit ({reason}); any sbatch "
+                              "option by its long name is allowed, with a string, a number "
+                              "or true") from None
 
 
 def _no_newline(key: str, value: str) -> None:
@@ -75,6 +116,8 @@ class SlurmSettings:
     """Node features (`--constraint`), e.g. `a100&ib`."""
     exclusive: bool = False
     """Whole nodes only (`--exclusive`)."""
+    exclude: str | None = None
+    """Nodes not to run on (`--exclude`), e.g. `node[01-04]`."""
     setup: tuple[str, ...] = ()
     """Shell lines run before the runs in every job (`module load ...`, env activation)."""
     srun: Literal["auto", "always", "never"] = "auto"
@@ -134,7 +177,7 @@ class SlurmSettings:
                 self.max_poll_interval, f"must be >= poll_interval ({self.poll_interval})")
         require(self.max_query_interval >= self.query_interval, f"{prefix}.max_query_interval",
                 self.max_query_interval, f"must be >= query_interval ({self.query_interval})")
-        for key in ("partition", "account", "qos", "constraint", "python"):
+        for key in ("partition", "account", "qos", "constraint", "exclude", "python"):
             value = getattr(self, key)
             if value is not None:
                 require(bool(value.strip()), f"{prefix}.{key}", value, "must not be empty")
@@ -158,8 +201,11 @@ def _check_setup_line(key: str, line: str) -> None:
 def normalized_extra(extra: Mapping[str, Any], prefix: str = "provider.extra") -> dict[str, Any]:
     """`extra` with names in submitit's underscore form, validated; False/None dropped.
 
-    Unknown names fail with the closest known ones, options hpcorch manages
-    name the setting to use instead.
+    Any sbatch option is allowed (those submitit names itself as its parameters, the
+    rest as its `additional_parameters`), and submitit's `update_parameters` judges them.
+    hpcorch refuses only what it sets itself (naming the setting to use instead), values
+    that would not fit on one #SBATCH line, and near-misses of submitit's names (a typo
+    would otherwise reach sbatch as an option of its own).
     """
     known = sbatch_parameters()
     out: dict[str, Any] = {}
@@ -168,15 +214,22 @@ def normalized_extra(extra: Mapping[str, Any], prefix: str = "provider.extra") -
         full = f"{prefix}.{raw_key}"
         if key in MANAGED_OPTIONS:
             raise ConfigError(full, value, f"not allowed in extra: {MANAGED_OPTIONS[key]}")
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", key):
+            raise ConfigError(full, value, "must be an sbatch long option name (letters, "
+                              "digits, - or _), e.g. reservation, gpu_bind, mail_type")
         if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=3, cutoff=0.6)
-            hint = f"did you mean {', '.join(close)}? " if close else ""
-            raise ConfigError(full, value, f"unknown sbatch option; {hint}known (submitit's "
-                              f"names): {', '.join(sorted(set(known) - set(MANAGED_OPTIONS)))}")
+            close = difflib.get_close_matches(key, sorted(known), n=3, cutoff=0.85)
+            if close:
+                raise ConfigError(full, value, f"unknown sbatch option; did you mean "
+                                  f"{', '.join(close)}? known to submitit: "
+                                  f"{', '.join(sorted(known - set(MANAGED_OPTIONS)))}; any "
+                                  "other sbatch option passes as additional_parameters")
         if value is None or value is False:
             continue
         if isinstance(value, (list, tuple, dict)):
             raise ConfigError(full, value, "must be a string, a number or true")
         _no_newline(full, str(value))
         out[key] = value
+    check_with_submitit({k: v for k, v in out.items() if k in known},
+                        {k: v for k, v in out.items() if k not in known}, prefix)
     return out
