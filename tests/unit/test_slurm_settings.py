@@ -100,3 +100,29 @@ def test_ranges(values: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError) as err:
         parse(**values)
     assert err.value.key == f"provider.{key}"
+
+
+def test_extra_passes_any_sbatch_option_through() -> None:
+    """Options submitit has no named parameter for reach sbatch as its additional_parameters."""
+    from hpcorch.providers.slurm.script import sbatch_flag
+    from hpcorch.providers.slurm.settings import normalized_extra, sbatch_parameters
+
+    assert {"partition", "gres", "mem_per_cpu"} <= sbatch_parameters()  # submitit's list was read
+    extra = normalized_extra({"reservation": "r1", "hint": "nomultithread",
+                              "gpu_bind": "closest", "licenses": "matlab:1", "mail-type": "END"})
+    assert extra == {"reservation": "r1", "hint": "nomultithread", "gpu_bind": "closest",
+                     "licenses": "matlab:1", "mail_type": "END"}
+    assert sbatch_flag("gpu_bind", "closest") == "#SBATCH --gpu-bind=closest"
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"mail_typ": "END"}, "did you mean mail_type?"),
+    ({"exclude": "n1"}, "use provider.exclude"),
+    ({"bad key": 1}, "must be an sbatch long option name"),
+])
+def test_extra_refusals_name_the_key(extra: dict[str, Any], message: str) -> None:
+    from hpcorch.providers.slurm.settings import normalized_extra
+
+    with pytest.raises(ConfigError, match=message) as err:
+        normalized_extra(extra)
+    assert f"provider.extra.{next(iter(extra))}" in str(err.value)
