@@ -26,6 +26,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -300,6 +301,10 @@ def run_spec(spec: RunSpec, submission_id: str, *, warm: bool, echo: bool = True
     """
     node = node_name()
     started = time.time()
+    if threading.current_thread() is threading.main_thread():
+        # A Ray started from a non-interactive shell's background job inherits SIGINT
+        # ignored; Ray's cancellation would then never reach this task as KeyboardInterrupt.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     write_outcome(spec, submission_id, "RUNNING", node=node, started=started, job_id=job_id,
                   pid=os.getpid())
     proc = RunProcess(spec, warm, job_id)
