@@ -22,6 +22,7 @@ from typing import NamedTuple
 import pytest
 
 from hpcorch.identity import short_hash
+from tests.conftest import require_service
 from tests.integration.helpers import run, write_probe_app
 
 pytestmark = pytest.mark.integration
@@ -323,8 +324,8 @@ def test_an_index_that_cannot_be_set_aside_names_hpcorch_rebuild(probe: Path,
     # A file bind-mounted onto itself cannot be renamed (EBUSY), even by root.
     mounted = subprocess.run(["mount", "--bind", str(index), str(index)], capture_output=True,
                              text=True, check=False)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot bind-mount here: {mounted.stderr.strip()}")
+    require_service(mounted.returncode == 0, "bind mounts (mount --bind, as root)",
+                    mounted.stderr.strip() or "run the tests as root")
     try:
         proc = _cli(probe, home, "sweeps")
     finally:
