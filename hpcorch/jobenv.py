@@ -26,7 +26,11 @@ SEED_ENV = "HPCORCH_SEED"
 HASH_SEED_ENV = "PYTHONHASHSEED"
 """Python's own hash seed, pinned to the run's seed in fresh interpreters."""
 JOB_ID_ENV = "HPCORCH_JOB_ID"
-"""The run's job id, from providers whose engine sets none the job could read."""
+"""The run's job id as its engine names it (`123_4` for a Slurm array task, `77.3` for a
+Grid Engine one): every provider sets it, so the job never reads an engine's variables."""
+RESTART_ENV = "HPCORCH_RESTART_COUNT"
+"""How often the engine started this run's job again (requeued at a time limit or after
+preemption); 0 or unset on the first start. Set by the array-task runners."""
 PROVIDER_ENV = "HPCORCH_PROVIDER"
 """The provider's name, so the record the job writes carries it."""
 HOME_ENV = "HPCORCH_HOME"
