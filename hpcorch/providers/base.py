@@ -20,9 +20,42 @@ interval, not once per run. Constructors do no I/O; `check()` does.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import ClassVar, Protocol, runtime_checkable
 
+from hpcorch.launch import Launcher
 from hpcorch.spec import RunHandle, RunSpec, RunStatus
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a provider's engine does for a run, declared by the provider class.
+
+    Core code (the launch wrappers, the container wrapper, the Hydra glue, the CLI) asks
+    these instead of switching on a provider's name, so a provider from another package
+    gets the same treatment as a built-in one.
+    """
+
+    multi_rank: Launcher = Launcher.MPIRUN
+    """How a run with several ranks is started inside its allocation (srun under Slurm,
+    Open MPI's mpirun elsewhere)."""
+    single_rank: Launcher = Launcher.DIRECT
+    """How a one-rank run is started: directly, or through the launcher that reaches the
+    provider's hosts (provider=mpi)."""
+    container_env_prefixes: tuple[str, ...] = ()
+    """The engine's variables a run in a container needs (job id, task index, ...),
+    passed by prefix; the launcher's own (mpirun's) are passed by the launch layer."""
+    container_env_names: tuple[str, ...] = ()
+    """The same variables by name, for runtimes that pass no patterns (docker)."""
+    forks_submitter: bool = False
+    """Warm runs are forks of the submitting process (the Hydra glue then runs a plain
+    single run in-process instead of submitting it)."""
+    shared_run_dirs: bool = True
+    """Run directories are on a file system the submitter sees (records are read there)."""
+
+    def launcher_for(self, tasks: int) -> Launcher:
+        """The launcher of a run with `tasks` ranks."""
+        return self.multi_rank if tasks > 1 else self.single_rank
 
 
 @runtime_checkable
@@ -31,6 +64,8 @@ class Provider(Protocol):
 
     name: str
     """The name used in `provider=NAME`."""
+    capabilities: ClassVar[Capabilities]
+    """What the engine does for a run (see Capabilities); declared on the class."""
     poll_interval: float
     """Seconds between status queries the orchestrator should start from (it backs off)."""
     max_poll_interval: float
