@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hpcorch.orchestrate.summary import print_summary
+from hpcorch.providers import provider_class
 from hpcorch.store.home import is_healthy, known_sweep_dirs
 from hpcorch.store.index import RunRow, StoreIndex
 from hpcorch.store.index import open_index as open_index_at
@@ -97,20 +98,18 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def dashboard_links(sweep_dir: str, rows: list[RunRow]) -> list[str]:
-    """Ray dashboard pages of a sweep's jobs (empty for other providers, or a Ray
-    that was started for the sweep and is gone)."""
+    """Dashboard pages of a sweep's jobs, from providers whose engine has a dashboard
+    (their optional `dashboard_links(provider_settings, job_ids)`)."""
     info = read_ledger(sweep_dir)
-    address = (info.provider_settings or {}).get("address") if info else None
-    if info is None or info.provider != "ray" or not address:
+    if info is None:
         return []
     try:
-        from hpcorch.providers.ray.cluster import resolve_address
-
-        url = resolve_address(str(address))
+        links = getattr(provider_class(info.provider), "dashboard_links", None)
+        if not callable(links):
+            return []
+        return list(links(info.provider_settings or {}, [r.job_id for r in rows if r.job_id]))
     except Exception:  # noqa: BLE001 - a link is a courtesy; the table is what matters
         return []
-    job_ids = sorted({r.job_id.split("#")[0] for r in rows if r.job_id})
-    return [f"{url}/#/jobs/{job_id}" for job_id in job_ids]
 
 
 def cmd_show(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ import yaml
 
 from hpcorch.cli.inspect_cmds import open_index
 from hpcorch.errors import ConfigError, HpcorchError, StoreError
+from hpcorch.providers import DEFAULT_PROVIDER
 from hpcorch.repro.baselines import (
     BaselineError,
     build_baseline,
@@ -153,10 +154,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     sweep = load_sweep(args.sweep, index)
     info = load_ledger(sweep.sweep_dir, index)
     settings: dict[str, Any] | None = None
-    if args.provider == "local":
-        settings = {"name": "local", "warm": False}
+    if args.provider == DEFAULT_PROVIDER:  # cold: a fresh interpreter per run, as a job
+        settings = {"name": DEFAULT_PROVIDER, "warm": False}
     if args.workers is not None:
-        settings = dict(settings or info.provider_settings or {"name": "local"})
+        settings = dict(settings or info.provider_settings or {"name": DEFAULT_PROVIDER})
         settings["workers"] = args.workers
     report = verify_sweep(sweep, info, index, sample=args.sample, seed=args.seed,
                           out_dir=args.out, provider_settings=settings)
@@ -267,7 +268,7 @@ def register(sub: Any) -> None:
                                               "(default: every successful run)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample choice")
     p.add_argument("--out", help="directory of the re-runs (default: SWEEP_DIR/verify/STAMP)")
-    p.add_argument("--provider", choices=("same", "local"), default="same",
+    p.add_argument("--provider", choices=("same", DEFAULT_PROVIDER), default="same",
                    help="re-run on the sweep's own provider (default) or locally, cold")
     p.add_argument("--workers", type=int, help="runs at once (local provider)")
     _report_options(p, tolerances=False)

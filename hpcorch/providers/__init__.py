@@ -23,6 +23,9 @@ PROVIDERS: dict[str, tuple[str, str]] = {
     "sge": ("hpcorch.providers.sge.provider:SgeProvider", ""),
 }
 
+#: The provider of an app that names none, and of `hpcorch verify --provider local`.
+DEFAULT_PROVIDER = "local"
+
 #: Providers that have a config but no implementation in this version.
 PLANNED: tuple[str, ...] = ()
 

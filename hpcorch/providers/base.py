@@ -10,7 +10,9 @@ instead of sleeping between polls.
 Two optional class methods are checks the planner runs before anything is written or
 submitted, each raising ConfigError: `check_resources(resources)` (what the provider can
 place, e.g. ranks on this machine's cores) and `check_sweep_dir(path)` (paths the engine
-cannot use, e.g. control characters in an sbatch script).
+cannot use, e.g. control characters in an sbatch script). A third,
+`dashboard_links(provider_settings, job_ids)`, gives `hpcorch status` the pages of an
+engine's dashboard for a sweep's jobs.
 
 A provider receives RunSpecs (data) and its own typed settings, never Hydra
 objects. Every call takes a whole batch, so an engine is asked once per

@@ -22,7 +22,7 @@ from typing import Any
 from hpcorch.errors import HpcorchError
 from hpcorch.identity import short_hash
 from hpcorch.orchestrate.sweep import Orchestrator
-from hpcorch.providers import create_provider
+from hpcorch.providers import DEFAULT_PROVIDER, create_provider
 from hpcorch.providers.base import Provider
 from hpcorch.repro.drift import DriftReport, Verdict, compare_sweeps
 from hpcorch.repro.results import SweepResults, load_directory
@@ -107,7 +107,7 @@ def verify_sweep(reference: SweepResults, info: SweepInfo, index: StoreIndex, *,
     if Path(target).exists() and any(Path(target).iterdir()):
         raise HpcorchError(f"{target}: exists and is not empty; re-runs go into fresh directories")
     runs = fresh_specs(specs, target)
-    settings = dict(provider_settings or info.provider_settings or {"name": "local"})
+    settings = dict(provider_settings or info.provider_settings or {"name": DEFAULT_PROVIDER})
     provider = create_provider(settings)
     fresh = SweepInfo(sweep_id=runs[0].sweep_id, sweep_dir=target, provider=provider.name,
                       created=time.time(), cwd=info.cwd,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from hpcorch.containers import prepare_container
-from hpcorch.containers.signals import SignalProbe, wait_for
+from hpcorch.testing.signals import SignalProbe, wait_for
 from hpcorch.providers.slurm.provider import SlurmProvider
 from hpcorch.providers.slurm.settings import SlurmSettings
 from hpcorch.spec import Resources, RunSpec, RunState

@@ -38,7 +38,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                "hpcorch.repro", "hpcorch.checkpoint")),
     ("checks", ("hpcorch.checks", "hpcorch.repro.baselines", "hpcorch.repro.tolerances",
                 "hpcorch.repro.drift", "hpcorch.repro.diffing", "hpcorch.repro.results",
-                "hpcorch.repro.reports", "hpcorch.repro.synthetic")),
+                "hpcorch.repro.reports")),
     ("worker", ("hpcorch.worker",)),
     ("providers", ("hpcorch.providers",)),
     ("orchestrate", ("hpcorch.orchestrate", "hpcorch.repro.verify")),

@@ -13,6 +13,7 @@ import pytest
 from hpcorch.errors import ConfigError
 from hpcorch.providers.ray import execute
 from hpcorch.providers.ray.provider import RayProvider
+from hpcorch.providers.ray.render import check_spec
 from hpcorch.providers.ray.settings import RaySettings
 from hpcorch.spec import RunSpec
 
@@ -46,10 +47,10 @@ def test_rays_own_image_is_refused_with_hpcorchs_container(tmp_path: Path, key: 
     provider = RayProvider(RaySettings(runtime_env={key: "localhost/hpcorch:latest"}))
     boxed = script_spec(tmp_path, DIGEST)
     with pytest.raises(ConfigError) as err:
-        provider._check_spec(boxed)  # noqa: SLF001 - render() and submit() both call it
+        check_spec(boxed, provider.settings)  # render() and submit() both call it
     assert err.value.key == f"provider.runtime_env.{key}"
     assert "container=" in err.value.allowed
-    provider._check_spec(dataclasses.replace(boxed, image=None))  # noqa: SLF001 - alone: fine
+    check_spec(dataclasses.replace(boxed, image=None), provider.settings)  # alone: fine
 
 
 def test_render_says_container_runs_start_cold(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from hpcorch.repro.baselines import (
     sweep_overrides,
 )
 from hpcorch.repro.results import load_directory
-from hpcorch.repro.synthetic import SPLIT, make_sweep, standard_runs
+from hpcorch.testing.synthetic import SPLIT, make_sweep, standard_runs
 from hpcorch.repro.tolerances import parse_table
 from hpcorch.spec import RunState
 

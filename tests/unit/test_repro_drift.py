@@ -24,7 +24,7 @@ from hpcorch.repro.baselines import build_baseline, save_baseline
 from hpcorch.repro.drift import Verdict, check_baseline, compare_sweeps
 from hpcorch.repro.reports import explanation, junit_xml
 from hpcorch.repro.results import group_key, load_directory
-from hpcorch.repro.synthetic import FP, SPLIT, make_sweep, standard_runs
+from hpcorch.testing.synthetic import FP, SPLIT, make_sweep, standard_runs
 from hpcorch.repro.tolerances import parse_table
 from hpcorch.repro.verify import choose, with_run_dir
 from hpcorch.spec import RunState

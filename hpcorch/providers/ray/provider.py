@@ -21,23 +21,21 @@ list_jobs) and reads the outcome files, and the run's stdout/stderr land in
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import shlex
 import sys
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from hpcorch.errors import ConfigError, ProviderError, ProviderUnavailable
+from hpcorch.errors import ProviderError, ProviderUnavailable
+from hpcorch.providers.base import Capabilities
 from hpcorch.providers.ray import cluster, naming
 from hpcorch.providers.ray.execute import cancel_path, read_outcome
-from hpcorch.providers.ray.naming import infeasible_reason, task_name, task_options
+from hpcorch.providers.ray.naming import infeasible_reason
+from hpcorch.providers.ray.render import batch_file, check_spec, render_submissions
 from hpcorch.providers.ray.settings import RaySettings
 from hpcorch.spec import FailureContext, RunHandle, RunSpec, RunState, RunStatus
 from hpcorch.store.records import (
-    META_DIR,
     STDERR_FILE,
     atomic_write_json,
     meta_dir,
@@ -50,8 +48,6 @@ log = logging.getLogger(__name__)
 
 #: Lines of stderr a FailureContext carries.
 TAIL_LINES = 20
-#: runtime_env fields with which Ray itself starts its workers inside an image.
-CONTAINER_ENV_KEYS = ("image_uri", "container")
 
 
 class RayProvider:
@@ -59,6 +55,9 @@ class RayProvider:
 
     Settings = RaySettings
     name = "ray"
+    capabilities = Capabilities()
+    """One process per run (multi-rank runs are refused); no engine variable a run in a
+    container needs."""
 
     @property
     def detachable(self) -> bool:
@@ -83,6 +82,17 @@ class RayProvider:
     def dashboard_url(self) -> str:
         """The cluster's dashboard (empty before the first connection)."""
         return self.url
+
+    @classmethod
+    def dashboard_links(cls, provider_settings: Mapping[str, Any],
+                        job_ids: Sequence[str]) -> list[str]:
+        """The dashboard pages of a sweep's jobs (`hpcorch status`); none for a Ray that
+        was started for the sweep: it is gone with it."""
+        address = provider_settings.get("address")
+        if not address:
+            return []
+        url = cluster.resolve_address(str(address))
+        return [f"{url}/#/jobs/{job_id}" for job_id in sorted({j.split("#")[0] for j in job_ids})]
 
     def _connect(self) -> Any:
         if self._client is not None:
@@ -121,33 +131,7 @@ class RayProvider:
     # -- render ------------------------------------------------------------
     def render(self, runs: Sequence[RunSpec]) -> str:
         """The Jobs API submissions `submit` would make (entrypoints, resources, metadata)."""
-        where = self.settings.address or "(a Ray started for this sweep)"
-        lines = [f"# provider=ray address={where} mode={self.settings.mode}"
-                 f" warm={self.settings.warm}"]
-        if self.settings.mode == "sweep" and self.settings.warm and any(s.image for s in runs):
-            lines.append("# runs inside a container start cold: a task runs the wrapped "
-                         "command as a fresh process (a fork of the warm worker would run on "
-                         "the host)")
-        for spec in runs:
-            self._check_spec(spec)
-        if self.settings.mode == "sweep":
-            for group in naming.by_sweep(runs):
-                sid = naming.batch_submission_id(group)
-                entry = naming.entrypoint(self.python, "batch", self._batch_file(group, sid))
-                lines.append(f"# sweep job {sid}: entrypoint {entry}")
-                for spec in group:
-                    lines.append(f"#   task {task_name(spec)} {json.dumps(task_options(spec))} "
-                                 f"key={spec.run_key} dir={spec.run_dir}")
-                    lines.append(f"(cd {shlex.quote(spec.workdir or spec.run_dir)} && "
-                                 f"{shlex.join(spec.command)})")
-        else:
-            for spec in runs:
-                sid = naming.run_submission_id(spec)
-                lines.append(f"# job {sid} {json.dumps(naming.entrypoint_resources(spec))} "
-                             f"dir={spec.run_dir}")
-                lines.append(naming.entrypoint(self.python, "run", str(spec_path(spec.run_dir)),
-                                               sid))
-        return "\n".join(lines) + "\n"
+        return render_submissions(runs, self.settings, self.python)
 
     # -- submit --------------------------------------------------------------
     def submit(self, runs: Sequence[RunSpec]) -> list[RunHandle]:
@@ -155,7 +139,7 @@ class RayProvider:
         if not runs:
             return []
         for spec in runs:
-            self._check_spec(spec)
+            check_spec(spec, self.settings)
             # The job reads the run from this file (the orchestrator writes it too; a
             # direct caller may not have): data, never pickled state.
             atomic_write_json(spec_path(spec.run_dir), spec.to_dict())
@@ -192,13 +176,13 @@ class RayProvider:
             cancel_path(spec.run_dir).unlink(missing_ok=True)
             self._run_dirs[naming.task_job_id(sid, spec.num)] = spec.run_dir
         if sid not in jobs:
-            batch_file = self._batch_file(specs, sid)
-            atomic_write_json(batch_file, {
+            batch_path = batch_file(specs, sid)
+            atomic_write_json(batch_path, {
                 "submission_id": sid, "warm": self.settings.warm,
                 "specs": [str(spec_path(s.run_dir)) for s in specs]})
             self._submit_job(
-                sid, naming.entrypoint(self.python, "batch", batch_file), specs[0],
-                naming.sweep_metadata(specs, batch_file, self.settings.metadata), {})
+                sid, naming.entrypoint(self.python, "batch", batch_path), specs[0],
+                naming.sweep_metadata(specs, batch_path, self.settings.metadata), {})
         return {s.run_key: RunHandle(self.name, s.run_key, naming.task_job_id(sid, s.num))
                 for s in specs}
 
@@ -414,24 +398,3 @@ class RayProvider:
         self._client = None
         if head is not None:
             head.stop()
-
-    # -- helpers --------------------------------------------------------------------
-    def _check_spec(self, spec: RunSpec) -> None:
-        res = spec.resources
-        if getattr(res, "tasks", 1) > 1 or res.nodes > 1:
-            raise ConfigError("resources.tasks", getattr(res, "tasks", 1),
-                              "provider=ray runs one process per run; multi-rank (MPI) runs "
-                              "need provider=mpi or provider=slurm")
-        if spec.image:
-            # hpcorch's container already wraps the run's command (podman run ... python
-            # train.py): a Ray worker inside Ray's own container would have to start it.
-            for key in CONTAINER_ENV_KEYS:
-                if key in self.settings.runtime_env:
-                    raise ConfigError(f"provider.runtime_env.{key}",
-                                      self.settings.runtime_env[key],
-                                      "must be left out with container=... (hpcorch runs each "
-                                      "run inside the pinned image itself); use one of the two")
-
-    @staticmethod
-    def _batch_file(specs: Sequence[RunSpec], sid: str) -> str:
-        return str(Path(specs[0].run_dir).parent / META_DIR / f"ray-{sid}.json")

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from hpcorch.errors import ProviderError, ProviderUnavailable
 from hpcorch.providers.arrays import cached_map
+from hpcorch.providers.base import Capabilities
 from hpcorch.providers.pacing import QueryPacing
 from hpcorch.providers.sge.accounting import (
     AcctRecord,
@@ -76,6 +77,11 @@ class SgeProvider:
 
     Settings = SgeSettings
     name = "sge"
+    capabilities = Capabilities(
+        container_env_prefixes=("SGE_",),
+        container_env_names=("JOB_ID", "SGE_TASK_ID", "NSLOTS", "RESTARTED"))
+    """Grid Engine's own variables reach a run in a container (its job id and restart
+    count also come as HPCORCH_JOB_ID and HPCORCH_RESTART_COUNT)."""
     detachable = True
     """Array jobs live in Grid Engine: a detached sweep needs no process of ours."""
 

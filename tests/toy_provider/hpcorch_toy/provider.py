@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hpcorch.providers.local import job_environment
+from hpcorch.jobenv import job_environment
+from hpcorch.providers.base import Capabilities
 from hpcorch.spec import FailureContext, RunHandle, RunSpec, RunState, RunStatus
 from hpcorch.store.records import STDERR_FILE, STDOUT_FILE, meta_dir, tail_text
 
@@ -30,6 +31,8 @@ class ToyProvider:
 
     Settings = ToySettings
     name = "toy"
+    capabilities = Capabilities()
+    """Defaults: several ranks would start under mpirun; no engine variables."""
     poll_interval = 0.05
     max_poll_interval = 0.5
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from hpcorch.jobenv import CONTRACT_BEHAVIOUR_ENV
-from hpcorch.providers.base import Provider
+from hpcorch.providers.base import Capabilities, Provider
 from hpcorch.spec import RunHandle, RunSpec, RunState, RunStatus
 
 BEHAVIOUR_ENV = CONTRACT_BEHAVIOUR_ENV
@@ -153,6 +153,7 @@ class FakeProvider:
     `HPCORCH_CONTRACT_BEHAVIOUR` (succeed, fail, hang) one state per status call."""
 
     name = "fake"
+    capabilities = Capabilities()
     poll_interval = 0.001
     max_poll_interval = 0.01
 

@@ -23,10 +23,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from hpcorch.jobenv import RESTART_ENV
+
 _PROBE = """\
 import os, signal, sys, time
 here = {dir!r}
-restart = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+restart = int(os.environ.get({restart_env!r}, "0") or 0)
 with open(os.path.join(here, "signals.starts"), "a") as handle:
     handle.write("%d %d %s\\n" % (restart, os.getpid(), sys.executable))
 if restart and {finish_after_restart}:
@@ -53,7 +55,7 @@ sys.exit(3)
 class SignalProbe:
     """A program that records the signals it receives in `directory`.
 
-    Files: `signals.starts` (one line per start: SLURM_RESTART_COUNT, pid,
+    Files: `signals.starts` (one line per start: the restart count, pid,
     interpreter), `signals.ready` (handlers installed), `signals.seen` (one
     line per signal). It exits 0 on a signal in `exit_on`, `term_exit` on
     SIGTERM, and at once when started again after a requeue if
@@ -69,7 +71,8 @@ class SignalProbe:
 
     def argv(self, python: str = sys.executable) -> tuple[str, ...]:
         """The command to run (a container wrapper replaces `python` with the image's)."""
-        code = _PROBE.format(dir=self.directory, signals=list(self.signals),
+        code = _PROBE.format(dir=self.directory, restart_env=RESTART_ENV,
+                             signals=list(self.signals),
                              timeout=self.timeout_s, term_exit=self.term_exit,
                              exit_on=list(self.exit_on),
                              finish_after_restart=self.finish_after_restart)
@@ -86,7 +89,7 @@ class SignalProbe:
         return Path(self.directory) / "signals.seen"
 
     def starts(self) -> list[tuple[int, str]]:
-        """(SLURM_RESTART_COUNT, interpreter) of every start so far."""
+        """(restart count, interpreter) of every start so far (jobenv.RESTART_ENV)."""
         path = Path(self.directory) / "signals.starts"
         if not path.exists():
             return []

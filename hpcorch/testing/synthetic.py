@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from hpcorch.identity import run_key
+from hpcorch.providers import DEFAULT_PROVIDER
 from hpcorch.spec import RunSpec, RunState
 from hpcorch.store.ledger import SweepInfo, write_ledger
 from hpcorch.store.records import RunRecord, write_record
@@ -49,7 +50,7 @@ def make_sweep(sweep_dir: Path, runs: list[dict[str, Any]], sweep_id: str = "s1"
             overrides=overrides, seed=run["seed"], metrics=run["metrics"], config=config,
             fingerprint=copy.deepcopy(run.get("fingerprint", FP)),
             reused_from=run.get("reused_from", "")))
-    write_ledger(SweepInfo(sweep_id, str(sweep_dir), "local", 0.0, argv=(
+    write_ledger(SweepInfo(sweep_id, str(sweep_dir), DEFAULT_PROVIDER, 0.0, argv=(
         "train.py", "-m", "lr=0.1,0.05", "seed=1,2", f"hydra.sweep.dir={sweep_dir}",
         "hpcorch.rerun=true"), specs=tuple(specs)))
     return sweep_dir
