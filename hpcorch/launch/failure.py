@@ -16,9 +16,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from hpcorch.rankfiles import RankState, rank_stderr, read_rank_files
 from hpcorch.spec import FailureContext, RunSpec
 from hpcorch.store.records import STDERR_FILE, meta_dir, tail_text
-from hpcorch.worker.ranks import rank_stderr, read_rank_files
 
 _MPIRUN_EXIT = re.compile(r"Process name:\s*\[\[\d+,\d+\],(\d+)\]\s*\n\s*Exit code:\s*(-?\d+)")
 _MPIRUN_SIGNAL = re.compile(
@@ -74,7 +74,7 @@ def rank_failure(spec: RunSpec, context: FailureContext,
     stderr = tail_text(meta_dir(run_dir) / STDERR_FILE, lines=0)
     report = parse_report(stderr)
     files = {int(d.get("rank", -1)): d for d in read_rank_files(run_dir)}
-    failed = [r for r, d in sorted(files.items()) if d.get("state") == "FAILED"]
+    failed = [r for r, d in sorted(files.items()) if d.get("state") == RankState.FAILED]
     rank = report.rank if report is not None else (failed[0] if failed else None)
     size = spec.resources.tasks
     if rank is None:

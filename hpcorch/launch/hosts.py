@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hpcorch.errors import ConfigError
+from hpcorch.rankfiles import devices_for
 from hpcorch.spec import Resources
-from hpcorch.worker.ranks import devices_for
 
 _ENTRY = re.compile(r"^(?P<name>[A-Za-z0-9_.\-\[\]]+)(?::(?P<slots>\d+))?$")
 _HOSTFILE_LINE = re.compile(r"^(?P<name>\S+)(?P<rest>(\s+\S+=\S+)*)\s*$")

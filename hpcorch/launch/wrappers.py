@@ -43,11 +43,11 @@ from dataclasses import dataclass, replace
 from enum import Enum
 
 from hpcorch.errors import ConfigError, ProviderUnavailable
-from hpcorch.jobenv import JOB_ENV
+from hpcorch.jobenv import JOB_ENV, PROVIDER_ENV
 from hpcorch.launch import loopback
 from hpcorch.launch.hosts import Placement, is_local_host
+from hpcorch.rankfiles import ranks_dir
 from hpcorch.spec import Resources, RunSpec
-from hpcorch.worker.ranks import PROVIDER_ENV, ranks_dir
 
 #: JOB_ENV (hpcorch.jobenv): variables every provider sets for a job; mpirun forwards
 #: only what it is told to (-x), and remote ranks need them all.

@@ -27,6 +27,7 @@ from typing import Literal
 
 from hpcorch.jobenv import JOB_ID_ENV, SPEC_ENV, job_environment
 from hpcorch.launch import LaunchOptions, launch_argv, preflight, rank_failure
+from hpcorch.providers.base import Capabilities
 from hpcorch.providers.kills import kill_reason, oom_kill_count
 from hpcorch.providers.machine import check_rank_count, check_ranks, usable_cores
 from hpcorch.settings import require
@@ -84,6 +85,7 @@ class LocalProvider:
 
     Settings = LocalSettings
     name = "local"
+    capabilities = Capabilities(forks_submitter=True)
     # Runs start from wait() the moment a worker frees up: the orchestrator's polls only
     # collect what finished, in batches, so they need not follow each run.
     poll_interval = 0.05

@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Literal
 
 from hpcorch.errors import ConfigError, ProviderUnavailable
-from hpcorch.launch import LaunchOptions, Placement, SlotPool, launch_argv, rank_failure
+from hpcorch.launch import Launcher, LaunchOptions, Placement, SlotPool, launch_argv, rank_failure
 from hpcorch.launch.hosts import build_hosts, parse_host_entry, parse_hostfile
 from hpcorch.launch.wrappers import MPI_INSTALL_HINT, require_mpirun
+from hpcorch.providers.base import Capabilities
 from hpcorch.providers.local import LocalProvider, LocalSettings, usable_cores
 from hpcorch.runner import CommandRunner, run_command
 from hpcorch.settings import require
@@ -88,6 +89,10 @@ class MpiProvider(LocalProvider):
 
     Settings = MpiSettings  # type: ignore[assignment]
     name = "mpi"
+    # mpirun is how its hosts are reached, so a one-rank run goes through it too; it
+    # passes its own variables to a container through the launch layer.
+    capabilities = Capabilities(multi_rank=Launcher.MPIRUN, single_rank=Launcher.MPIRUN,
+                                container_env_prefixes=(), container_env_names=())
     poll_interval = 0.01
     max_poll_interval = 0.1
 

@@ -10,10 +10,10 @@ depends on the launcher, so detection tries them in a fixed order:
     MPICH's hydra       PMI_RANK / PMI_SIZE / MPI_LOCALRANKID / MPI_LOCALNRANKS
 
 Nothing here imports MPI: research code asks `current()` and imports mpi4py
-only when `size > 1`. Every rank writes a small rank file
-(`<run_dir>/.hpcorch/ranks/rank.<r>.json`: host, local rank, the devices it
-saw, how it ended); rank 0 puts them into the run record and a provider reads
-them to name the rank and host of a failure.
+only when `size > 1`. Every rank writes a small rank file (`hpcorch.rankfiles`,
+core: host, local rank, the devices it saw, how it ended); rank 0 puts them
+into the run record and the launch layer reads them to name the rank and host
+of a failure.
 
 Run as a module it is the rank shim, the innermost launch wrapper when a run
 declares GPUs: it gives each rank its own devices, then execs the command.
@@ -24,21 +24,29 @@ declares GPUs: it gives each rank its own devices, then execs the command.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from hpcorch.jobenv import PROVIDER_ENV
+from hpcorch.rankfiles import (
+    DEVICES_ENV,
+    RankInfo,
+    RankState,
+    devices_for,
+    ranks_dir,
+    read_rank_files,
+    write_rank_file,
+)
 
-#: Sub-directory of a run's `.hpcorch` folder that holds per-rank files (and mpirun's output).
-RANKS_DIR = "ranks"
-#: Set by the launch wrapper: the provider's name, for failure contexts written inside the job.
-DEVICES_ENV = "CUDA_VISIBLE_DEVICES"
+# Importable from here for the code inside the job (callback, tests) that already does.
+__all__ = ["PROVIDER_ENV", "RankInfo", "RankState", "current", "devices_for", "job_error",
+           "job_finished", "job_started", "main", "mpi_library", "prepare_hydra", "ranks_dir",
+           "read_rank_files", "shim_devices", "with_ranks", "write_rank_file"]
+
 
 
 @dataclass(frozen=True)
@@ -59,30 +67,6 @@ _SOURCES = (
     _Source("slurm", "SLURM_PROCID", ("SLURM_STEP_NUM_TASKS",), "SLURM_LOCALID", ""),
     _Source("pmi", "PMI_RANK", ("PMI_SIZE",), "MPI_LOCALRANKID", "MPI_LOCALNRANKS"),
 )
-
-
-@dataclass(frozen=True)
-class RankInfo:
-    """This process's place in its run."""
-
-    rank: int = 0
-    size: int = 1
-    local_rank: int = 0
-    """Rank among the run's processes on this host."""
-    local_size: int = 1
-    host: str = ""
-    source: str = "single"
-    """Which launcher's variables said so (openmpi, pmix, slurm, pmi), or single."""
-
-    @property
-    def is_root(self) -> bool:
-        """True for rank 0, the rank that writes the run record and metrics."""
-        return self.rank == 0
-
-    @property
-    def multi(self) -> bool:
-        """True when the run has more than one rank."""
-        return self.size > 1
 
 
 def _int(env: Mapping[str, str], name: str) -> int | None:
@@ -127,55 +111,6 @@ def current(environ: Mapping[str, str] | None = None) -> RankInfo:
     return RankInfo(host=host)
 
 
-def devices_for(local_rank: int, local_size: int, available: Sequence[str]) -> tuple[str, ...]:
-    """The devices of one rank: an equal, disjoint share when there are enough for every
-    rank on the node, else one device shared round-robin."""
-    if not available or local_size < 1:
-        return ()
-    if len(available) >= local_size:
-        share = len(available) // local_size
-        return tuple(available[local_rank * share:(local_rank + 1) * share])
-    return (available[local_rank % len(available)],)
-
-
-# -- rank files -----------------------------------------------------------------
-def ranks_dir(run_dir: str | os.PathLike[str]) -> Path:
-    """`<run_dir>/.hpcorch/ranks`: rank files, per-rank logs and mpirun's per-rank output."""
-    return Path(run_dir) / ".hpcorch" / RANKS_DIR
-
-
-def rank_file(run_dir: str | os.PathLike[str], rank: int) -> Path:
-    """Where rank `rank` writes what it saw and how it ended."""
-    return ranks_dir(run_dir) / f"rank.{rank}.json"
-
-
-def write_rank_file(run_dir: str | os.PathLike[str], info: RankInfo, **extra: Any) -> Path:
-    """Write (atomically) this rank's file: its place, host, pid, devices, plus `extra`."""
-    path = rank_file(run_dir, info.rank)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = {**asdict(info), "pid": os.getpid(), "devices": os.environ.get(DEVICES_ENV), **extra}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
-def read_rank_files(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Every rank file of a run, by rank (unreadable ones are skipped)."""
-    found = []
-    for path in ranks_dir(run_dir).glob("rank.*.json"):
-        try:
-            found.append(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError):
-            continue
-    return sorted(found, key=lambda d: int(d.get("rank", 0)))
-
-
-def rank_stderr(run_dir: str | os.PathLike[str], rank: int) -> Path | None:
-    """The stderr file mpirun (--output-filename) wrote for one rank, if there is one."""
-    return next(iter(sorted(ranks_dir(run_dir).glob(f"*/rank.{rank}/stderr"))), None)
-
-
 # -- inside a Hydra job (called by hpcorch.worker.callback) ------------------------
 def prepare_hydra(config: Any, info: RankInfo | None = None) -> None:
     """Keep ranks other than 0 off rank 0's Hydra outputs, before Hydra writes them.
@@ -208,7 +143,7 @@ def job_started(run_dir: str) -> RankInfo:
     """This rank's info; in a multi-rank run its rank file is written now."""
     info = current()
     if info.multi:
-        write_rank_file(run_dir, info, state="RUNNING")
+        write_rank_file(run_dir, info, RankState.RUNNING)
         _abort_on_failing_exit()
     return info
 
@@ -243,7 +178,8 @@ def job_finished(run_dir: str, info: RankInfo, error: str | None) -> list[dict[s
     """
     if not info.multi:
         return []
-    write_rank_file(run_dir, info, state="FAILED" if error else "SUCCEEDED", error=error or "")
+    write_rank_file(run_dir, info, RankState.FAILED if error else RankState.SUCCEEDED,
+                    error=error or "")
     mpi = sys.modules.get("mpi4py.MPI")
     if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
         if error is None:

@@ -13,8 +13,10 @@ from omegaconf import OmegaConf
 
 from hpcorch.spec import RunState
 from hpcorch.store.records import ErrorInfo, RunRecord
+from hpcorch import rankfiles
+from hpcorch.rankfiles import RankInfo, RankState, devices_for
 from hpcorch.worker import ranks
-from hpcorch.worker.ranks import RankInfo, current, devices_for, shim_devices
+from hpcorch.worker.ranks import current, shim_devices
 
 OMPI = {"OMPI_COMM_WORLD_RANK": "3", "OMPI_COMM_WORLD_SIZE": "4",
         "OMPI_COMM_WORLD_LOCAL_RANK": "1", "OMPI_COMM_WORLD_LOCAL_SIZE": "2", "PMIX_RANK": "3"}
@@ -108,7 +110,7 @@ def test_rank_files_and_rank_zero_record(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv(ranks.PROVIDER_ENV, "mpi")
     one, zero = RankInfo(1, 2, 1, 2, "h1", "openmpi"), RankInfo(0, 2, 0, 2, "h0", "openmpi")
     assert ranks.job_finished(str(tmp_path), one, None) == []  # not the root: nothing back
-    ranks.write_rank_file(tmp_path, zero, state="RUNNING")
+    rankfiles.write_rank_file(tmp_path, zero, RankState.RUNNING)
     files = ranks.job_finished(str(tmp_path), zero, "ValueError: bad")
     assert [(f["rank"], f["state"], f["devices"]) for f in files] == [
         (0, "FAILED", "1"), (1, "SUCCEEDED", "1")]
@@ -126,8 +128,23 @@ def test_rank_files_and_rank_zero_record(tmp_path: Path, monkeypatch: pytest.Mon
 
 def test_single_rank_writes_no_rank_file(tmp_path: Path) -> None:
     assert ranks.job_finished(str(tmp_path), RankInfo(), None) == []
-    assert not ranks.ranks_dir(tmp_path).exists()
+    assert not rankfiles.ranks_dir(tmp_path).exists()
     (tmp_path / ".hpcorch" / "ranks").mkdir(parents=True)
     (tmp_path / ".hpcorch" / "ranks" / "rank.0.json").write_text("{torn")
     (tmp_path / ".hpcorch" / "ranks" / "rank.1.json").write_text(json.dumps({"rank": 1}))
-    assert ranks.read_rank_files(tmp_path) == [{"rank": 1}]
+    assert rankfiles.read_rank_files(tmp_path) == [{"rank": 1}]
+
+
+def test_rank_states_keep_their_json_values(tmp_path: Path) -> None:
+    """Rank files written before RankState (plain strings) read the same, and the enum
+    writes exactly those strings; a state that is not one is refused, not written."""
+    assert [s.value for s in RankState] == ["RUNNING", "SUCCEEDED", "FAILED"]
+    path = rankfiles.write_rank_file(tmp_path, RankInfo(1, 2), RankState.FAILED, error="E: x")
+    assert json.loads(path.read_text())["state"] == "FAILED"
+    rankfiles.write_rank_file(tmp_path, RankInfo(0, 2), "SUCCEEDED")  # a plain name works
+    old = {"rank": 2, "size": 3, "state": "FAILED", "host": "h"}  # as an older hpcorch wrote
+    rankfiles.rank_file(tmp_path, 2).write_text(json.dumps(old))
+    states = [RankState(f["state"]) for f in rankfiles.read_rank_files(tmp_path)]
+    assert states == [RankState.SUCCEEDED, RankState.FAILED, RankState.FAILED]
+    with pytest.raises(ValueError, match="DONE"):
+        rankfiles.write_rank_file(tmp_path, RankInfo(0, 2), "DONE")
