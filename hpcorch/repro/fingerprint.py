@@ -156,6 +156,15 @@ def gpu_info(runner: CommandRunner = run_command, which: Any = shutil.which) -> 
     return info
 
 
+def prime_caches(code_dir: str) -> None:
+    """Compute the parts of the fingerprint every run of a sweep shares (installed
+    distributions, CPU model, the code's git state) once, in a process whose forks are
+    the runs (a warm worker): each run then reads them from the cache it inherits."""
+    distributions()
+    _cpu_model()
+    _git(code_dir)
+
+
 @functools.lru_cache(maxsize=1)
 def _gpu() -> dict[str, Any]:
     return gpu_info()

@@ -19,6 +19,11 @@ import traceback
 from collections.abc import Callable, Iterable, Mapping
 from typing import NoReturn
 
+from hpcorch._hydra.warm import skip_mode_probe
+
+__all__ = ["become_run", "die_with_parent", "exit_with", "run_script_as_main", "signal_run",
+           "skip_mode_probe"]
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -85,23 +90,3 @@ def signal_run(pid: int, sig: int) -> None:
     except (ProcessLookupError, PermissionError):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
-
-
-def skip_mode_probe() -> None:
-    """Spare a forked run Hydra's first, throw-away composition (`Hydra.get_mode`).
-
-    Hydra composes a run's whole config twice: once only to read `hydra.mode`.
-    A job's argv states `hydra.mode=RUN`, which is what that composition would
-    return (about 40% of a trivial run's CPU time); without it, Hydra's own way.
-    """
-    from hydra._internal.hydra import Hydra
-    from hydra.types import RunMode
-
-    original = Hydra.get_mode
-
-    def get_mode(self: Hydra, config_name: str | None, overrides: list[str]) -> object:
-        if "hydra.mode=RUN" in overrides:
-            return RunMode.RUN
-        return original(self, config_name, overrides)
-
-    Hydra.get_mode = get_mode  # type: ignore[method-assign]

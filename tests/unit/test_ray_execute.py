@@ -101,10 +101,3 @@ def test_interrupt_stops_the_run_and_records_cancelled(tmp_path: Path,
     assert outcome["state"] == "CANCELLED"
     with pytest.raises(ProcessLookupError):
         os.kill(int(result["pid"]), 0)  # type: ignore[call-overload]
-
-
-def test_script_detection() -> None:
-    spec = RunSpec(run_key="k", sweep_id="s", num=0, overrides=(), config={}, seed=0, run_dir="/r",
-                   command=("/v/bin/python3.11", "/app/train.py", "x=1"))
-    assert execute.script_of(spec) == "/app/train.py"
-    assert execute.script_of(dataclasses.replace(spec, command=("bash", "-c", "x"))) is None

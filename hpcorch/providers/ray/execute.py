@@ -16,10 +16,7 @@ Two ways to start the run, as for the local provider:
 
 from __future__ import annotations
 
-import ast
 import contextlib
-import gc
-import importlib
 import json
 import os
 import signal
@@ -32,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from hpcorch.providers.local import job_environment as local_job_environment
+from hpcorch.jobenv import job_environment as contract_environment
 from hpcorch.spec import RunSpec
 from hpcorch.store.records import (
     STDERR_FILE,
@@ -42,13 +39,8 @@ from hpcorch.store.records import (
     read_json,
     tail_text,
 )
-from hpcorch.worker.forked import (
-    become_run,
-    die_with_parent,
-    exit_with,
-    run_script_as_main,
-    skip_mode_probe,
-)
+from hpcorch.worker.forked import die_with_parent
+from hpcorch.worker.warm import fork_run, warm_script, warm_up
 
 #: The outcome file this provider keeps next to the run record.
 OUTCOME_FILE = "ray.json"
@@ -95,119 +87,13 @@ def load_spec(path: str | Path) -> RunSpec:
 
 
 def job_environment(spec: RunSpec, job_id: str = "") -> dict[str, str]:
-    """The run's environment (see providers.local.job_environment), with its Ray job id."""
-    return local_job_environment(spec, provider="ray", job_id=job_id)
+    """The run's environment (hpcorch.jobenv's job contract), with its Ray job id."""
+    return contract_environment(spec, provider="ray", job_id=job_id)
 
 
 def node_name() -> str:
     """This node's host name (what a person types to go and look)."""
     return socket.gethostname()
-
-
-# -- warm start --------------------------------------------------------------------------
-def script_of(spec: RunSpec) -> str | None:
-    """The Python script the command runs (`python SCRIPT ...`), if it is one."""
-    if len(spec.command) >= 2 and Path(spec.command[0]).name.startswith("python") \
-            and spec.command[1].endswith(".py"):
-        return spec.command[1]
-    return None
-
-
-_warmed: set[str] = set()
-
-
-def warm_up(spec: RunSpec, script: str) -> None:
-    """Once per worker and script, before the first fork: import what the script imports
-    at top level, scan Hydra's plugins, fill the sweep-wide fingerprint caches and compose
-    the run's config once without running it, so every forked run starts with Hydra's
-    lazily built parser tables and caches in place (measured: ~0.3 s less per run)."""
-    if script in _warmed:
-        return
-    _warmed.add(script)
-    try:
-        tree = ast.parse(Path(script).read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, ValueError):
-        return
-    names: list[str] = ["hydra", "omegaconf", "omegaconf._impl", "hpcorch.worker.callback",
-                        "hydra._internal.hydra", "hydra._internal.utils",
-                        "hydra._internal.config_loader_impl", "hydra._internal.logging_config",
-                        "hydra.core.utils", "numpy", "numpy.random", "hpcorch.repro.seeds"]
-    for node in tree.body:
-        if isinstance(node, ast.Import):
-            names += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.append(node.module)
-    added = str(Path(script).parent)
-    sys.path.insert(0, added)
-    try:
-        for name in names:
-            with contextlib.suppress(Exception):  # a bad import shows up in the run itself
-                importlib.import_module(name)
-        with contextlib.suppress(Exception):  # Hydra's plugin scan: ~0.3 s per process
-            from hydra.core.plugins import Plugins
-
-            Plugins.instance()
-        with contextlib.suppress(Exception):  # the sweep-wide parts of the fingerprint
-            from hpcorch.identity import script_directory
-            from hpcorch.repro.fingerprint import _git, distributions
-
-            distributions()
-            _git(script_directory(script))
-        from hpcorch.providers.ray import warmhydra
-
-        if warmhydra.install():
-            _dry_compose(spec, script)  # fills the composition cache every fork inherits
-    finally:
-        sys.path.remove(added)
-
-
-def _dry_compose(spec: RunSpec, script: str) -> None:
-    """Execute the script as `python SCRIPT ARGS` would, but with Hydra's run() reduced to
-    composing the config: nothing runs, no directory or log is written."""
-    try:
-        from hydra._internal.hydra import Hydra
-        from hydra.types import RunMode
-    except ImportError:
-        return
-    original = Hydra.run
-
-    def compose_only(self: Any, config_name: Any, task_function: Any, overrides: Any,
-                     with_log_configuration: bool = True) -> None:
-        self.compose_config(config_name=config_name, overrides=overrides,
-                            with_log_configuration=False, run_mode=RunMode.RUN)
-
-    argv, cwd, out, err = sys.argv, os.getcwd(), sys.stdout, sys.stderr
-    try:
-        skip_mode_probe()
-        Hydra.run = compose_only  # type: ignore[method-assign,assignment]
-        os.chdir(spec.workdir or spec.run_dir)
-        sys.argv = [script, *spec.command[2:]]
-        with open(os.devnull, "w") as devnull:
-            sys.stdout = sys.stderr = devnull
-            import runpy
-
-            runpy.run_path(script, run_name="__main__")
-    except BaseException:  # noqa: BLE001 - a warm-up only: the real run reports any error
-        pass
-    finally:
-        Hydra.run = original  # type: ignore[method-assign]
-        sys.argv, sys.stdout, sys.stderr = argv, out, err
-        os.chdir(cwd)
-
-
-def _child_warm(spec: RunSpec, script: str, out_fd: int, err_fd: int, job_id: str) -> None:
-    """In the forked child: become the run, exactly as `python SCRIPT ARGS` would. Never returns."""
-    def body() -> int:
-        become_run(out_fd, err_fd, job_environment(spec, job_id), spec.workdir or spec.run_dir,
-                   rebind_streams=True)
-        sys.path.insert(0, str(Path(script).parent))
-        skip_mode_probe()
-        from hpcorch.providers.ray import warmhydra
-
-        warmhydra.mark_child()
-        return run_script_as_main([script, *spec.command[2:]])
-
-    exit_with(body)
 
 
 @contextlib.contextmanager
@@ -225,20 +111,14 @@ class RunProcess:
         self.spec = spec
         # A run inside a container is the wrapped command (podman run ... python SCRIPT):
         # only a fresh process can start it, never a fork of this host-side worker.
-        script = script_of(spec) if warm and not spec.image else None
+        script = warm_script([spec]) if warm else None
         sys.stdout.flush()
         sys.stderr.flush()
         with _log_files(spec) as (out, err):
             if script is not None:
-                warm_up(spec, script)
-                # A collection in the child would touch (so copy) all the worker's objects:
-                # freeze them out of its view (the local provider measured ~100 ms a run).
-                gc.freeze()
-                pid = os.fork()
-                if pid == 0:
-                    _child_warm(spec, script, out.fileno(), err.fileno(), job_id)
-                gc.unfreeze()
-                self.pid = pid
+                warm_up(script, spec)
+                self.pid = fork_run(spec, script, job_environment(spec, job_id), out.fileno(),
+                                    err.fileno())
                 self._popen: subprocess.Popen[bytes] | None = None
             else:
                 self._popen = subprocess.Popen(
