@@ -1,10 +1,12 @@
 """Launch wrappers: how one run fans out into ranks inside what its provider gave it.
 
-Three wrappers, chosen from the run's Resources and the provider:
+Three wrappers, chosen from the run's rank count and the launchers its provider
+declares (its Capabilities: `multi_rank`, `single_rank`, copied into LaunchOptions):
 
-    direct   the command itself (one rank; the default everywhere)
-    mpirun   Open MPI's mpirun: provider=local with tasks > 1, and every provider=mpi run
-    srun     srun --mpi=pmix inside a Slurm allocation, tasks > 1
+    direct   the command itself (one rank; what most providers declare for one rank)
+    mpirun   Open MPI's mpirun: several ranks on this machine or on a provider's host
+             list (a provider that reaches its hosts only through mpirun uses it always)
+    srun     srun --mpi=pmix inside a scheduler's allocation, tasks > 1
 
 They compose inside out with whatever command they are given (a container
 wrapper included): `mpirun ... [rank shim] apptainer exec IMG python train.py`.
@@ -39,7 +41,7 @@ import os
 import shutil
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from hpcorch.errors import ConfigError, ProviderUnavailable
@@ -78,7 +80,9 @@ class Launcher(str, Enum):
 class LaunchOptions:
     """What a provider knows about where the ranks run; the wrappers turn it into flags."""
 
-    provider: str = "local"
+    provider: str = ""
+    """The provider's name: a label only (messages, and HPCORCH_PROVIDER for the ranks);
+    nothing here depends on its value."""
     as_root: bool = False
     """The launching user is root (Open MPI's mpirun refuses without being told)."""
     slots: int | None = None
@@ -108,20 +112,30 @@ class LaunchOptions:
     """`hpcorch.launch.loopback`'s library, preloaded into a single-host mpirun so that its
     wildcard listeners bind to loopback; `launch_argv` fills it in (None: not preloaded)."""
 
+    multi_rank: Launcher = field(default=Launcher.MPIRUN, kw_only=True)
+    """How a run with several ranks starts (the provider's Capabilities.multi_rank)."""
+    single_rank: Launcher = field(default=Launcher.DIRECT, kw_only=True)
+    """How a one-rank run starts (the provider's Capabilities.single_rank)."""
+
+    def launcher_for(self, tasks: int) -> Launcher:
+        """The launcher of a run with `tasks` ranks."""
+        return self.multi_rank if tasks > 1 else self.single_rank
+
+    @property
+    def mpirun_is_the_provider(self) -> bool:
+        """mpirun is how the provider reaches its hosts (it starts even one rank), so a
+        missing mpirun is the provider's setting, not the run's rank count."""
+        return self.single_rank is Launcher.MPIRUN
+
     @classmethod
     def here(cls, provider: str, **values: object) -> LaunchOptions:
         """Options for launching from this process (root detected)."""
         return cls(provider=provider, as_root=os.geteuid() == 0, **values)  # type: ignore[arg-type]
 
 
-def choose_launcher(resources: Resources, provider: str) -> Launcher:
-    """The wrapper for a run: provider=mpi always uses mpirun (it is how its hosts are
-    reached); elsewhere one rank runs directly and several under srun (Slurm) or mpirun."""
-    if provider == "mpi":
-        return Launcher.MPIRUN
-    if resources.tasks <= 1:
-        return Launcher.DIRECT
-    return Launcher.SRUN if provider == "slurm" else Launcher.MPIRUN
+def choose_launcher(resources: Resources, options: LaunchOptions) -> Launcher:
+    """The wrapper for a run: the provider's launcher for one rank or for several."""
+    return options.launcher_for(resources.tasks)
 
 
 def shim_argv(resources: Resources, options: LaunchOptions) -> list[str]:
@@ -166,8 +180,9 @@ def mpirun_argv(resources: Resources, options: LaunchOptions,
     names = dict.fromkeys([*JOB_ENV, *env_names, *options.export])
     for name in names:
         argv += ["-x", name]
-    argv += ["-x", f"{PROVIDER_ENV}={options.provider}", *options.mpirun_args]
-    return argv
+    if options.provider:
+        argv += ["-x", f"{PROVIDER_ENV}={options.provider}"]
+    return [*argv, *options.mpirun_args]
 
 
 def on_this_machine(options: LaunchOptions) -> bool:
@@ -182,7 +197,7 @@ def srun_argv(resources: Resources, options: LaunchOptions) -> list[str]:
             f"--ntasks={resources.tasks}", f"--cpus-per-task={resources.cpus}"]
     if resources.nodes > 1 and resources.tasks == resources.nodes * resources.tasks_per_node:
         argv.append(f"--ntasks-per-node={resources.tasks_per_node}")
-    export = f"--export=ALL,{PROVIDER_ENV}={options.provider}"
+    export = "--export=ALL" + (f",{PROVIDER_ENV}={options.provider}" if options.provider else "")
     if options.slots is not None and resources.tasks_per_node * resources.cpus > options.slots:
         argv.append("--overcommit")
         # What mpirun's --oversubscribe implies: ranks yield the core while they wait.
@@ -210,7 +225,7 @@ def slurm_allocation_args(resources: Resources, node_cpus: int | None = None) ->
 def wrap(command: Sequence[str], resources: Resources, options: LaunchOptions,
          launcher: Launcher | None = None, env_names: Sequence[str] = ()) -> list[str]:
     """`command` wrapped by the launcher for these resources (inside out: shim, then launcher)."""
-    launcher = launcher or choose_launcher(resources, options.provider)
+    launcher = launcher or choose_launcher(resources, options)
     if launcher is Launcher.DIRECT:
         return list(command)
     inner = [*shim_argv(resources, options), *command]
@@ -223,7 +238,7 @@ def launch_argv(spec: RunSpec, options: LaunchOptions) -> list[str]:
     """The argv that starts one run, its per-rank output kept under its run directory."""
     if options.output_dir is None:
         options = replace(options, output_dir=str(ranks_dir(spec.run_dir)))
-    launcher = choose_launcher(spec.resources, options.provider)
+    launcher = choose_launcher(spec.resources, options)
     if launcher is Launcher.MPIRUN and options.bind_shim is None and on_this_machine(options):
         options = replace(options, bind_shim=loopback.shim())
     return wrap(spec.command, spec.resources, options, env_names=[k for k, _ in spec.env])
@@ -240,11 +255,11 @@ def preflight(specs: Sequence[RunSpec], options: LaunchOptions, *, one_machine: 
             raise ConfigError("resources.nodes", spec.resources.nodes,
                               f"provider={options.provider} runs on this one machine: must be 1 "
                               "(use provider=mpi with a host list, or provider=slurm)")
-    first = next((s for s in specs if choose_launcher(s.resources, options.provider)
+    first = next((s for s in specs if choose_launcher(s.resources, options)
                   is Launcher.MPIRUN), None)
     if first is None:
         return
-    if options.provider == "mpi":
+    if options.mpirun_is_the_provider:
         require_mpirun(options.mpirun, "provider.mpirun", options.mpirun)
     else:
         require_mpirun(options.mpirun, "resources.tasks", first.resources.tasks)

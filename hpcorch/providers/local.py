@@ -131,7 +131,7 @@ class LocalProvider:
     def submit(self, runs: Sequence[RunSpec]) -> list[RunHandle]:
         """Queue the runs and start as many as there are free workers."""
         self._check_ranks(runs)  # before anything starts
-        preflight(runs, LaunchOptions(self.name), one_machine=True)
+        preflight(runs, self._launch_options(), one_machine=True)
         handles = []
         for spec in runs:
             job_id = self._job_id(spec)
@@ -353,7 +353,13 @@ class LocalProvider:
 
     def _argv(self, spec: RunSpec) -> list[str]:
         """A cold start's argv: the portable command, under mpirun when it has several ranks."""
-        return launch_argv(spec, LaunchOptions.here(self.name, slots=usable_cores()))
+        return launch_argv(spec, self._launch_options(slots=usable_cores()))
+
+    def _launch_options(self, **values: object) -> LaunchOptions:
+        """Launch options from this process, with this provider's declared launchers."""
+        caps = type(self).capabilities
+        return LaunchOptions.here(self.name, multi_rank=caps.multi_rank,
+                                  single_rank=caps.single_rank, **values)
 
     def _failure(self, spec: RunSpec, context: FailureContext) -> FailureContext:
         """A multi-rank run's failure names its rank, host and that rank's stderr."""

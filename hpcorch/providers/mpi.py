@@ -175,8 +175,8 @@ class MpiProvider(LocalProvider):
 
     # -- internals -------------------------------------------------------------
     def _options(self, placement: Placement | None) -> LaunchOptions:
-        return LaunchOptions.here(
-            self.name, placement=placement, cores=usable_cores(), mpirun=self.mpi.mpirun,
+        return self._launch_options(
+            placement=placement, cores=usable_cores(), mpirun=self.mpi.mpirun,
             bind_to=self.mpi.bind_to, export=self.mpi.export,
             mpirun_args=tuple(str(a) for a in self.mpi.mpirun_args))
 

@@ -28,10 +28,10 @@ import os
 import socket
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from hpcorch.jobenv import PROVIDER_ENV
+from hpcorch.launch.rankenv import MPICH, OPEN_MPI, PMIX_RANK_ENV, RankSource, detect
 from hpcorch.rankfiles import (
     DEVICES_ENV,
     RankInfo,
@@ -49,66 +49,22 @@ __all__ = ["PROVIDER_ENV", "RankInfo", "RankState", "current", "devices_for", "j
 
 
 
-@dataclass(frozen=True)
-class _Source:
-    name: str
-    rank: str
-    size: tuple[str, ...]
-    local_rank: str
-    local_size: str
+# srun's steps. SLURM_NTASKS alone is not enough: a batch script sees the allocation's
+# task count but runs as one process; only a step (srun) sets SLURM_STEP_NUM_TASKS.
+# (These belong with the Slurm provider; the worker cannot import it: see the report of
+# issue 11 for passing them through the job contract instead.)
+_SRUN_NODE = {"local_rank": "SLURM_LOCALID", "tasks_per_node": "SLURM_STEP_TASKS_PER_NODE",
+              "node_id": "SLURM_NODEID"}
+_SRUN_PMIX = RankSource("pmix", PMIX_RANK_ENV, ("SLURM_STEP_NUM_TASKS",), **_SRUN_NODE)
+_SRUN = RankSource("slurm", "SLURM_PROCID", ("SLURM_STEP_NUM_TASKS",), **_SRUN_NODE)
 
-
-_SOURCES = (
-    _Source("openmpi", "OMPI_COMM_WORLD_RANK", ("OMPI_COMM_WORLD_SIZE",),
-            "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"),
-    _Source("pmix", "PMIX_RANK", ("SLURM_STEP_NUM_TASKS",), "SLURM_LOCALID", ""),
-    # SLURM_NTASKS alone is not enough: a batch script sees the allocation's task
-    # count but runs as one process; only a step (srun) sets SLURM_STEP_NUM_TASKS.
-    _Source("slurm", "SLURM_PROCID", ("SLURM_STEP_NUM_TASKS",), "SLURM_LOCALID", ""),
-    _Source("pmi", "PMI_RANK", ("PMI_SIZE",), "MPI_LOCALRANKID", "MPI_LOCALNRANKS"),
-)
-
-
-def _int(env: Mapping[str, str], name: str) -> int | None:
-    value = env.get(name, "") if name else ""
-    try:
-        return int(value)
-    except ValueError:
-        return None
-
-
-def _slurm_local_size(env: Mapping[str, str]) -> int | None:
-    """Tasks on this node from SLURM_STEP_TASKS_PER_NODE ('2(x3),1') and SLURM_NODEID."""
-    spec, node = env.get("SLURM_STEP_TASKS_PER_NODE", ""), _int(env, "SLURM_NODEID")
-    if not spec or node is None:
-        return None
-    counts: list[int] = []
-    for part in spec.split(","):
-        count, _, repeat = part.partition("(x")
-        try:
-            counts += [int(count)] * (int(repeat.rstrip(")")) if repeat else 1)
-        except ValueError:
-            return None
-    return counts[node] if node < len(counts) else None
+#: Where a rank learns its place, tried in this order.
+SOURCES: tuple[RankSource, ...] = (OPEN_MPI, _SRUN_PMIX, _SRUN, MPICH)
 
 
 def current(environ: Mapping[str, str] | None = None) -> RankInfo:
     """This process's rank, from the first launcher whose variables are all present."""
-    env = os.environ if environ is None else environ
-    host = socket.gethostname()
-    for source in _SOURCES:
-        rank = _int(env, source.rank)
-        size = next((s for s in (_int(env, n) for n in source.size) if s is not None), None)
-        if rank is None or size is None or not 0 <= rank < size:
-            continue
-        local_rank = _int(env, source.local_rank)
-        local_size = _int(env, source.local_size) or (
-            _slurm_local_size(env) if source.name in ("pmix", "slurm") else None)
-        if local_rank is None:  # no per-node numbering: treat the run as one node
-            local_rank, local_size = rank, size
-        return RankInfo(rank, size, local_rank, max(local_size or size, local_rank + 1),
-                        host, source.name)
-    return RankInfo(host=host)
+    return detect(os.environ if environ is None else environ, SOURCES, socket.gethostname())
 
 
 # -- inside a Hydra job (called by hpcorch.worker.callback) ------------------------

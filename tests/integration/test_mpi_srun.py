@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcorch.launch import LaunchOptions, parse_report, slurm_allocation_args, wrap
+from hpcorch.launch import Launcher, LaunchOptions, parse_report, slurm_allocation_args, wrap
 from hpcorch.providers.local import usable_cores
 from hpcorch.spec import Resources
 from tests.conftest import require_service
@@ -64,7 +64,8 @@ def run_batch(tmp_path: Path, resources: Resources, fail_rank: int = -1) -> tupl
     probe = tmp_path / "probe.py"
     probe.write_text(PROBE)
     step = wrap([sys.executable, str(probe)], resources,
-                LaunchOptions("slurm", slots=usable_cores(), python=sys.executable))
+                LaunchOptions("slurm", slots=usable_cores(), python=sys.executable,
+                              multi_rank=Launcher.SRUN))
     out, err = tmp_path / "out.txt", tmp_path / "err.txt"
     script = tmp_path / "job.sh"
     lines = ["#!/bin/bash", *(f"#SBATCH {a}" for a in slurm_allocation_args(

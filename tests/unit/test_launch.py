@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 
 from hpcorch.errors import ConfigError, ProviderUnavailable
+from hpcorch.jobenv import PROVIDER_ENV
 from hpcorch.launch import (
+    RANK_ENV_NAMES,
+    RANK_ENV_PREFIXES,
     Launcher,
     LaunchOptions,
     Placement,
@@ -26,6 +29,7 @@ from hpcorch.launch import (
 )
 from hpcorch.launch.wrappers import LOOPBACK_MCA
 from hpcorch.providers.local import LocalProvider, LocalSettings
+from hpcorch.providers.mpi import MpiProvider
 from hpcorch.settings import parse_settings
 from hpcorch.spec import Resources
 from hpcorch.testing import contract_spec
@@ -63,13 +67,54 @@ def test_resources_refuse_inconsistent_counts(given: dict[str, int], key: str) -
 
 
 # -- choosing the launcher ---------------------------------------------------------
-@pytest.mark.parametrize(("provider", "tasks", "launcher"), [
-    ("local", 1, Launcher.DIRECT), ("local", 2, Launcher.MPIRUN),
-    ("slurm", 1, Launcher.DIRECT), ("slurm", 4, Launcher.SRUN),
-    ("ray", 1, Launcher.DIRECT), ("mpi", 1, Launcher.MPIRUN), ("mpi", 4, Launcher.MPIRUN),
+SRUN = LaunchOptions("slurm", multi_rank=Launcher.SRUN)  # what a Slurm array task passes
+
+
+@pytest.mark.parametrize(("options", "tasks", "launcher"), [
+    (LaunchOptions("local"), 1, Launcher.DIRECT), (LaunchOptions("local"), 2, Launcher.MPIRUN),
+    (SRUN, 1, Launcher.DIRECT), (SRUN, 4, Launcher.SRUN),
+    (LaunchOptions("x", single_rank=Launcher.MPIRUN), 1, Launcher.MPIRUN),
+    (LaunchOptions("x", single_rank=Launcher.MPIRUN), 4, Launcher.MPIRUN),
 ])
-def test_choose_launcher(provider: str, tasks: int, launcher: Launcher) -> None:
-    assert choose_launcher(Resources(tasks=tasks), provider) is launcher
+def test_choose_launcher(options: LaunchOptions, tasks: int, launcher: Launcher) -> None:
+    assert choose_launcher(Resources(tasks=tasks), options) is launcher
+
+
+@pytest.mark.parametrize(("provider", "tasks", "launcher"), [
+    (LocalProvider, 1, Launcher.DIRECT), (LocalProvider, 2, Launcher.MPIRUN),
+    (MpiProvider, 1, Launcher.MPIRUN), (MpiProvider, 4, Launcher.MPIRUN),
+])
+def test_providers_declare_their_launchers(provider: type, tasks: int,
+                                           launcher: Launcher) -> None:
+    """The launcher follows the provider's Capabilities, as before it followed its name;
+    the name itself is only a label (any name, same launcher)."""
+    caps = provider.capabilities
+    assert caps.launcher_for(tasks) is launcher
+    options = LaunchOptions("any name", multi_rank=caps.multi_rank, single_rank=caps.single_rank)
+    assert choose_launcher(Resources(tasks=tasks), options) is launcher
+
+
+def test_launch_options_new_fields_are_keyword_only() -> None:
+    """`LaunchOptions.here(name, ...)` and `LaunchOptions(name, ...)` calls still construct."""
+    with pytest.raises(TypeError):
+        LaunchOptions("p", False, None, None, None, "mpirun", "srun", "pmix", "none", None, (),
+                      (), False, "py", None, Launcher.SRUN)  # type: ignore[misc]
+    assert LaunchOptions.here("p", multi_rank=Launcher.SRUN).multi_rank is Launcher.SRUN
+
+
+def test_an_unnamed_provider_exports_no_empty_provider_variable() -> None:
+    assert not any(a.startswith(PROVIDER_ENV) for a in
+                   mpirun_argv(Resources(tasks=2), LaunchOptions()))
+    assert f"{PROVIDER_ENV}=p" in mpirun_argv(Resources(tasks=2), LaunchOptions("p"))
+    assert srun_argv(Resources(tasks=2), LaunchOptions())[-1] == "--export=ALL"
+
+
+def test_rank_variables_for_containers() -> None:
+    """What a run in a container needs from mpirun/PMIx: the launch layer names them."""
+    assert RANK_ENV_PREFIXES == ("OMPI_", "PMIX_", "PMI_")
+    assert set(RANK_ENV_NAMES) == {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
+                                   "OMPI_COMM_WORLD_LOCAL_RANK", "PMIX_RANK", "PMIX_NAMESPACE"}
+    assert all(n.startswith(RANK_ENV_PREFIXES) for n in RANK_ENV_NAMES)
 
 
 def test_direct_is_the_command_itself() -> None:
@@ -196,7 +241,7 @@ def test_placement_shares_devices_by_local_rank() -> None:
 
 def test_wrappers_compose_inside_out_around_a_container() -> None:
     container = ["apptainer", "exec", "img.sif", *CMD]
-    argv = wrap(container, Resources(tasks=2, gpus=2), LaunchOptions("slurm", python="py"))
+    argv = wrap(container, Resources(tasks=2, gpus=2), replace(SRUN, python="py"))
     shim = ["py", "-m", "hpcorch.worker.ranks", "--gpus", "2", "--"]
     assert argv[0] == "srun"
     assert argv[-len(container) - len(shim):] == [*shim, *container]
@@ -250,7 +295,7 @@ def test_preflight_missing_mpirun(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     with pytest.raises(ProviderUnavailable, match=r"resources.tasks=2: .*mpi-up.sh"):
         preflight([ranks], LaunchOptions("local"), one_machine=True)
     with pytest.raises(ProviderUnavailable, match=r"provider.mpirun='mpirun': the name or"):
-        preflight([spec], LaunchOptions("mpi"), one_machine=False)
+        preflight([spec], LaunchOptions("mpi", single_rank=Launcher.MPIRUN), one_machine=False)
     with pytest.raises(ProviderUnavailable):  # the local provider refuses at submit
         LocalProvider(LocalSettings(warm=False)).submit([ranks])
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from hpcorch.launch.rankenv import node_count
 from hpcorch.spec import RunState
 from hpcorch.store.records import ErrorInfo, RunRecord
 from hpcorch import rankfiles
@@ -148,3 +149,10 @@ def test_rank_states_keep_their_json_values(tmp_path: Path) -> None:
     assert states == [RankState.SUCCEEDED, RankState.FAILED, RankState.FAILED]
     with pytest.raises(ValueError, match="DONE"):
         rankfiles.write_rank_file(tmp_path, RankInfo(0, 2), "DONE")
+
+
+def test_compressed_per_node_counts() -> None:
+    """`2(x3),1` as a step launcher writes ranks per node (2, 2, 2, 1)."""
+    assert [node_count("2(x3),1", n) for n in range(5)] == [2, 2, 2, 1, None]
+    assert node_count("", 0) is None and node_count("2,x", 0) is None
+    assert node_count("4", None) is None and node_count("4", -1) is None
