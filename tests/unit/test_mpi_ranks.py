@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from hpcorch import rankfiles
 from hpcorch.launch.rankenv import node_count
+from hpcorch.rankfiles import RankInfo, RankState, devices_for
 from hpcorch.spec import RunState
 from hpcorch.store.records import ErrorInfo, RunRecord
-from hpcorch import rankfiles
-from hpcorch.rankfiles import RankInfo, RankState, devices_for
 from hpcorch.worker import ranks
 from hpcorch.worker.ranks import current, shim_devices
 
