@@ -27,6 +27,8 @@ Research code that wants to resume keeps its checkpoint there:
 `checkpoint.path("model.pt")` gives a file next to the pickle for frameworks
 that save their own (torch.save). Without Slurm every function still works
 (nothing ever signals; `restarts()` is 0), so the same code runs everywhere.
+`restarts()` reads HPCORCH_RESTART_COUNT, which the Slurm and Grid Engine array
+tasks set from their engine's restart count (the job contract, hpcorch.jobenv).
 
 Inside an hpcorch run, `save()` and the signal handler also note themselves in
 `<run dir>/.hpcorch/checkpoint.json`; the Slurm array task reads it (`usage()`)
@@ -45,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hpcorch.jobenv import SPEC_ENV
+from hpcorch.jobenv import RESTART_ENV, SPEC_ENV
 from hpcorch.store.records import atomic_write_json, meta_dir, read_json
 
 #: The sub-directory of the run directory that holds checkpoints.
@@ -174,9 +176,11 @@ def exists(name: str = "last.pkl") -> bool:
 
 
 def restarts() -> int:
-    """How often this run was started again (SLURM_RESTART_COUNT; 0 on the first start)."""
+    """How often this run was started again (0 on the first start): the engine's restart
+    count, which the array task of every batch provider passes to the run as
+    HPCORCH_RESTART_COUNT (hpcorch.jobenv.RESTART_ENV)."""
     try:
-        return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+        return int(os.environ.get(RESTART_ENV, "0") or 0)
     except ValueError:
         return 0
 

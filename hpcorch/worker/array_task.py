@@ -11,7 +11,7 @@ STOPPED and the scheduler's word decides how the run ended.
 
 What differs per scheduler (where the index, job id and restart count come
 from, how a run is started, signalled and waited for, what happens at a time
-limit) is a subclass in the scheduler's own module: hpcorch.worker.slurm_task,
+limit) is a subclass in the scheduler's own module: hpcorch.providers.slurm.task,
 hpcorch.providers.sge.task.
 """
 

@@ -189,18 +189,9 @@ class HpcorchCallback(Callback):
 
 
 def spec_job_id(spec: RunSpec | None) -> str:
-    """The engine's job id as the job sees it (Slurm/Ray set their own variables)."""
-    if os.environ.get(JOB_ID_ENV):  # set by providers whose engine has none (ray, local)
-        return os.environ[JOB_ID_ENV]
-    for var in ("SLURM_ARRAY_JOB_ID", "SLURM_JOB_ID"):
-        if os.environ.get(var):
-            task = os.environ.get("SLURM_ARRAY_TASK_ID")
-            return (
-                f"{os.environ[var]}_{task}"
-                if task and var == "SLURM_ARRAY_JOB_ID"
-                else os.environ[var]
-            )
-    return ""
+    """The engine's job id as the job sees it: HPCORCH_JOB_ID (hpcorch.jobenv), which every
+    provider sets for the runs it starts; "" outside a provider's job."""
+    return os.environ.get(JOB_ID_ENV, "")
 
 
 def _json_exact(value: Any) -> bool:

@@ -64,7 +64,7 @@ def test_slurm_sweep_inside_the_image_equals_local_without(app_dir: Path,
 
 def test_requeue_through_the_container(tmp_path: Path, slurm_and_image: None) -> None:
     """SIGUSR1 (what `--signal=B:USR1@grace` sends before the time limit) travels
-    slurm_task -> podman (sig-proxy) -> catatonit -> python; the code "checkpoints" and
+    hpcorch.providers.slurm.task -> podman (sig-proxy) -> catatonit -> python; the code "checkpoints" and
     exits, the task requeues itself, and the restarted run inside the image sees
     SLURM_RESTART_COUNT=1."""
     run_dir = tmp_path / "sweep" / "0"

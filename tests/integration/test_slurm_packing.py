@@ -31,7 +31,7 @@ def main(cfg):
     parent = open(f"/proc/{os.getppid()}/cmdline", "rb").read().split(b"\\0")
     return {"x": float(cfg.x), "pid": float(os.getpid()), "ppid": float(os.getppid()),
             "preimported": float(PREIMPORTED),
-            "parent_is_task": float(b"hpcorch.worker.slurm_task" in parent)}
+            "parent_is_task": float(b"hpcorch.providers.slurm.task" in parent)}
 
 if __name__ == "__main__":
     main()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcorch.worker.slurm_task import read_task_state
+from hpcorch.providers.slurm.task import read_task_state
 from tests.integration.slurm_support import records, require_slurm, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm]
@@ -48,6 +48,7 @@ if __name__ == "__main__":
 PLAIN_APP = """
 import os, time
 import hydra
+from hpcorch import checkpoint
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg):
@@ -55,7 +56,9 @@ def main(cfg):
 
     out = HydraConfig.get().runtime.output_dir
     with open(os.path.join(out, "attempts.log"), "a") as log:
-        log.write(f"restart={os.environ.get('SLURM_RESTART_COUNT', '0')}\\n")
+        # The job contract's restart count (HPCORCH_RESTART_COUNT), checked against Slurm's.
+        ours, slurms = checkpoint.restarts(), os.environ.get('SLURM_RESTART_COUNT', '0')
+        log.write(f"restart={ours}\\n" if str(ours) == slurms else f"mismatch {ours} {slurms}\\n")
     while True:
         time.sleep(cfg.step_s)
 

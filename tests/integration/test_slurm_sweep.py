@@ -147,7 +147,7 @@ def test_dry_run_prints_the_script_and_submits_nothing(app_dir: Path) -> None:
     done = run_app(app_dir, "provider=slurm", "lr=0.1,0.01", "hydra.sweep.dir=out",
                    "hpcorch.dry_run=true")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "#SBATCH --array=0-1" in done.stdout and "hpcorch.worker.slurm_task" in done.stdout
+    assert "#SBATCH --array=0-1" in done.stdout and "hpcorch.providers.slurm.task" in done.stdout
     shown = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True,
                            timeout=30, check=True).stdout
     limit = next(line.split("=", 1)[1].strip() for line in shown.splitlines()

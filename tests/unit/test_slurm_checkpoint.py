@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from hpcorch import checkpoint
+from hpcorch.jobenv import RESTART_ENV
 from hpcorch.spec import RunSpec
 
 
@@ -39,11 +40,14 @@ def test_save_load_in_the_run_directory(in_run: Path) -> None:
         checkpoint.path("../escape")
 
 
-def test_restarts_follow_slurm(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+def test_restarts_follow_the_job_contract_not_slurm(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(RESTART_ENV, raising=False)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "5")  # the array task's business, not the run's
     assert checkpoint.restarts() == 0
-    monkeypatch.setenv("SLURM_RESTART_COUNT", "2")
+    monkeypatch.setenv(RESTART_ENV, "2")
     assert checkpoint.restarts() == 2
+    monkeypatch.setenv(RESTART_ENV, "garbage")
+    assert checkpoint.restarts() == 0
 
 
 APP = """

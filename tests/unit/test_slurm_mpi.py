@@ -18,9 +18,9 @@ from hpcorch.providers.slurm.accounting import ClusterLimits, parse_node_cpus
 from hpcorch.providers.slurm.provider import SlurmProvider
 from hpcorch.providers.slurm.script import map_data, plan_arrays
 from hpcorch.providers.slurm.settings import SlurmSettings
+from hpcorch.providers.slurm.task import TaskState, _warm_script, step_argv, write_task_state
 from hpcorch.spec import Resources, RunHandle, RunSpec, RunState
 from hpcorch.worker.ranks import RankInfo, write_rank_file
-from hpcorch.worker.slurm_task import TaskState, _warm_script, step_argv, write_task_state
 
 GOLDEN = Path(__file__).parent / "golden" / "slurm_mpi_array.sbatch"
 PY = "/opt/venv/bin/python"
@@ -85,6 +85,9 @@ def test_the_task_starts_exactly_the_rendered_step() -> None:
     argv = step_argv(spec(0, res), task_map, PY)
     assert argv[:2] == ["srun", "--mpi=pmix"] and "--overcommit" in argv
     assert argv[argv.index("--cpu-bind=none") + 1:] == list(spec(0, res).command)
+    # The task starts srun with the job contract's HPCORCH_JOB_ID/HPCORCH_RESTART_COUNT in its
+    # environment (run_environment); --export=ALL is what carries them to every rank.
+    assert [a for a in argv if a.startswith("--export=")][0].startswith("--export=ALL,")
     text = SlurmProvider(SlurmSettings(python=PY, srun_args=("--cpu-bind=none",)),
                          limits=limits).render([spec(0, res)])
     assert f"#   #0: {' '.join(argv)}" in text.splitlines()

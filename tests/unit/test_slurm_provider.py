@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 
 from hpcorch.errors import ProviderError, ProviderUnavailable
+from hpcorch.launch import Launcher
 from hpcorch.providers.slurm.accounting import ClusterLimits
 from hpcorch.providers.slurm.provider import SlurmProvider
 from hpcorch.providers.slurm.settings import SlurmSettings
+from hpcorch.providers.slurm.task import TaskState, write_task_state
 from hpcorch.spec import Resources, RunHandle, RunSpec, RunState
-from hpcorch.worker.slurm_task import TaskState, write_task_state
 
 
 class FakeSlurm:
@@ -465,3 +466,14 @@ def test_unused_limits_injection(tmp_path: Path, fake: FakeSlurm) -> None:
     provider = SlurmProvider(SlurmSettings(), runner=fake, limits=ClusterLimits(max_array_size=2))
     provider.submit(specs(tmp_path, 5))
     assert fake.count("sbatch") == 3 and fake.count("scontrol") == 0
+
+
+def test_capabilities_srun_for_ranks_and_slurms_variables_into_containers() -> None:
+    caps = SlurmProvider.capabilities
+    assert caps.launcher_for(4) is Launcher.SRUN and caps.launcher_for(1) is Launcher.DIRECT
+    assert caps.container_env_prefixes == ("SLURM_",)
+    # by name too (docker passes no patterns): every one a Slurm variable, the ids and the
+    # restart count among them
+    assert all(n.startswith(("SLURM_", "SLURMD_")) for n in caps.container_env_names)
+    assert {"SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT", "SLURM_PROCID",
+            "SLURMD_NODENAME"} <= set(caps.container_env_names)

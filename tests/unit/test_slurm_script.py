@@ -129,7 +129,7 @@ def test_paths_with_spaces_are_quoted_for_sbatch() -> None:
     [plan] = plan_arrays([spec(0, sweep="/data/my sweeps/x")], SlurmSettings(), ClusterLimits())
     text = render_script(plan, SlurmSettings(), "/opt/py thon/bin/python")
     assert "#SBATCH --chdir='/data/my sweeps/x/.hpcorch/slurm'" in text
-    assert "exec '/opt/py thon/bin/python' -m hpcorch.worker.slurm_task '/data/my sweeps" in text
+    assert "exec '/opt/py thon/bin/python' -m hpcorch.providers.slurm.task '/data/my sweeps" in text
 
 
 @pytest.mark.parametrize("throttle,expected", [(None, "0-1"), (1, "0-1%1")])

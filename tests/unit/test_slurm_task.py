@@ -1,4 +1,5 @@
-"""The array task (hpcorch.worker.slurm_task) without Slurm: environment faked, scontrol shimmed."""
+"""The array task (hpcorch.providers.slurm.task) without Slurm: environment faked, scontrol
+shimmed."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from hpcorch import checkpoint
+from hpcorch.providers.slurm.task import TaskState, read_task_state, write_task_state
 from hpcorch.spec import RunSpec
-from hpcorch.worker.slurm_task import TaskState, read_task_state, write_task_state
 from hpcorch.worker.timeouts import TimeoutAction, timeout_decision
 
 HANG = ("import os, signal, sys, time\n"
@@ -57,7 +58,7 @@ def start(tmp_path: Path, map_path: Path, index: int, restart: int = 0) -> subpr
     env = {**os.environ, "PATH": f"{shim}:{os.environ['PATH']}", "SLURM_ARRAY_JOB_ID": "42",
            "SLURM_ARRAY_TASK_ID": str(index), "SLURM_JOB_ID": str(1000 + index),
            "SLURM_RESTART_COUNT": str(restart), "SLURMD_NODENAME": "node7"}
-    return subprocess.Popen([sys.executable, "-m", "hpcorch.worker.slurm_task", str(map_path)],
+    return subprocess.Popen([sys.executable, "-m", "hpcorch.providers.slurm.task", str(map_path)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -84,6 +85,16 @@ def test_a_restarted_task_skips_runs_it_finished(tmp_path: Path) -> None:
     assert start(tmp_path, map_path, 0, restart=1).wait(60) == 0
     assert (tmp_path / "sweep/0/.hpcorch/stdout.log").read_text() == "once\n"
     assert second.read_text() == ""
+
+
+def test_each_run_gets_the_job_contracts_job_id_and_restart_count(tmp_path: Path) -> None:
+    show = ("import os; print(os.environ.get('HPCORCH_JOB_ID'), "
+            "os.environ.get('HPCORCH_RESTART_COUNT'))")
+    map_path = write_task(tmp_path, [[show], [show]])
+    assert start(tmp_path, map_path, 0).wait(60) == 0
+    assert start(tmp_path, map_path, 1, restart=2).wait(60) == 0
+    assert (tmp_path / "sweep/0/.hpcorch/stdout.log").read_text() == "42_0 0\n"
+    assert (tmp_path / "sweep/1/.hpcorch/stdout.log").read_text() == "42_1 2\n"
 
 
 def _wait_for(path: Path, timeout: float = 30.0) -> None:

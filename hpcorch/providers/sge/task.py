@@ -27,7 +27,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hpcorch.providers.local import job_environment
+from hpcorch.jobenv import RESTART_ENV, job_environment
 from hpcorch.spec import RunSpec
 from hpcorch.worker import array_task
 from hpcorch.worker.array_task import (
@@ -72,10 +72,12 @@ class ArrayTask(ArrayTaskRunner[TaskState]):
         self.entries = list(self.map["tasks"][self.task_id - 1])
 
     def _start(self, spec: RunSpec, out_fd: int, err_fd: int) -> subprocess.Popen[bytes]:
-        # The run stays in the job's process group (see the module's docstring).
+        # The run stays in the job's process group (see the module's docstring). Its job
+        # id and restart count reach it as the job contract's names (hpcorch.jobenv).
+        env = job_environment(spec, provider="sge", job_id=self.job_id)
+        env[RESTART_ENV] = str(self.restart)
         return subprocess.Popen(
-            list(spec.command), cwd=spec.workdir or spec.run_dir,
-            env=job_environment(spec, provider="sge", job_id=self.job_id),
+            list(spec.command), cwd=spec.workdir or spec.run_dir, env=env,
             stdin=subprocess.DEVNULL, stdout=out_fd, stderr=err_fd)
 
     def _forward(self, signum: int) -> None:

@@ -28,7 +28,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hpcorch.errors import ConfigError, ProviderError, ProviderUnavailable
+from hpcorch.launch import Launcher
 from hpcorch.providers.arrays import JOB_PREFIX, cached_map
+from hpcorch.providers.base import Capabilities
 from hpcorch.providers.pacing import QueryPacing
 from hpcorch.providers.slurm.accounting import (
     LOOKUP_FORMAT,
@@ -55,6 +57,7 @@ from hpcorch.providers.slurm.script import (
     task_runs,
 )
 from hpcorch.providers.slurm.settings import SlurmSettings
+from hpcorch.providers.slurm.task import TaskState, read_task_state
 from hpcorch.runner import CommandRunner, run_command
 from hpcorch.spec import FailureContext, RunHandle, RunSpec, RunState, RunStatus
 from hpcorch.store.records import (
@@ -66,9 +69,16 @@ from hpcorch.store.records import (
     tail_text,
 )
 from hpcorch.worker.array_task import TaskStatus
-from hpcorch.worker.slurm_task import TaskState, read_task_state
 
 log = logging.getLogger("hpcorch.slurm")
+
+#: Slurm's variables a run in a container may read, by name for runtimes that pass no
+#: patterns (docker): the job and array ids, the restart count, the step's rank layout.
+CONTAINER_ENV_NAMES: tuple[str, ...] = (
+    "SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT",
+    "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NODEID", "SLURM_NTASKS", "SLURM_JOB_NODELIST",
+    "SLURM_STEP_ID", "SLURM_CPUS_PER_TASK", "SLURM_JOB_NUM_NODES", "SLURMD_NODENAME",
+)
 
 #: sbatch errors worth another try: the controller was busy, not the request wrong.
 TRANSIENT_ERRORS = ("socket timed out", "resource temporarily unavailable",
@@ -86,6 +96,13 @@ class SlurmProvider:
 
     Settings = SlurmSettings
     name = "slurm"
+    capabilities = Capabilities(
+        multi_rank=Launcher.SRUN,
+        container_env_prefixes=("SLURM_",),
+        container_env_names=CONTAINER_ENV_NAMES)
+    """Ranks start as an srun step of the array task's allocation; Slurm's own variables
+    reach a run in a container (its job id and restart count also come as HPCORCH_JOB_ID
+    and HPCORCH_RESTART_COUNT)."""
     detachable = True
     """Array jobs live in Slurm: a detached sweep needs no process of ours."""
 

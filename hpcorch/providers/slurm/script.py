@@ -22,8 +22,8 @@ from hpcorch.launch.wrappers import slurm_allocation_args
 from hpcorch.providers import arrays
 from hpcorch.providers.slurm.accounting import ClusterLimits
 from hpcorch.providers.slurm.settings import SlurmSettings, normalized_extra
+from hpcorch.providers.slurm.task import step_argv
 from hpcorch.spec import Resources, RunSpec
-from hpcorch.worker.slurm_task import step_argv
 
 SLURM_DIR = "slurm"
 #: The signal a job gets `signal_grace_s` before its time limit (to the batch shell: B:).
@@ -186,7 +186,7 @@ def render_script(plan: ArrayPlan, settings: SlurmSettings, python: str) -> str:
     lines += [
         "",
         "# Runs this task's run(s) from their spec files, each with its own logs and record.",
-        f"exec {shlex.quote(python)} -m hpcorch.worker.slurm_task {shlex.quote(plan.map_path)}",
+        f"exec {shlex.quote(python)} -m hpcorch.providers.slurm.task {shlex.quote(plan.map_path)}",
         "",
     ]
     return "\n".join(lines)
@@ -212,7 +212,7 @@ def _printable(text: str) -> str:
 
 
 def map_data(plan: ArrayPlan, settings: SlurmSettings) -> dict[str, Any]:
-    """The map file's content: what the array task (hpcorch.worker.slurm_task) reads."""
+    """The map file's content: what the array task (hpcorch.providers.slurm.task) reads."""
     return {
         **arrays.map_header(plan.sweep_id, plan.job_name, plan.pack, plan.tasks),
         "warm": settings.warm,

@@ -1,6 +1,6 @@
 """What one Slurm array task runs: its run(s), from the spec files, each with its own logs.
 
-    python -m hpcorch.worker.slurm_task <sweep dir>/.hpcorch/slurm/<token>.json
+    python -m hpcorch.providers.slurm.task <sweep dir>/.hpcorch/slurm/<token>.json
 
 The map file (written by the Slurm provider) lists the runs of every array
 index. For each run of this task: start its portable command (or, with
@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hpcorch import checkpoint
-from hpcorch.providers.local import job_environment
+from hpcorch.jobenv import RESTART_ENV, job_environment
 from hpcorch.spec import RunSpec
 from hpcorch.worker import array_task
 from hpcorch.worker.forked import (
@@ -166,7 +166,7 @@ class ArrayTask(array_task.ArrayTaskRunner[TaskState]):
         return 128 + int(PREEMPT_SIGNAL)
 
     def _start(self, spec: RunSpec, out_fd: int, err_fd: int) -> int:
-        env = job_environment(spec)
+        env = run_environment(spec, self.job_id, self.restart)
         cwd = spec.workdir or spec.run_dir
         if self.warm is not None:
             return _fork_warm(spec, env, cwd, out_fd, err_fd)
@@ -208,6 +208,16 @@ class ArrayTask(array_task.ArrayTaskRunner[TaskState]):
         while time.monotonic() < end:
             time.sleep(0.5)
         return 0
+
+
+def run_environment(spec: RunSpec, job_id: str, restart: int) -> dict[str, str]:
+    """The environment one run starts with: the job contract's (hpcorch.jobenv), with the
+    array task's job id (`123_4`) and SLURM_RESTART_COUNT as HPCORCH_JOB_ID and
+    HPCORCH_RESTART_COUNT, so the run (and every srun rank: srun exports ALL) reads
+    neither from Slurm's own variables."""
+    env = job_environment(spec, job_id=job_id)
+    env[RESTART_ENV] = str(restart)
+    return env
 
 
 def step_argv(spec: RunSpec, task_map: Mapping[str, Any],
@@ -309,8 +319,8 @@ def _fork_warm(spec: RunSpec, env: dict[str, str], cwd: str, out_fd: int, err_fd
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: `python -m hpcorch.worker.slurm_task MAP_FILE`."""
-    return array_task.task_main(argv, "hpcorch.worker.slurm_task", ArrayTask)
+    """Entry point: `python -m hpcorch.providers.slurm.task MAP_FILE`."""
+    return array_task.task_main(argv, "hpcorch.providers.slurm.task", ArrayTask)
 
 
 if __name__ == "__main__":
