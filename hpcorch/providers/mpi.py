@@ -6,9 +6,10 @@ queued, in order, when they do not. A run that could never fit, or a missing
 mpirun, is refused before anything starts.
 
 The child-process life cycle (own session per run, reaping, SIGTERM then
-SIGKILL on cancel, stderr tails) is the local provider's; this class changes
-what may start (slot placement) and what is started (mpirun over the placed
-hosts, with per-rank devices).
+SIGKILL on cancel, stderr tails) is a `ProcessPool`'s, as for provider=local;
+this provider plugs in what may start (slot placement on the host list), what
+is started (mpirun over the placed hosts, with per-rank devices) and how a
+failure is named (the placed host of the failing rank).
 
     python train.py -m provider=mpi 'provider.hosts=[gpu01:8,gpu02:8]' \
         provider.gpus_per_host=8 resources.tasks=8 resources.gpus=8 lr=0.1,0.01
@@ -16,22 +17,29 @@ hosts, with per-rank devices).
 
 from __future__ import annotations
 
-import shlex
-import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from hpcorch.errors import ConfigError, ProviderUnavailable
-from hpcorch.launch import Launcher, LaunchOptions, Placement, SlotPool, launch_argv, rank_failure
+from hpcorch.launch import (
+    Launcher,
+    LaunchOptions,
+    Placement,
+    SlotPool,
+    launch_argv,
+    preflight,
+    rank_failure,
+)
 from hpcorch.launch.hosts import build_hosts, parse_host_entry, parse_hostfile
 from hpcorch.launch.wrappers import MPI_INSTALL_HINT, require_mpirun
 from hpcorch.providers.base import Capabilities
-from hpcorch.providers.local import LocalProvider, LocalSettings, usable_cores
+from hpcorch.providers.machine import usable_cores
+from hpcorch.providers.processes import ProcessPool, job_id, launch_options, render_line
 from hpcorch.runner import CommandRunner, run_command
 from hpcorch.settings import require
-from hpcorch.spec import FailureContext, RunHandle, RunSpec
+from hpcorch.spec import FailureContext, Resources, RunHandle, RunSpec, RunStatus
 
 
 @dataclass(frozen=True)
@@ -84,10 +92,37 @@ class MpiSettings:
         return tuple(str(i) for i in self.gpu_ids or range(self.gpus_per_host))
 
 
-class MpiProvider(LocalProvider):
+#: Where the slot admission gets the host list (read on first use, see _slot_pool).
+SlotPoolSource = Callable[[], SlotPool]
+
+
+class SlotAdmission:
+    """A run may start when its ranks (and GPUs) can be placed on free slots of the hosts;
+    the placement is held until the run ends."""
+
+    def __init__(self, pool: SlotPoolSource) -> None:
+        self._pool = pool
+        self.placements: dict[str, Placement] = {}
+
+    def admit(self, job: str, spec: RunSpec) -> bool:
+        """Place the run now (True), or False when its slots are not free."""
+        placement = self._pool().place(spec.resources)
+        if placement is None:
+            return False
+        self.placements[job] = placement
+        return True
+
+    def release(self, job: str) -> None:
+        """Give an ended run's slots and devices back."""
+        placement = self.placements.pop(job, None)
+        if placement is not None:
+            self._pool().release(placement)
+
+
+class MpiProvider:
     """Runs each spec as one mpirun over placed hosts, as many at once as the slots allow."""
 
-    Settings = MpiSettings  # type: ignore[assignment]
+    Settings = MpiSettings
     name = "mpi"
     # mpirun is how its hosts are reached, so a one-rank run goes through it too; it
     # passes its own variables to a container through the launch layer.
@@ -98,12 +133,18 @@ class MpiProvider(LocalProvider):
 
     def __init__(self, settings: MpiSettings | None = None, *,
                  runner: CommandRunner = run_command) -> None:
-        super().__init__(LocalSettings(warm=False))
         self.mpi = settings or MpiSettings()
-        self.workers = sys.maxsize  # admission is by free slots (_pump), not a worker count
         self._runner = runner
         self._pool: SlotPool | None = None
-        self._placements: dict[str, Placement] = {}
+        self.slots = SlotAdmission(self._slot_pool)
+        self.processes = ProcessPool(self.name, self.slots, self._argv, failure=self._failure,
+                                     poll_interval=self.poll_interval)
+
+    @classmethod
+    def check_resources(cls, resources: Resources) -> None:
+        """Nothing to refuse before planning: ranks go to the hosts' slots, not this
+        machine's cores, and whether a run fits the host list is known only once the
+        list is read (submit and render refuse it then, naming the hosts)."""
 
     # -- contract --------------------------------------------------------
     def check(self) -> None:
@@ -123,68 +164,62 @@ class MpiProvider(LocalProvider):
     def render(self, runs: Sequence[RunSpec]) -> str:
         """Each run's mpirun line, placed as it would be on idle hosts."""
         pool = self._slot_pool()
-        lines = [f"# provider=mpi hosts={pool.describe()} (placement shown for idle hosts)"]
+        lines = [f"# provider={self.name} hosts={pool.describe()} "
+                 "(placement shown for idle hosts)"]
         for spec in runs:
             placement = SlotPool(pool.hosts).place(spec.resources)
             if placement is None:
                 raise pool.never_fits(spec.resources) or ConfigError(
                     "resources.tasks", spec.resources.tasks, "does not fit the hosts")
             lines.append(f"# run #{spec.num} key={spec.run_key} dir={spec.run_dir}")
-            lines.append(self._render_line(spec, self._options(placement)))
+            lines.append(render_line(spec, launch_argv(spec, self._options(placement))))
         return "\n".join(lines) + "\n"
 
     def submit(self, runs: Sequence[RunSpec]) -> list[RunHandle]:
         """Refuse runs that could never be placed or started, then queue them all."""
         pool = self._slot_pool()
-        if runs:
-            require_mpirun(self.mpi.mpirun, "provider.mpirun", self.mpi.mpirun)
+        preflight(runs, self._options(None), one_machine=False)  # mpirun is on PATH
         for spec in runs:
             error = pool.never_fits(spec.resources)
             if error is not None:
                 raise error
-        return super().submit(runs)
+        return self.processes.submit(runs)
 
-    # -- what may start, and how ----------------------------------------------
-    def _pump(self) -> None:
-        pool = self._slot_pool()
-        while (spec := self._head()) is not None:
-            placement = pool.place(spec.resources)
-            if placement is None:
-                return  # in order: wait until the head of the queue fits
-            job_id = self._job_id(spec)
-            del self._queue[job_id]
-            self._placements[job_id] = placement
-            try:
-                self._running[job_id] = self._start(spec)
-            except BaseException:
-                pool.release(self._placements.pop(job_id))
-                raise
+    def lookup(self, run_keys: Sequence[str], sweep_id: str | None = None) -> list[RunHandle]:
+        """Runs of this provider object still queued or running (each mpirun is a child of
+        the orchestrator and ends with it)."""
+        return self.processes.lookup(run_keys, sweep_id)
 
-    def _reap(self) -> None:
-        super()._reap()
-        for job_id in [j for j in self._placements if j not in self._running]:
-            self._slot_pool().release(self._placements.pop(job_id))
+    def status(self, handles: Sequence[RunHandle]) -> list[RunStatus]:
+        """Reap finished mpiruns, start queued runs whose slots are free, and report."""
+        return self.processes.status(handles)
 
+    def cancel(self, handles: Sequence[RunHandle]) -> None:
+        """Drop queued runs; SIGTERM running mpiruns' sessions, SIGKILL a few seconds later."""
+        self.processes.cancel(handles)
+
+    def wait(self, timeout: float) -> None:
+        """Start runs as slots free up, for up to `timeout` (see ProcessPool.wait)."""
+        self.processes.wait(timeout)
+
+    def close(self) -> None:
+        """Leave no mpirun behind (see ProcessPool.close)."""
+        self.processes.close()
+
+    # -- what the pool is given ----------------------------------------------------
     def _argv(self, spec: RunSpec) -> list[str]:
-        placement = self._placements.get(self._job_id(spec))
-        return launch_argv(spec, self._options(placement))
+        return launch_argv(spec, self._options(self.slots.placements.get(job_id(spec))))
 
     def _failure(self, spec: RunSpec, context: FailureContext) -> FailureContext:
-        placement = self._placements.get(self._job_id(spec))
+        placement = self.slots.placements.get(job_id(spec))
         return rank_failure(spec, context, placement.rank_hosts() if placement else ())
 
     # -- internals -------------------------------------------------------------
     def _options(self, placement: Placement | None) -> LaunchOptions:
-        return self._launch_options(
-            placement=placement, cores=usable_cores(), mpirun=self.mpi.mpirun,
-            bind_to=self.mpi.bind_to, export=self.mpi.export,
+        return launch_options(
+            self.name, self.capabilities, placement=placement, cores=usable_cores(),
+            mpirun=self.mpi.mpirun, bind_to=self.mpi.bind_to, export=self.mpi.export,
             mpirun_args=tuple(str(a) for a in self.mpi.mpirun_args))
-
-    def _render_line(self, spec: RunSpec, options: LaunchOptions) -> str:
-        env = {**dict(spec.env), "PYTHONHASHSEED": str(spec.seed)}
-        prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))
-        workdir = shlex.quote(spec.workdir or spec.run_dir)
-        return f"(cd {workdir} && env {prefix} {shlex.join(launch_argv(spec, options))})"
 
     def _slot_pool(self) -> SlotPool:
         """The host list, read on first use (never in __init__: the hostfile is I/O)."""

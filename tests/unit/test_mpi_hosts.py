@@ -162,7 +162,7 @@ def test_submit_refuses_a_run_that_never_fits_before_starting_any(tmp_path: Path
     big = replace(contract_spec(tmp_path, 1), resources=Resources(tasks=4))
     with pytest.raises(ConfigError, match=r"resources.tasks=4: .*\(localhost:2"):
         provider.submit([small, big])
-    assert provider.status([]) == [] and not provider._running and not provider._queue
+    assert provider.status([]) == [] and provider.processes.idle
 
 
 def test_render_places_on_idle_hosts(tmp_path: Path) -> None:
