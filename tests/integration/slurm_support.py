@@ -71,9 +71,15 @@ def wait_for(predicate: Any, what: str, timeout: float = 120.0, step: float = 0.
         time.sleep(step)
 
 
-def squeue_ids(name_prefix: str) -> list[str]:
-    """Job ids of this user's jobs whose name starts with `name_prefix`."""
+def squeue_jobs(name_prefix: str) -> list[tuple[str, str]]:
+    """(job id, job name) of this user's jobs whose name, or its part after the Hydra job
+    name (`train.hpcorch-<sweep id>-<token>`), starts with `name_prefix`."""
     done = subprocess.run(["squeue", "--me", "-h", "-r", "-o", "%i|%j"], capture_output=True,
                           text=True, timeout=30, check=False)
-    return [line.split("|")[0] for line in done.stdout.splitlines()
-            if "|" in line and line.split("|", 1)[1].startswith(name_prefix)]
+    rows = [line.split("|", 1) for line in done.stdout.splitlines() if "|" in line]
+    return [(i, n) for i, n in rows if n.startswith(name_prefix) or f".{name_prefix}" in n]
+
+
+def squeue_ids(name_prefix: str) -> list[str]:
+    """Job ids of this user's jobs whose name starts with `name_prefix` (see squeue_jobs)."""
+    return [job_id for job_id, _ in squeue_jobs(name_prefix)]

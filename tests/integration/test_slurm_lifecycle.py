@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from tests.integration.helpers import write_probe_app
-from tests.integration.slurm_support import records, require_slurm, squeue_ids, wait_for
+from tests.integration.slurm_support import (
+    records,
+    require_slurm,
+    squeue_ids,
+    squeue_jobs,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm]
 
@@ -71,7 +77,9 @@ def test_cancel_a_detached_sweep(tmp_path: Path) -> None:
     proc = _app(app, "x=1,2", "sleep=120", "hpcorch.detach=true", "hydra.sweep.dir=out")
     assert proc.returncode == 0, proc.stderr
     sid = _sweep_id(proc.stderr)
-    wait_for(lambda: squeue_ids(f"hpcorch-{sid}"), "the array to be queued")
+    queued = wait_for(lambda: squeue_jobs(f"hpcorch-{sid}"), "the array to be queued")
+    # squeue shows the Hydra job name (the app's script) first, then what finds the sweep
+    assert all(name.startswith(f"app.hpcorch-{sid}-") for _, name in queued), queued
     cancelled = _cli(app, "cancel", sid)
     assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
     wait_for(lambda: not squeue_ids(f"hpcorch-{sid}"), "the jobs to leave the queue", timeout=60)
@@ -81,7 +89,9 @@ def test_cancel_a_detached_sweep(tmp_path: Path) -> None:
 def test_sigkill_then_resume_without_duplicates(tmp_path: Path) -> None:
     app = write_probe_app(tmp_path / "app")
     proc = subprocess.Popen(
-        [sys.executable, "app.py", "-m", "provider=slurm", "sleep=0,8", "hydra.sweep.dir=out"],
+        # `++`: the key may or may not be in the shipped provider/slurm.yaml yet
+        [sys.executable, "app.py", "-m", "provider=slurm", "sleep=0,8", "hydra.sweep.dir=out",
+         "++provider.job_name=resume-me"],
         cwd=app,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -91,7 +101,10 @@ def test_sigkill_then_resume_without_duplicates(tmp_path: Path) -> None:
     ledger = app / "out/.hpcorch/sweep.json"
     wait_for(lambda: ledger.exists(), "the sweep ledger")
     sid = json.loads(ledger.read_text())["sweep_id"]
-    queued = wait_for(lambda: squeue_ids(f"hpcorch-{sid}"), "the array to be queued")
+    jobs = wait_for(lambda: squeue_jobs(f"hpcorch-{sid}"), "the array to be queued")
+    queued = [job_id for job_id, _ in jobs]
+    # provider.job_name first: resume still finds the jobs by the sweep id after it
+    assert all(name.startswith(f"resume-me.hpcorch-{sid}-") for _, name in jobs), jobs
     os.killpg(proc.pid, signal.SIGKILL)  # the orchestrator dies; the Slurm jobs live on
     proc.wait(timeout=30)
     resumed = _cli(app, "resume", str(app / "out"), "--progress", "off")

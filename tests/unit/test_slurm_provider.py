@@ -421,6 +421,19 @@ def test_lookup_finds_open_jobs_through_their_map_files(tmp_path: Path, fake: Fa
     assert [s.state for s in statuses] == [RunState.FAILED, RunState.FAILED]
 
 
+def test_lookup_by_sweep_reads_the_sweep_id_behind_the_job_name(
+        tmp_path: Path, fake: FakeSlurm, clock: Clock) -> None:
+    runs = specs(tmp_path, 2)
+    make(fake, clock, job_name="scan").submit(runs)
+    assert fake.names["100"][0].startswith("scan.hpcorch-sw-")
+    fresh = make(fake, clock)
+    assert [h.job_id for h in fresh.lookup(["k0", "k1"], sweep_id="sw")] == ["100_0", "100_1"]
+    assert fresh.lookup(["k0", "k1"], sweep_id="other") == []
+    fake.names["100"] = ("hpcorch-sw-" + fake.names["100"][0].rsplit("-", 1)[1],
+                         fake.names["100"][1])  # a job of an older hpcorch: no name first
+    assert len(make(fake, clock).lookup(["k0"], sweep_id="sw")) == 1
+
+
 def test_status_in_a_fresh_process_learns_run_dirs_from_the_map(
         tmp_path: Path, fake: FakeSlurm, clock: Clock) -> None:
     runs = specs(tmp_path, 1)

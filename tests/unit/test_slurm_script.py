@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from hpcorch.errors import ConfigError
 from hpcorch.providers.slurm.accounting import ClusterLimits
 from hpcorch.providers.slurm.provider import SlurmProvider
 from hpcorch.providers.slurm.script import (
+    hpcorch_part,
+    hydra_job_name,
     job_name_token,
     map_data,
     plan_arrays,
@@ -118,11 +121,49 @@ def test_preempted_jobs_stay_requeueable_whatever_the_time_limit_policy(policy: 
 
 def test_job_name_carries_sweep_and_token() -> None:
     [plan] = plan_arrays([spec(0)], SlurmSettings(), ClusterLimits())
-    assert plan.job_name.startswith("hpcorch-demo1234-")
+    assert plan.job_name == f"train.hpcorch-demo1234-{plan.token}"  # the Hydra job name first
     assert job_name_token(plan.job_name) == plan.token
+    assert job_name_token(f"hpcorch-demo1234-{plan.token}") == plan.token  # older sweeps
+    assert hpcorch_part(plan.job_name) == f"hpcorch-demo1234-{plan.token}"
     assert job_name_token("someone-elses-job") is None
+    assert job_name_token("train.someone-elses-job") is None and hpcorch_part("x.y") == ""
     assert plan.map_path == os.path.join(slurm_dir_for([spec(0)]), f"{plan.token}.json")
     assert slurm_dir_for([spec(0), spec(1)]) == "/sweeps/demo/.hpcorch/slurm"
+
+
+def test_job_name_setting_beats_the_hydra_job_name() -> None:
+    settings = SlurmSettings(job_name="lr-scan_2")
+    [plan] = plan_arrays([spec(0)], settings, ClusterLimits())
+    assert plan.job_name == f"lr-scan_2.hpcorch-demo1234-{plan.token}"
+    assert f"#SBATCH --job-name=lr-scan_2.hpcorch-demo1234-{plan.token}" in render_script(
+        plan, settings, "python").splitlines()
+    assert map_data(plan, settings)["job_name"] == plan.job_name
+
+
+@pytest.mark.parametrize(("command", "name"), [
+    (("python", "/src/train.py", "lr=1"), "train"),
+    (("python", "/src/train.py", "hydra.job.name=my app!", "lr=1"), "my_app"),
+    (("python", "-m", "pkg.evaluate", "x=1"), "evaluate"),
+    (("python", "/src/été 2.py"), "t_2"),
+    (("python", "-c", "pass"), ""),
+    (("python", "/src/" + "a" * 80 + ".py"), "a" * 64),
+])
+def test_hydra_job_name_of_a_command(command: tuple[str, ...], name: str) -> None:
+    assert hydra_job_name(command) == name
+
+
+def test_a_command_without_a_name_keeps_the_plain_job_name() -> None:
+    run = RunSpec(run_key="k", sweep_id="demo1234", num=0, overrides=(), config={}, seed=0,
+                  run_dir="/sweeps/demo/0", command=("python", "-c", "pass"))
+    [plan] = plan_arrays([run], SlurmSettings(), ClusterLimits())
+    assert plan.job_name == f"hpcorch-demo1234-{plan.token}"
+
+
+@pytest.mark.parametrize("bad", ["", "a.b", "two words", "x" * 65, "naïve"])
+def test_job_name_setting_refuses_what_squeue_would_mangle(bad: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        SlurmSettings(job_name=bad).validate("provider")
+    assert "provider.job_name" in str(err.value) and "letters, digits" in str(err.value)
 
 
 def test_paths_with_spaces_are_quoted_for_sbatch() -> None:

@@ -11,7 +11,8 @@
   every `max_query_interval` (it is needed for what files cannot tell: jobs
   killed for time or memory, cancelled, lost nodes). A job that neither
   sacct nor this process knows is asked of squeue once.
-- lookup: `squeue` of this user's `hpcorch-*` jobs; the job's work dir holds
+- lookup: `squeue` of this user's jobs named `[<name>.]hpcorch-<sweep id>-<token>`
+  (`<name>`: provider.job_name, else the Hydra job name); the job's work dir holds
   the map file that says which run keys each array index runs.
 - cancel: one `scancel` for every handle; cancelling what ended is fine.
 """
@@ -50,6 +51,7 @@ from hpcorch.providers.slurm.accounting import (
 from hpcorch.providers.slurm.failure import explain
 from hpcorch.providers.slurm.script import (
     ArrayPlan,
+    hpcorch_part,
     job_name_token,
     map_data,
     plan_arrays,
@@ -201,7 +203,8 @@ class SlurmProvider:
                                 returncode=done.returncode, stderr_tail=done.stderr)
         found: dict[str, tuple[int, RunHandle]] = {}
         for job_id, job_name, workdir in parse_lookup(done.stdout):
-            if sweep_id is not None and not job_name.startswith(f"{JOB_PREFIX}{sweep_id}-"):
+            if sweep_id is not None and not hpcorch_part(job_name).startswith(
+                    f"{JOB_PREFIX}{sweep_id}-"):
                 continue
             for run_key, run_dir in self._runs_of(job_id, job_name, workdir):
                 if run_key in wanted:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from hpcorch.identity import canonical_json, short_hash
 from hpcorch.launch.wrappers import slurm_allocation_args
 from hpcorch.providers import arrays
 from hpcorch.providers.slurm.accounting import ClusterLimits
-from hpcorch.providers.slurm.settings import SlurmSettings, normalized_extra
+from hpcorch.providers.slurm.settings import JOB_NAME_RE, SlurmSettings, normalized_extra
 from hpcorch.providers.slurm.task import step_argv
 from hpcorch.spec import Resources, RunSpec
 
@@ -42,11 +43,15 @@ class ArrayPlan:
     pack: int
     node_cpus: int | None = None
     """CPUs of the partition's largest node, when known: ranks beyond it need --overcommit."""
+    name: str = ""
+    """What squeue shows first (provider.job_name, else the Hydra job name)."""
 
     @property
     def job_name(self) -> str:
-        """`hpcorch-<sweep id>-<token>`: what squeue shows and lookup searches."""
-        return arrays.job_name(self.sweep_id, self.token)
+        """`<name>.hpcorch-<sweep id>-<token>`: what squeue shows; lookup searches the
+        part from `hpcorch-` on."""
+        ours = arrays.job_name(self.sweep_id, self.token)
+        return f"{self.name}.{ours}" if self.name else ours
 
     @property
     def map_path(self) -> str:
@@ -69,9 +74,40 @@ class ArrayPlan:
         return [spec for task in self.tasks for spec in task]
 
 
+def hpcorch_part(job_name: str) -> str:
+    """`hpcorch-<sweep id>-<token>` of a job name, with or without the `<name>.` in front
+    (older sweeps have none); "" for a job that is not hpcorch's."""
+    if job_name.startswith(arrays.JOB_PREFIX):
+        return job_name
+    _, dot, ours = job_name.partition("." + arrays.JOB_PREFIX)
+    return arrays.JOB_PREFIX + ours if dot else ""
+
+
 def job_name_token(job_name: str) -> str | None:
     """The token of an hpcorch job name (None for any other job)."""
-    return arrays.job_name_token(job_name)
+    return arrays.job_name_token(hpcorch_part(job_name))
+
+
+def hydra_job_name(command: Sequence[str]) -> str:
+    """The Hydra job name of a run's command, as sbatch and squeue show it well: the last
+    `hydra.job.name=` override, else the app script's stem (Hydra's own default), else
+    the module of `python -m`; characters other than letters, digits, _, + and - become _,
+    at most 64 are kept; "" when the command names none."""
+    name = ""
+    for i, arg in enumerate(command):
+        if arg.startswith("hydra.job.name="):
+            name = arg.partition("=")[2]
+        elif not name and i == 1 and arg.endswith(".py"):
+            name = os.path.splitext(os.path.basename(arg))[0]
+        elif not name and i == 2 and command[1] == "-m":
+            name = arg.rsplit(".", 1)[-1]
+    return re.sub(r"[^A-Za-z0-9_+-]+", "_", name.strip("'\"")).strip("_")[:64]
+
+
+def display_name(spec: RunSpec, settings: SlurmSettings) -> str:
+    """The `<name>` of an array's job name: provider.job_name, else the Hydra job name."""
+    name = settings.job_name or hydra_job_name(spec.command)
+    return name if JOB_NAME_RE.fullmatch(name) else ""
 
 
 def slurm_dir_for(specs: Sequence[RunSpec]) -> str:
@@ -104,7 +140,8 @@ def plan_arrays(specs: Sequence[RunSpec], settings: SlurmSettings,
             digest = short_hash(canonical_json(
                 [first.sweep_id, pack, [[(s.run_key, s.run_dir) for s in t] for t in chunk]]), 8)
             plans.append(ArrayPlan(first.sweep_id, f"a{first.num}x{digest}", slurm_dir,
-                                   resources, chunk, pack, limits.node_cpus))
+                                   resources, chunk, pack, limits.node_cpus,
+                                   display_name(first, settings)))
     return plans
 
 

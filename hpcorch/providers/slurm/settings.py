@@ -24,7 +24,8 @@ from hpcorch.settings import require
 #: sbatch options hpcorch sets itself (from the settings above or from Resources);
 #: `extra` may not set them, so one value never has two sources.
 MANAGED_OPTIONS: dict[str, str] = {
-    "job_name": "set by hpcorch (it carries the sweep id)",
+    "job_name": "use provider.job_name (hpcorch appends .hpcorch-<sweep id>-<token>)",
+    "name": "use provider.job_name (hpcorch appends .hpcorch-<sweep id>-<token>)",
     "partition": "use provider.partition",
     "account": "use provider.account",
     "qos": "use provider.qos",
@@ -49,6 +50,10 @@ MANAGED_OPTIONS: dict[str, str] = {
     "folder": "set by hpcorch (<sweep dir>/.hpcorch/slurm)",
     "map_count": "set by hpcorch (the array size)",
 }
+
+#: What `provider.job_name` may be: sbatch takes any name, squeue and sacct show it
+#: best plain; no `.`, which separates it from hpcorch's part of the job name.
+JOB_NAME_RE = re.compile(r"[A-Za-z0-9_+-]{1,64}")
 
 #: submitit parameters that are not sbatch options: hpcorch sets what they do itself.
 _NOT_SBATCH = frozenset({"folder", "command", "map_count", "additional_parameters",
@@ -103,6 +108,10 @@ class SlurmSettings:
     """`provider=slurm` settings (site profiles extend `provider/slurm.yaml`)."""
 
     name: Literal["slurm"] = "slurm"
+    job_name: str | None = None
+    """What squeue shows first (`--job-name=<job_name>.hpcorch-<sweep id>-<token>`; the
+    rest finds a sweep's jobs again); null: the Hydra job name (the app script's stem, or
+    `hydra.job.name` when given on the command line)."""
     partition: str | None = None
     """Partition (`--partition`); null: the cluster's default partition."""
     account: str | None = None
@@ -182,6 +191,10 @@ class SlurmSettings:
             if value is not None:
                 require(bool(value.strip()), f"{prefix}.{key}", value, "must not be empty")
                 _no_newline(f"{prefix}.{key}", value)
+        if self.job_name is not None:
+            require(bool(JOB_NAME_RE.fullmatch(self.job_name)), f"{prefix}.job_name",
+                    self.job_name, "must be 1-64 letters, digits, _, + or - (hpcorch appends "
+                    ".hpcorch-<sweep id>-<token>), or null for the Hydra job name")
         for i, line in enumerate(self.setup):
             _check_setup_line(f"{prefix}.setup[{i}]", line)
         for i, arg in enumerate(self.srun_args):
