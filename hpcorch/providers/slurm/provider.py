@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import random
 import subprocess
 import sys
 import time
@@ -36,38 +35,30 @@ from hpcorch.providers.pacing import QueryPacing
 from hpcorch.providers.slurm.accounting import (
     LOOKUP_FORMAT,
     NODE_CPUS_FORMAT,
-    SACCT_FIELDS,
-    SQUEUE_FORMAT,
     ClusterLimits,
     JobInfo,
-    array_ids,
     parse_config,
     parse_lookup,
     parse_node_cpus,
-    parse_sacct,
-    parse_squeue,
-    spread_array_records,
 )
 from hpcorch.providers.slurm.failure import explain
 from hpcorch.providers.slurm.script import (
     ArrayPlan,
     hpcorch_part,
     job_name_token,
-    map_data,
     plan_arrays,
     render_script,
     task_runs,
 )
 from hpcorch.providers.slurm.settings import SlurmSettings
+from hpcorch.providers.slurm.submission import sbatch, write_array_files
 from hpcorch.providers.slurm.task import TaskState, read_task_state
+from hpcorch.providers.slurm.watch import JobWatch
 from hpcorch.runner import CommandRunner, run_command
 from hpcorch.spec import FailureContext, RunHandle, RunSpec, RunState, RunStatus
 from hpcorch.store.records import (
     STDERR_FILE,
-    atomic_write_json,
-    atomic_write_text,
     meta_dir,
-    spec_path,
     tail_text,
 )
 from hpcorch.worker.array_task import TaskStatus
@@ -82,14 +73,8 @@ CONTAINER_ENV_NAMES: tuple[str, ...] = (
     "SLURM_STEP_ID", "SLURM_CPUS_PER_TASK", "SLURM_JOB_NUM_NODES", "SLURMD_NODENAME",
 )
 
-#: sbatch errors worth another try: the controller was busy, not the request wrong.
-TRANSIENT_ERRORS = ("socket timed out", "resource temporarily unavailable",
-                    "unable to contact slurm controller", "connection refused",
-                    "temporarily unable to accept job", "slurm_persist_conn")
 #: scancel complaints that mean "nothing left to cancel".
 _ALREADY_GONE = ("already completing or completed", "invalid job id", "job/step already")
-#: Seconds a job we submitted may be missing from sacct and squeue before it is UNKNOWN.
-_SUBMIT_GRACE_S = 60.0
 _COMMAND_TIMEOUT_S = 120.0
 
 
@@ -122,12 +107,10 @@ class SlurmProvider:
         self._clock = clock
         self._run_dirs: dict[str, dict[str, str]] = {}  # job id -> run key -> run dir
         self._maps: dict[str, dict[str, object]] = {}  # map file path -> its data
-        self._jobs: dict[str, JobInfo] = {}  # job id -> the scheduler's latest word
-        self._gone: set[str] = set()  # job ids neither sacct nor squeue knows
-        self._submitted: dict[str, float] = {}  # array job id -> clock at submission
+        self._watch = JobWatch(self._slurm, lambda: self.limits.accounting, clock)
+        self._jobs = self._watch.jobs  # job id -> the scheduler's latest word
         self._pacing = QueryPacing(self.settings.query_interval,
                                    self.settings.max_query_interval, clock)
-        self._accounting: bool | None = None
         self._sinfo_done = False
         self.calls: dict[str, int] = {}
         """How often each Slurm command ran (sbatch, sacct, squeue, scancel, scontrol)."""
@@ -171,7 +154,7 @@ class SlurmProvider:
             for plan in plans:
                 array_id = self._submit_array(plan)
                 submitted.append(array_id)
-                self._submitted[array_id] = self._clock()
+                self._watch.submitted[array_id] = self._clock()
                 for index, task in enumerate(plan.tasks):
                     job_id = f"{array_id}_{index}"
                     self._jobs[job_id] = JobInfo(job_id, "PENDING", name=plan.job_name,
@@ -233,7 +216,7 @@ class SlurmProvider:
                 hints[i] = state
         if hints:
             open_ids = [handles[i].job_id for i in hints]
-            unknown = any(j not in self._jobs and j not in self._gone for j in open_ids)
+            unknown = any(j not in self._jobs and j not in self._watch.gone for j in open_ids)
             awaiting = any(h is not None and h.exited for h in hints.values())
             if self._pacing.due(unknown, awaiting):
                 self._query(open_ids)
@@ -298,46 +281,9 @@ class SlurmProvider:
 
     # -- submission ----------------------------------------------------------------
     def _submit_array(self, plan: ArrayPlan) -> str:
-        Path(plan.log_dir).mkdir(parents=True, exist_ok=True)
-        for spec in plan.runs:
-            path = spec_path(spec.run_dir)
-            if not path.exists():  # the orchestrator writes it; direct callers may not
-                atomic_write_json(path, spec.to_dict())
-            meta_dir(spec.run_dir).mkdir(parents=True, exist_ok=True)
-        data = map_data(plan, self.settings)
-        atomic_write_json(plan.map_path, data)
-        self._maps[plan.map_path] = data
-        atomic_write_text(plan.script_path, render_script(plan, self.settings, self.python))
-        argv = ["sbatch", "--parsable", plan.script_path]
-        retries = self.settings.submit_retries
-        for attempt in range(retries + 1):
-            try:
-                done = self._slurm(argv)
-            except subprocess.TimeoutExpired:
-                done = subprocess.CompletedProcess(argv, 1, "", "sbatch: Socket timed out "
-                                                   f"(no answer in {_COMMAND_TIMEOUT_S:.0f} s)")
-            if done.returncode == 0 and done.stdout.strip():
-                return done.stdout.strip().split(";", 1)[0]
-            transient = any(t in done.stderr.lower() for t in TRANSIENT_ERRORS)
-            if not transient or attempt == retries:
-                raise ProviderError(self.name, f"submitting {plan.job_name} failed"
-                                    f"{f' after {attempt + 1} tries' if attempt else ''}",
-                                    argv=argv, returncode=done.returncode,
-                                    stderr_tail=done.stderr or done.stdout)
-            # A timed-out sbatch may have been accepted: never submit the same array twice.
-            earlier = self._find_by_name(plan.job_name)
-            if earlier:
-                return earlier
-            delay = min(30.0, 2.0 ** attempt) * random.uniform(0.5, 1.5)
-            log.warning("sbatch failed transiently (%s); retry %d/%d in %.1f s",
-                        done.stderr.strip().splitlines()[-1:], attempt + 1, retries, delay)
-            self._sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _find_by_name(self, job_name: str) -> str | None:
-        done = self._slurm(["squeue", "--me", "-h", "--name", job_name, "-o", "%F"])
-        ids = [line.strip() for line in done.stdout.splitlines() if line.strip().isdigit()]
-        return ids[0] if done.returncode == 0 and ids else None
+        self._maps[plan.map_path] = write_array_files(plan, self.settings, self.python)
+        return sbatch(plan, self._slurm, self.settings.submit_retries, self._sleep,
+                      _COMMAND_TIMEOUT_S, self.name)
 
     def _scancel(self, ids: Sequence[str]) -> None:
         done = self._slurm(["scancel", *ids])
@@ -350,59 +296,8 @@ class SlurmProvider:
 
     # -- status ------------------------------------------------------------------------
     def _query(self, job_ids: Sequence[str]) -> None:
-        arrays = array_ids(job_ids)
-        infos: dict[str, JobInfo] | None = None
-        if self._accounting is None:
-            self._accounting = self.limits.accounting
-        if self._accounting:
-            infos = self._sacct(arrays)
-        if infos is None:
-            infos = self._squeue(arrays)
-        if infos is not None:
-            infos = spread_array_records(infos, job_ids)
-            self._jobs.update(infos)
-            missing = [j for j in job_ids if j not in infos]
-            seen_arrays = {j.split("_", 1)[0] for j in infos}
-            now = self._clock()
-            # sacct lags behind slurmctld: ask squeue about arrays sacct has not heard of,
-            # unless this process just submitted them (then they are simply still queued).
-            unheard = [a for a in array_ids(missing) if a not in seen_arrays
-                       and now - self._submitted.get(a, -1e18) > _SUBMIT_GRACE_S]
-            if unheard and self._accounting:
-                more = spread_array_records(self._squeue(unheard) or {}, missing)
-                self._jobs.update(more)
-                infos = {**infos, **more}
-            known_arrays = {j.split("_", 1)[0] for j in infos}
-            for job_id in job_ids:
-                array = job_id.split("_", 1)[0]
-                if job_id in infos:
-                    self._gone.discard(job_id)
-                elif array not in known_arrays and \
-                        now - self._submitted.get(array, -1e18) > _SUBMIT_GRACE_S:
-                    self._gone.add(job_id)
+        self._watch.query(job_ids)
         self._pacing.queried()
-
-    def _sacct(self, arrays: Sequence[str]) -> dict[str, JobInfo] | None:
-        done = self._slurm(["sacct", "-P", "-n", "-X", "-D", "-j", ",".join(arrays),
-                            "-o", ",".join(SACCT_FIELDS)])
-        if done.returncode == 0:
-            return parse_sacct(done.stdout)
-        if "accounting storage is disabled" in done.stderr.lower():
-            log.warning("slurm accounting is disabled: watching with squeue instead")
-            self._accounting = False
-        else:
-            log.warning("sacct failed (rc=%s): %s", done.returncode, done.stderr.strip()[-200:])
-        return None
-
-    def _squeue(self, arrays: Sequence[str]) -> dict[str, JobInfo] | None:
-        done = self._slurm(["squeue", "-h", "-r", "-t", "all", "-j", ",".join(arrays),
-                            "-O", SQUEUE_FORMAT])
-        if done.returncode == 0:
-            return parse_squeue(done.stdout)
-        if "invalid job id" in done.stderr.lower():
-            return {}
-        log.warning("squeue failed (rc=%s): %s", done.returncode, done.stderr.strip()[-200:])
-        return None
 
     def _from_task_state(self, handle: RunHandle, state: TaskState, run_dir: str) -> RunStatus:
         if state.exit_code == 0 and state.signal is None:
@@ -415,7 +310,8 @@ class SlurmProvider:
     def _from_scheduler(self, handle: RunHandle, hint: TaskState | None) -> RunStatus:
         info = self._jobs.get(handle.job_id)
         if info is None:
-            state = RunState.UNKNOWN if handle.job_id in self._gone else RunState.SUBMITTED
+            state = RunState.UNKNOWN if handle.job_id in self._watch.gone \
+                else RunState.SUBMITTED
             if hint is not None and hint.state is TaskStatus.RUNNING:
                 state = RunState.RUNNING
             return RunStatus(handle, state)

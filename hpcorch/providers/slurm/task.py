@@ -157,9 +157,11 @@ class ArrayTask(array_task.ArrayTaskRunner[TaskState]):
 
     def _expire(self) -> int:
         """Wait for the time limit to end this task (TIMEOUT), as for a run not requeued."""
+        # Slurm's SIGTERM at the limit ends it; installed before the notice, so a SIGTERM
+        # right after it is not swallowed by the forwarding handler.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         print(f"hpcorch: job {self.job_id}: the run saved no checkpoint when told of its time "
               "limit: not requeued", file=sys.stderr, flush=True)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # Slurm's SIGTERM at the limit ends it
         end = time.monotonic() + float(self.map.get("grace_s", 60)) + 120
         while time.monotonic() < end:
             time.sleep(0.5)
