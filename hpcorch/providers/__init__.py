@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hpcorch.errors import ConfigError, HpcorchError
-from hpcorch.providers.base import Provider
+from hpcorch.providers.base import Capabilities, Provider
 
 #: name -> ("module:Class", pip extra that brings its dependencies, or "")
 PROVIDERS: dict[str, tuple[str, str]] = {
@@ -85,6 +85,8 @@ def validate_provider_class(cls: Any, name: str) -> None:
     settings: Any = getattr(cls, "Settings", None)
     if not isinstance(settings, type) or not dataclasses.is_dataclass(settings):
         missing.append("Settings (a dataclass of its settings)")
+    if not isinstance(getattr(cls, "capabilities", None), Capabilities):
+        missing.append("capabilities (a hpcorch.providers.base.Capabilities)")
     if missing:
         raise HpcorchError(f"provider '{name}' ({cls.__module__}.{cls.__qualname__}) does not "
                            f"implement the provider contract: missing {', '.join(missing)}")

@@ -67,6 +67,18 @@ def test_a_provider_missing_part_of_the_contract_is_refused_when_looked_up(
         provider_class("toy")
 
 
+def test_a_provider_without_capabilities_is_refused_when_looked_up(
+        toy_on_path: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hpcorch_toy.provider as toy
+
+    from hpcorch.errors import HpcorchError
+    from hpcorch.providers import provider_class
+
+    monkeypatch.setattr(toy.ToyProvider, "capabilities", {"multi_rank": "mpirun"})
+    with pytest.raises(HpcorchError, match="missing capabilities"):
+        provider_class("toy")
+
+
 def test_an_unknown_provider_lists_the_registered_ones(toy_on_path: None) -> None:
     from hpcorch.errors import ConfigError
     from hpcorch.providers import provider_class

@@ -106,9 +106,9 @@ def validate(config: DictConfig) -> Validated:
     i.e. the local provider.
     """
     settings = parse_settings(HpcorchSettings, hpcorch_node(config, "hpcorch") or {}, "hpcorch")
-    provider_settings = {"name": "local", **(hpcorch_node(config, "provider") or {})}
-    from hpcorch.providers import provider_class
+    from hpcorch.providers import DEFAULT_PROVIDER, provider_class
 
+    provider_settings = {"name": DEFAULT_PROVIDER, **(hpcorch_node(config, "provider") or {})}
     provider_cls = provider_class(str(provider_settings.get("name")))
     parse_settings(provider_cls.Settings, provider_settings, "provider")
     resources = parse_settings(Resources, hpcorch_node(config, "resources") or {}, "resources")
@@ -139,12 +139,13 @@ def prepare(config: DictConfig, sweep_dir: str, *, can_fork: bool = True) -> Swe
     container = sweep_context(hpcorch_node(config, "container"), key=sweep_dir,
                               app=os.path.abspath(sys.argv[0]), workdir=cwd,
                               dry_run=settings.dry_run)
-    if settings.detach and provider_settings.get("name") == "local":
+    forks_submitter = provider_cls.capabilities.forks_submitter
+    if settings.detach and forks_submitter:  # the runs outlive this process: none is a fork
         provider_settings = {**provider_settings, "warm": False}
     # Jobs that start a fresh interpreter run from a snapshot of the tracked code, so
     # edits made after submission never reach queued runs. Only warm forks of this
     # process (local, single-process, no image) execute the code already loaded here.
-    forked = (can_fork and provider_settings.get("name") == "local"
+    forked = (can_fork and forks_submitter
               and provider_settings.get("warm", True) and resources.tasks <= 1
               and not container.image)
     script = os.path.abspath(sys.argv[0])

@@ -59,7 +59,7 @@ def runs_in_process(config: DictConfig) -> bool:
 
         open_index(checked.settings.home)
     return (
-        checked.provider_settings["name"] == "local"
+        checked.provider_cls.capabilities.forks_submitter
         and checked.resources.tasks <= 1
         and checked.container.name == "none"
         and not checked.settings.detach
