@@ -182,7 +182,8 @@ def _slurm_jobs(sweep_id: str) -> list[str]:
     prefix = f"hpcorch-{sweep_id}"
     done = subprocess.run(["sacct", "-X", "-n", "-P", "-S", "now-1hours", "--format=JobName"],
                           capture_output=True, text=True, timeout=60, check=False)
-    return squeue_ids(prefix) + [n for n in done.stdout.split() if n.startswith(prefix)]
+    return squeue_ids(prefix) + [n for n in done.stdout.split()
+                                 if n.startswith(prefix) or f".{prefix}" in n]
 
 
 def _ray_jobs(sweep_id: str) -> list[str]:
