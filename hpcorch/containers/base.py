@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from hpcorch.containers.inside import IMAGE_DIGEST_ENV, IMAGE_ENV, RUNTIME_ENV
 from hpcorch.containers.settings import Bind, ContainerSettings
 from hpcorch.errors import ConfigError, HpcorchError
-from hpcorch.jobenv import PROVIDER_ENV, job_variables
+from hpcorch.jobenv import JOB_ID_ENV, PROVIDER_ENV, RESTART_ENV, job_variables
 from hpcorch.spec import RunSpec
 
 __all__ = ["IMAGE_DIGEST_ENV", "IMAGE_ENV", "RUNTIME_ENV", "ContainerError", "ContainerRun",
@@ -24,7 +24,10 @@ __all__ = ["IMAGE_DIGEST_ENV", "IMAGE_ENV", "RUNTIME_ENV", "ContainerError", "Co
 #: Host variables a run may need at run time (scheduler, MPI launcher, GPU allocation):
 #: their values are only known on the compute node, so they are passed by name.
 PASS_PREFIXES: tuple[str, ...] = ("SLURM_", "OMPI_", "PMIX_", "PMI_")
-PASS_NAMES: tuple[str, ...] = (PROVIDER_ENV, "CUDA_VISIBLE_DEVICES", "TZ")
+#: The job contract's per-start values (job id, restart count) are set by array tasks on
+#: the compute node, so they are passed by name too.
+PASS_NAMES: tuple[str, ...] = (PROVIDER_ENV, JOB_ID_ENV, RESTART_ENV, "CUDA_VISIBLE_DEVICES",
+                               "TZ")
 #: Docker passes no patterns: the scheduler variables a run reads, by name.
 DOCKER_PASS_NAMES: tuple[str, ...] = (
     "SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT",
