@@ -54,6 +54,7 @@ from hpcorch.worker.forked import (
     skip_mode_probe,
 )
 from hpcorch.worker.timeouts import TimeoutAction, timeout_decision
+from hpcorch.worker.warm import warm_script
 
 TASK_STATE_FILE = "slurm.json"
 #: The signal Slurm sends before the time limit (`--signal=B:USR1@grace`).
@@ -242,25 +243,11 @@ def step_argv(spec: RunSpec, task_map: Mapping[str, Any],
 
 
 def _warm_script(specs: Sequence[RunSpec], task_map: dict[str, Any]) -> str | None:
-    """The app script when every run is `<this python> <script.py> ...`, else None."""
+    """The app script when the task may run its runs as warm forks (hpcorch.worker.warm's
+    rule), else None: warm packing off, or every run under srun."""
     if not task_map.get("warm", True) or task_map.get("srun") == "always":
         return None
-    scripts = set()
-    for spec in specs:
-        cmd = spec.command
-        if spec.resources.tasks > 1 or len(cmd) < 2 or not cmd[1].endswith(".py"):
-            return None
-        if not os.path.isfile(cmd[1]) or not _same_file(cmd[0], sys.executable):
-            return None
-        scripts.add(cmd[1])
-    return scripts.pop() if len(scripts) == 1 else None
-
-
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
+    return warm_script(specs)
 
 
 #: What every run of a Hydra app imports after its script's own imports (measured: about
