@@ -16,26 +16,43 @@ from hpcorch.containers.inside import IMAGE_DIGEST_ENV, IMAGE_ENV, RUNTIME_ENV
 from hpcorch.containers.settings import Bind, ContainerSettings
 from hpcorch.errors import ConfigError, HpcorchError
 from hpcorch.jobenv import JOB_ID_ENV, PROVIDER_ENV, RESTART_ENV, job_variables
+from hpcorch.launch import RANK_ENV_NAMES, RANK_ENV_PREFIXES
 from hpcorch.spec import RunSpec
 
 __all__ = ["IMAGE_DIGEST_ENV", "IMAGE_ENV", "RUNTIME_ENV", "ContainerError", "ContainerRun",
-           "ImageIdentity", "container_run"]
+           "ImageIdentity", "PassedVariables", "container_run"]
 
-#: Host variables a run may need at run time (scheduler, MPI launcher, GPU allocation):
-#: their values are only known on the compute node, so they are passed by name.
-PASS_PREFIXES: tuple[str, ...] = ("SLURM_", "OMPI_", "PMIX_", "PMI_")
-#: The job contract's per-start values (job id, restart count) are set by array tasks on
-#: the compute node, so they are passed by name too.
+#: Host variables every run may need at run time, whatever the provider: the job
+#: contract's per-start values (set by array tasks on the compute node) and the GPU
+#: allocation. Their values are only known when the job starts, so they are passed by name.
 PASS_NAMES: tuple[str, ...] = (PROVIDER_ENV, JOB_ID_ENV, RESTART_ENV, "CUDA_VISIBLE_DEVICES",
                                "TZ")
-#: Docker passes no patterns: the scheduler variables a run reads, by name.
-DOCKER_PASS_NAMES: tuple[str, ...] = (
-    "SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT",
-    "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NODEID", "SLURM_NTASKS", "SLURM_JOB_NODELIST",
-    "SLURM_STEP_ID", "SLURM_CPUS_PER_TASK", "SLURM_JOB_NUM_NODES", "SLURMD_NODENAME",
-    "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
-    "PMIX_RANK", "PMIX_NAMESPACE",
-)
+
+
+@dataclass(frozen=True)
+class PassedVariables:
+    """Engine and launcher variables a run in a container needs, passed from the host:
+    by prefix where the runtime takes patterns (podman), by name where it does not
+    (docker). The provider declares its engine's (`Capabilities.container_env_*`); the
+    MPI launcher's (hpcorch.launch.RANK_ENV_*) are always added."""
+
+    prefixes: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()
+
+    def patterns(self) -> tuple[str, ...]:
+        """What podman's `--env` takes: `PREFIX*` for every prefix, and each name that no
+        prefix covers (e.g. Grid Engine's JOB_ID)."""
+        prefixes = (*RANK_ENV_PREFIXES, *self.prefixes)
+        loose = [n for n in (*RANK_ENV_NAMES, *self.names) if not n.startswith(prefixes)]
+        return (*(p + "*" for p in prefixes), *loose)
+
+    def all_names(self) -> tuple[str, ...]:
+        """Every variable by name (docker expands the patterns into these)."""
+        return tuple(dict.fromkeys((*RANK_ENV_NAMES, *self.names)))
+
+
+#: A provider whose runs need no engine variables inside (the launcher's still pass).
+NO_ENGINE_VARIABLES = PassedVariables()
 
 
 class ContainerError(HpcorchError):
@@ -71,6 +88,8 @@ class ContainerRun:
     """Variables set to these values inside (known when the sweep is planned)."""
     pass_env: tuple[str, ...] = ()
     """Host variables passed by name or PREFIX* pattern (known only when the job starts)."""
+    known_names: tuple[str, ...] = ()
+    """The variables the patterns stand for, by name (for runtimes without patterns)."""
     gpus: int = 0
     ranks: int = 1
     time_limit_s: int | None = None
@@ -164,15 +183,16 @@ def run_env(spec: RunSpec, identity: ImageIdentity) -> tuple[tuple[str, str], ..
     return tuple(sorted(env.items()))
 
 
-def container_run(spec: RunSpec, settings: ContainerSettings,
-                  identity: ImageIdentity) -> ContainerRun:
-    """The `ContainerRun` of one spec under these settings."""
+def container_run(spec: RunSpec, settings: ContainerSettings, identity: ImageIdentity,
+                  passed: PassedVariables = NO_ENGINE_VARIABLES) -> ContainerRun:
+    """The `ContainerRun` of one spec under these settings, passing `passed` from the host."""
     return ContainerRun(
         argv=inner_argv(spec.command, settings.python),
         workdir=spec.workdir or spec.run_dir,
         binds=plan_binds(spec, settings.bind_list(), settings.name),
         env=run_env(spec, identity),
-        pass_env=(*PASS_NAMES, *(p + "*" for p in PASS_PREFIXES), *settings.env),
+        pass_env=(*PASS_NAMES, *passed.patterns(), *settings.env),
+        known_names=passed.all_names(),
         gpus=spec.resources.gpus,
         ranks=spec.resources.tasks,
         time_limit_s=spec.resources.time_min * 60,

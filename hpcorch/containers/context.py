@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from hpcorch.containers.apptainer import ApptainerRuntime
-from hpcorch.containers.base import ContainerError, ImageIdentity, container_run
+from hpcorch.containers.base import (
+    NO_ENGINE_VARIABLES,
+    ContainerError,
+    ImageIdentity,
+    PassedVariables,
+    container_run,
+)
 from hpcorch.containers.check import CheckReport, run_check
 from hpcorch.containers.oci import OciRuntime
 from hpcorch.containers.settings import ContainerSettings
@@ -56,6 +62,8 @@ class ExecutionContext:
     runtime: Runtime | None = None
     identity: ImageIdentity | None = None
     report: CheckReport | None = None
+    passed: PassedVariables = NO_ENGINE_VARIABLES
+    """The provider's engine variables a run needs inside (its Capabilities)."""
 
     @property
     def image(self) -> str | None:
@@ -70,7 +78,7 @@ class ExecutionContext:
             return spec
         if spec.resources.tasks > 1:
             self._require_mpi(spec.resources.tasks)
-        run = container_run(spec, self.settings, self.identity)
+        run = container_run(spec, self.settings, self.identity, self.passed)
         return dataclasses.replace(spec, command=tuple(self.runtime.argv(run, self.identity)),
                                    image=self.image)
 
@@ -136,13 +144,16 @@ _SWEEP_CONTEXTS: dict[str, tuple[ExecutionContext, bool]] = {}
 
 
 def sweep_context(node: Mapping[str, Any] | None, *, key: str, app: str | None = None,
-                  workdir: str | None = None, dry_run: bool = False) -> ExecutionContext:
+                  workdir: str | None = None, dry_run: bool = False,
+                  passed: PassedVariables = NO_ENGINE_VARIABLES) -> ExecutionContext:
     """`prepare_container`, once per sweep (`key`: its directory) in this process, so
-    every batch of a sweep uses the image pinned for its first one."""
+    every batch of a sweep uses the image pinned for its first one; `passed`: the
+    provider's engine variables (its Capabilities)."""
     settings = load_settings(node)
     cached = _SWEEP_CONTEXTS.get(key)
     if cached is not None and cached[0].settings == settings and (dry_run or not cached[1]):
         return cached[0]
-    context = prepare_container(node, app=app, workdir=workdir, dry_run=dry_run)
+    context = dataclasses.replace(
+        prepare_container(node, app=app, workdir=workdir, dry_run=dry_run), passed=passed)
     _SWEEP_CONTEXTS[key] = (context, dry_run)
     return context

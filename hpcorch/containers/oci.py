@@ -18,7 +18,6 @@ import shutil
 from collections.abc import Callable
 
 from hpcorch.containers.base import (
-    DOCKER_PASS_NAMES,
     ContainerError,
     ContainerRun,
     ImageIdentity,
@@ -104,7 +103,7 @@ class OciRuntime:
             argv += ["--volume", f"{bind.source}:{bind.target}" + (":ro" if bind.read_only else "")]
         for key, value in run.env:
             argv += ["--env", f"{key}={value}"]
-        for name in self._pass_names(run.pass_env):
+        for name in self._pass_names(run.pass_env, run.known_names):
             argv += ["--env", name]
         if run.gpus > 0:
             argv += list(self.settings.gpu_flags) or (
@@ -114,11 +113,12 @@ class OciRuntime:
         argv += list(run.argv)
         return argv
 
-    def _pass_names(self, names: tuple[str, ...]) -> list[str]:
-        """Podman takes `PREFIX*` patterns as they are; docker needs the names spelled out."""
+    def _pass_names(self, names: tuple[str, ...], known: tuple[str, ...]) -> list[str]:
+        """Podman takes `PREFIX*` patterns as they are; docker needs the names spelled out
+        (`known`: the names the patterns stand for)."""
         if self.name == "podman":
             return list(dict.fromkeys(names))
         out = [n for n in names if not n.endswith("*")]
         for pattern in (n[:-1] for n in names if n.endswith("*")):
-            out += [n for n in DOCKER_PASS_NAMES if n.startswith(pattern)]
+            out += [n for n in known if n.startswith(pattern)]
         return list(dict.fromkeys(out))

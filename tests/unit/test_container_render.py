@@ -10,6 +10,7 @@ import pytest
 from hpcorch.containers import ContainerError, ExecutionContext, load_settings, make_runtime
 from hpcorch.containers.base import (
     ImageIdentity,
+    PassedVariables,
     command_paths,
     container_run,
     inner_argv,
@@ -17,7 +18,12 @@ from hpcorch.containers.base import (
 )
 from hpcorch.containers.settings import Bind
 from hpcorch.identity import run_key
+from hpcorch.providers.slurm.provider import SlurmProvider
 from hpcorch.spec import Resources, RunSpec
+
+#: What the Slurm provider declares must reach a run inside its image.
+SLURM_VARIABLES = PassedVariables(SlurmProvider.capabilities.container_env_prefixes,
+                                  SlurmProvider.capabilities.container_env_names)
 
 DIGEST = "sha256:" + "ab" * 32
 APP = "/home/alice/exp"
@@ -86,7 +92,7 @@ def test_missing_runtime_is_named_with_a_hint() -> None:
 
 def test_podman_command_exactly() -> None:
     settings, runtime = podman()
-    argv = runtime.argv(container_run(make_spec(), settings, IDENTITY), IDENTITY)
+    argv = runtime.argv(container_run(make_spec(), settings, IDENTITY, SLURM_VARIABLES), IDENTITY)
     assert argv == [
         "podman", "run", "--rm", "--init", "--sig-proxy=true", "--pull=never",
         "--network", "none", "--uts", "host",
@@ -102,7 +108,8 @@ def test_podman_command_exactly() -> None:
         "--env", "PYTHONHASHSEED=42",
         "--env", "HPCORCH_PROVIDER", "--env", "HPCORCH_JOB_ID", "--env", "HPCORCH_RESTART_COUNT",
         "--env", "CUDA_VISIBLE_DEVICES", "--env", "TZ",
-        "--env", "SLURM_*", "--env", "OMPI_*", "--env", "PMIX_*", "--env", "PMI_*",
+        "--env", "OMPI_*", "--env", "PMIX_*", "--env", "PMI_*", "--env", "SLURM_*",
+        "--env", "SLURMD_NODENAME",  # declared by Slurm, not covered by its SLURM_ prefix
         DIGEST,
         "python", f"{APP}/train.py", "--config-name", "config", "lr=0.1",
         f"hydra.run.dir={RUN_DIR}",
@@ -126,7 +133,8 @@ def test_gpus_network_binds_ranks_and_extra_args() -> None:
 def test_docker_spells_out_scheduler_variables_and_gpus() -> None:
     settings = load_settings({"name": "docker", "image": "x"})
     runtime = make_runtime(settings, FakeRunner(), which=lambda _: "/usr/bin/docker")
-    argv = runtime.argv(container_run(make_spec(Resources(gpus=1)), settings, IDENTITY), IDENTITY)
+    argv = runtime.argv(container_run(make_spec(Resources(gpus=1)), settings, IDENTITY,
+                                      SLURM_VARIABLES), IDENTITY)
     assert "SLURM_*" not in argv and "SLURM_PROCID" in argv and "PMIX_RANK" in argv
     assert argv[argv.index("--gpus") + 1] == "all"
     assert "--replace" not in argv and "--timeout" not in argv  # podman-only flags
@@ -181,3 +189,15 @@ def test_system_directories_are_never_mounted() -> None:
         plan_binds(spec, [])
     with pytest.raises(ContainerError, match="at /usr"):
         plan_binds(make_spec(), [Bind("/home/alice/usr", "/usr")])
+
+
+def test_only_the_providers_own_engine_variables_reach_the_container() -> None:
+    """Scheduler variables come from the provider's Capabilities, MPI's always: a local run
+    in an image gets no SLURM_*, a Grid Engine run gets its JOB_ID by name."""
+    settings, runtime = podman()
+    local = runtime.argv(container_run(make_spec(), settings, IDENTITY), IDENTITY)
+    assert "SLURM_*" not in local and "OMPI_*" in local and "PMIX_*" in local
+    sge = PassedVariables(("SGE_",), ("JOB_ID", "SGE_TASK_ID"))
+    argv = runtime.argv(container_run(make_spec(), settings, IDENTITY, sge), IDENTITY)
+    assert "SGE_*" in argv and "JOB_ID" in argv and "SGE_TASK_ID" not in argv
+    assert "SLURM_*" not in argv

@@ -19,6 +19,7 @@ from hydra.core.utils import filter_overrides
 from omegaconf import DictConfig, OmegaConf
 
 from hpcorch.containers import sweep_context
+from hpcorch.containers.base import PassedVariables
 from hpcorch.containers.context import ExecutionContext, load_settings
 from hpcorch.containers.settings import ContainerSettings
 from hpcorch.identity import app_code_version, run_key, short_hash
@@ -125,6 +126,7 @@ def prepare(config: DictConfig, sweep_dir: str, *, can_fork: bool = True) -> Swe
     checked = validate(config)
     settings, resources = checked.settings, checked.resources
     provider_settings, provider_cls = checked.provider_settings, checked.provider_cls
+    caps = provider_cls.capabilities
     check_sweep_dir = getattr(provider_cls, "check_sweep_dir", None)
     if callable(check_sweep_dir):  # paths the provider cannot use, refused before any exist
         check_sweep_dir(sweep_dir)
@@ -138,8 +140,10 @@ def prepare(config: DictConfig, sweep_dir: str, *, can_fork: bool = True) -> Swe
     # The container (if any) is checked and its image pinned once, before any spec exists.
     container = sweep_context(hpcorch_node(config, "container"), key=sweep_dir,
                               app=os.path.abspath(sys.argv[0]), workdir=cwd,
-                              dry_run=settings.dry_run)
-    forks_submitter = provider_cls.capabilities.forks_submitter
+                              dry_run=settings.dry_run,
+                              passed=PassedVariables(caps.container_env_prefixes,
+                                                     caps.container_env_names))
+    forks_submitter = caps.forks_submitter
     if settings.detach and forks_submitter:  # the runs outlive this process: none is a fork
         provider_settings = {**provider_settings, "warm": False}
     # Jobs that start a fresh interpreter run from a snapshot of the tracked code, so
