@@ -26,8 +26,9 @@ MEMORY_LOG_MARKS = ("exceeded job memory limit", "exceeded step memory limit",
 
 
 def task_log(info: JobInfo) -> Path | None:
-    """Slurm's own log of an array task (`--output=logs/%A_%a.log` under its work dir)."""
-    if not info.workdir or "_" not in info.job_id:
+    """Slurm's own log of a task (`--output=logs/%A_%a.log`, or `logs/%j.log` for a
+    single-task plan, under its work dir)."""
+    if not info.workdir:
         return None
     return Path(info.workdir) / "logs" / f"{info.job_id}.log"
 

@@ -47,11 +47,16 @@ from hpcorch.providers.slurm.script import (
     hpcorch_part,
     job_name_token,
     plan_arrays,
-    render_script,
     task_runs,
 )
 from hpcorch.providers.slurm.settings import SlurmSettings
-from hpcorch.providers.slurm.submission import sbatch, write_array_files
+from hpcorch.providers.slurm.submission import (
+    executor_for,
+    find_by_name,
+    submit_array,
+    write_array_files,
+)
+from hpcorch.providers.slurm.submitit_script import render as render_sbatch
 from hpcorch.providers.slurm.task import TaskState, read_task_state
 from hpcorch.providers.slurm.watch import JobWatch
 from hpcorch.runner import CommandRunner, run_command
@@ -130,17 +135,18 @@ class SlurmProvider:
         self._limits = self._read_limits(strict=True)
 
     def render(self, runs: Sequence[RunSpec]) -> str:
-        """Every sbatch script `submit` would write and submit, exactly."""
+        """Every sbatch script `submit` would have submitit write and submit, exactly."""
         limits = self._limits_for(runs)
         plans = plan_arrays(runs, self.settings, limits)
         head = [f"# provider=slurm: {len(runs)} run(s) in {len(plans)} job array(s), one "
-                f"`sbatch --parsable SCRIPT` each; MaxArraySize={limits.max_array_size} "
+                f"submitit submission (sbatch) each; MaxArraySize={limits.max_array_size} "
                 f"MaxJobCount={limits.max_job_count}"
                 + ("" if limits.read_from_cluster else " (defaults: cluster not reachable)")]
         parts = ["\n".join(head) + "\n"]
         for plan in plans:
-            parts.append(f"# ==> {plan.script_path} <==\n")
-            parts.append(render_script(plan, self.settings, self.python))
+            executor = executor_for(plan, self.settings, self.python, offline=True)
+            parts.append(f"# ==> {plan.job_name} (submitit folder {plan.submitit_dir}) <==\n")
+            parts.append(render_sbatch(executor, len(plan.tasks)))
         return "".join(parts)
 
     def submit(self, runs: Sequence[RunSpec]) -> list[RunHandle]:
@@ -156,7 +162,7 @@ class SlurmProvider:
                 submitted.append(array_id)
                 self._watch.submitted[array_id] = self._clock()
                 for index, task in enumerate(plan.tasks):
-                    job_id = f"{array_id}_{index}"
+                    job_id = plan.task_job_id(array_id, index)
                     self._jobs[job_id] = JobInfo(job_id, "PENDING", name=plan.job_name,
                                                  workdir=plan.slurm_dir)
                     for spec in task:
@@ -281,9 +287,10 @@ class SlurmProvider:
 
     # -- submission ----------------------------------------------------------------
     def _submit_array(self, plan: ArrayPlan) -> str:
-        self._maps[plan.map_path] = write_array_files(plan, self.settings, self.python)
-        return sbatch(plan, self._slurm, self.settings.submit_retries, self._sleep,
-                      _COMMAND_TIMEOUT_S, self.name)
+        self._maps[plan.map_path] = write_array_files(plan, self.settings)
+        self.calls["sbatch"] = self.calls.get("sbatch", 0) + 1
+        return submit_array(plan, self.settings, self.python,
+                            lambda name: find_by_name(self._slurm, name), self._sleep, self.name)
 
     def _scancel(self, ids: Sequence[str]) -> None:
         done = self._slurm(["scancel", *ids])
@@ -340,10 +347,11 @@ class SlurmProvider:
     def _runs_of(self, job_id: str, job_name: str, workdir: str) -> list[tuple[str, str]]:
         """(run key, run dir) of the runs one array task runs, from its map file."""
         token = job_name_token(job_name)
-        if token is None or "_" not in job_id:
+        if token is None:
             return []
         path = str(Path(workdir) / f"{token}.json")
-        return task_runs(cached_map(self._maps, path), int(job_id.split("_", 1)[1]))
+        _, sep, index = job_id.partition("_")  # a plain job id: a single-task plan
+        return task_runs(cached_map(self._maps, path), int(index) if sep else 0)
 
     def _learn_runs(self, job_id: str, info: JobInfo) -> None:
         """Handles from another process: find their run dirs through the job's map file."""

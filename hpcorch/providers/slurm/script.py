@@ -22,13 +22,19 @@ from hpcorch.identity import canonical_json, short_hash
 from hpcorch.launch.wrappers import slurm_allocation_args
 from hpcorch.providers import arrays
 from hpcorch.providers.slurm.accounting import ClusterLimits
-from hpcorch.providers.slurm.settings import JOB_NAME_RE, SlurmSettings, normalized_extra
+from hpcorch.providers.slurm.settings import (
+    JOB_NAME_RE,
+    SlurmSettings,
+    normalized_extra,
+    sbatch_parameters,
+)
 from hpcorch.providers.slurm.task import step_argv
 from hpcorch.spec import Resources, RunSpec
 
 SLURM_DIR = "slurm"
-#: The signal a job gets `signal_grace_s` before its time limit (to the batch shell: B:).
-PREEMPT_SIGNAL = "USR1"
+#: The signal a job gets `signal_grace_s` before its time limit (to the batch shell: B:);
+#: submitit's own (its handler checkpoints and requeues).
+PREEMPT_SIGNAL = "USR2"
 
 
 @dataclass(frozen=True)
@@ -59,9 +65,14 @@ class ArrayPlan:
         return os.path.join(self.slurm_dir, f"{self.token}.json")
 
     @property
-    def script_path(self) -> str:
-        """Where the rendered script is written before `sbatch` reads it."""
-        return os.path.join(self.slurm_dir, f"{self.token}.sbatch")
+    def submitit_dir(self) -> str:
+        """submitit's folder: its pickles and the sbatch script of every job it submitted."""
+        return os.path.join(self.slurm_dir, "submitit")
+
+    def task_job_id(self, job_id: str, index: int) -> str:
+        """The job id of task `index` (`123_4`; the plain id of a single-task plan, which
+        submitit submits as a plain job)."""
+        return f"{job_id}_{index}" if len(self.tasks) > 1 else job_id
 
     @property
     def log_dir(self) -> str:
@@ -158,16 +169,21 @@ def signal_grace(plan: ArrayPlan, settings: SlurmSettings) -> int:
     return min(settings.signal_grace_s, max(1, limit_s // 2))
 
 
-def sbatch_options(plan: ArrayPlan, settings: SlurmSettings) -> dict[str, Any]:
-    """The #SBATCH options of an array, in script order (submitit's names)."""
+def log_pattern(plan: ArrayPlan) -> str:
+    """Slurm's own log of each task: `logs/%A_%a.log` for an array, `logs/%j.log` for a
+    single task (submitit submits a batch of one as a plain job); either way
+    `logs/<job id>.log`."""
+    return os.path.join(plan.log_dir, "%A_%a.log" if len(plan.tasks) > 1 else "%j.log")
+
+
+def executor_parameters(plan: ArrayPlan, settings: SlurmSettings, python: str) -> dict[str, Any]:
+    """What `SlurmExecutor.update_parameters` gets for one array: submitit's own parameters
+    by their names, every other sbatch option under `additional_parameters` (which also
+    override two submitit defaults: the checkpoint signal goes to the batch shell, where
+    hpcorch's task runs without srun, and the log goes to `logs/`)."""
     res = plan.resources
-    throttle = f"%{settings.array_throttle}" if settings.array_throttle else ""
-    opts: dict[str, Any] = {
+    options: dict[str, Any] = {
         "job_name": plan.job_name,
-        "array": f"0-{len(plan.tasks) - 1}{throttle}",
-        "chdir": plan.slurm_dir,
-        "output": os.path.join(plan.log_dir, "%A_%a.log"),
-        "open_mode": "append",
         "partition": settings.partition,
         "account": settings.account,
         "qos": settings.qos,
@@ -176,27 +192,36 @@ def sbatch_options(plan: ArrayPlan, settings: SlurmSettings) -> dict[str, Any]:
     # nodes / ntasks / cpus exactly as the srun launch wrapper (hpcorch.launch) expects them.
     for arg in slurm_allocation_args(res, plan.node_cpus):
         key, _, value = arg.lstrip("-").partition("=")
-        opts[key.replace("-", "_")] = value if value else True
-    opts |= {
+        options[key.replace("-", "_")] = int(value) if value.isdigit() else (value or True)
+    options |= {
         "gpus_per_node": res.gpus or None,
         "mem": sbatch_mem(res.mem_gb) if res.mem_gb else None,
         "constraint": settings.constraint,
         "exclusive": True if settings.exclusive else None,
         "exclude": settings.exclude,
-        "signal": f"B:{PREEMPT_SIGNAL}@{signal_grace(plan, settings)}",
+    }
+    options.update(sorted(normalized_extra(settings.extra).items()))
+    known = sbatch_parameters()
+    named = {k: v for k, v in options.items() if v is not None and k in known}
+    additional = {k: v for k, v in options.items() if v is not None and k not in known}
+    grace = signal_grace(plan, settings)
+    additional |= {
+        "chdir": plan.slurm_dir,
+        "output": log_pattern(plan),
+        "signal": f"B:{PREEMPT_SIGNAL}@{grace}",
         # Always requeueable: a preempted job is requeued whatever max_requeues says (that
-        # budget is for time limits, spent by the array task's own `scontrol requeue`).
+        # budget is for time limits, spent through submitit's checkpoint-and-requeue).
         "requeue": True,
     }
-    opts.update(sorted(normalized_extra(settings.extra).items()))
-    return {k: v for k, v in opts.items() if v is not None}
-
-
-def sbatch_flag(key: str, value: Any) -> str:
-    """One `#SBATCH` line, spelled as submitit spells its options (`a_b` -> `--a-b`,
-    true -> a bare flag, values shell-quoted)."""
-    flag = key.replace("_", "-")
-    return f"#SBATCH --{flag}" if value is True else f"#SBATCH --{flag}={shlex.quote(str(value))}"
+    return {
+        **named,
+        "signal_delay_s": grace,
+        "array_parallelism": settings.array_throttle or len(plan.tasks),
+        "use_srun": False,  # the task starts srun steps itself, for runs of several ranks
+        "stderr_to_stdout": True,  # one task log; every run keeps its own two files
+        "setup": setup_lines(plan, settings, python),
+        "additional_parameters": additional,
+    }
 
 
 def sbatch_mem(mem_gb: float) -> str:
@@ -204,29 +229,20 @@ def sbatch_mem(mem_gb: float) -> str:
     return f"{int(mem_gb)}GB" if mem_gb == int(mem_gb) else f"{int(mem_gb * 1024)}MB"
 
 
-def render_script(plan: ArrayPlan, settings: SlurmSettings, python: str) -> str:
-    """The exact sbatch script of one array."""
+def setup_lines(plan: ArrayPlan, settings: SlurmSettings, python: str) -> list[str]:
+    """The script's setup section: what the array runs (as comments), then provider.setup."""
     runs = plan.runs
-    lines = [
-        "#!/bin/bash",
-        f"# hpcorch sweep {plan.sweep_id}: {len(runs)} run(s) in {len(plan.tasks)} array "
-        f"task(s), {plan.pack} per task",
-    ]
-    lines += [sbatch_flag(key, value) for key, value in sbatch_options(plan, settings).items()]
-    lines += ["", f"# array index -> runs (num run_key run_dir); as data in {plan.map_path}"]
+    lines = [f"# hpcorch sweep {plan.sweep_id}: {len(runs)} run(s) in {len(plan.tasks)} "
+             f"array task(s), {plan.pack} per task; submitit runs hpcorch's task for each "
+             "index (hpcorch.providers.slurm.task.SubmititTask)",
+             f"# array index -> runs (num run_key run_dir); as data in {plan.map_path}"]
     for index, task in enumerate(plan.tasks):
         for spec in task:
             lines.append(f"#   {index}: #{spec.num} {spec.run_key} {_printable(spec.run_dir)}")
-    if settings.setup:
-        lines += ["", "# setup (provider.setup)", *settings.setup]
     lines += _step_lines(plan, settings, python)
-    lines += [
-        "",
-        "# Runs this task's run(s) from their spec files, each with its own logs and record.",
-        f"exec {shlex.quote(python)} -m hpcorch.providers.slurm.task {shlex.quote(plan.map_path)}",
-        "",
-    ]
-    return "\n".join(lines)
+    if settings.setup:
+        lines += ["# provider.setup", *settings.setup]
+    return lines
 
 
 def _step_lines(plan: ArrayPlan, settings: SlurmSettings, python: str) -> list[str]:
@@ -236,7 +252,7 @@ def _step_lines(plan: ArrayPlan, settings: SlurmSettings, python: str) -> list[s
     steps = [(spec, argv) for spec, argv in steps if argv != list(spec.command)]
     if not steps:
         return []
-    lines = ["", "# MPI: the task starts each run as one srun step of this allocation, in the "
+    lines = ["# MPI: the task starts each run as one srun step of this allocation, in the "
              "run's workdir, with HPCORCH_SPEC=<run_dir>/.hpcorch/spec.json (every rank reads "
              "the same seed)"]
     lines += [f"#   #{spec.num}: {_printable(shlex.join(argv))}" for spec, argv in steps]

@@ -60,7 +60,7 @@ _NOT_SBATCH = frozenset({"folder", "command", "map_count", "additional_parameter
                          "teardown", "stderr_to_stdout"})
 
 
-class _OfflineExecutor(submitit.SlurmExecutor):
+class OfflineSlurmExecutor(submitit.SlurmExecutor):
     """submitit's SlurmExecutor where `srun` may be missing (a laptop validating a config
     or rendering a dry run): only its parameter checks are used, nothing is submitted."""
 
@@ -73,7 +73,7 @@ class _OfflineExecutor(submitit.SlurmExecutor):
 def sbatch_parameters() -> frozenset[str]:
     """The sbatch options submitit names itself (underscore form), as its public
     `update_parameters` lists them when refusing an unknown one (never mirrored here)."""
-    probe = _OfflineExecutor(folder="/nonexistent")
+    probe = OfflineSlurmExecutor(folder="/nonexistent")
     try:
         probe.update_parameters(**{"hpcorch probe": None})
     except ValueError as exc:
@@ -88,7 +88,7 @@ def check_with_submitit(named: Mapping[str, Any], additional: Mapping[str, Any],
     ConfigError naming the setting, the value and submitit's reason."""
     for key, value in {**named, "additional_parameters": dict(additional)}.items():
         try:
-            _OfflineExecutor(folder="/nonexistent").update_parameters(**{key: value})
+            OfflineSlurmExecutor(folder="/nonexistent").update_parameters(**{key: value})
         except (ValueError, TypeError, AssertionError) as exc:
             shown = additional if key == "additional_parameters" else value
             where = prefix if key == "additional_parameters" else f"{prefix}.{key}"
@@ -146,7 +146,8 @@ class SlurmSettings:
     save or stop), always = every run (one without a checkpoint starts from zero again),
     never = none; the others end TIMEOUT."""
     signal_grace_s: int = 90
-    """Seconds before the time limit at which a job gets SIGUSR1 to save a checkpoint."""
+    """Seconds before the time limit at which a job gets SIGUSR2 (submitit's signal; the run
+    gets hpcorch.checkpoint's SIGUSR1) to save a checkpoint."""
     pack: int = 1
     """Runs per array task, one after the other: > 1 starts the app once per task and forks
     per run (for sweeps of many short runs)."""

@@ -1,28 +1,29 @@
 """What one Slurm array task runs: its run(s), from the spec files, each with its own logs.
 
-    python -m hpcorch.providers.slurm.task <sweep dir>/.hpcorch/slurm/<token>.json
+submitit starts every task (`python -u -m submitit.core._submit <folder>`) and
+calls the pickled `SubmititTask(map_file)(index)`. The map file (written by the
+Slurm provider) lists the runs of every array index. For each run of this task:
+start its portable command (or, with pack > 1 and `warm`, fork an interpreter
+that already imported the app), stdout/stderr to `<run_dir>/.hpcorch/`, and
+keep a small task-state file there (`slurm.json`: job id, node, exit code) so
+the provider learns how the run ended without asking the scheduler. The run's
+record is written by the Hydra callback inside the run, as on every provider.
 
-The map file (written by the Slurm provider) lists the runs of every array
-index. For each run of this task: start its portable command (or, with
-pack > 1 and `warm`, fork an interpreter that already imported the app),
-stdout/stderr to `<run_dir>/.hpcorch/`, and keep a small task-state file
-there (`slurm.json`: job id, node, exit code) so the provider learns how
-the run ended without asking the scheduler. The run's record is written by
-the Hydra callback inside the run, as on every provider.
-
-Time limits: Slurm sends SIGUSR1 to this process `grace_s` before the limit.
-What happens then is `timeout_decision`'s choice, as submitit does it: with
-`requeue_on_timeout: checkpointed` (the default) only a run that can resume
-(hpcorch.checkpoint: it saved a checkpoint, or it catches the signal) gets
-the signal and, once it saved or stopped to resume, is requeued while its
-time-limit requeues (`TaskState.timeouts`; preemptions do not count) are
-below max_requeues; the task then starts again with the runs that have not
-finished (they find their checkpoints in their run directories). Any other
-run keeps running into its limit and ends TIMEOUT, instead of being started
-from zero again. `always` requeues every run, `never` none. SIGTERM
-(scancel, preemption, `scontrol requeue`) is forwarded too, and the task
-leaves the verdict to the scheduler: a preempted job is always requeued (the
-sbatch script asks for --requeue).
+Time limits: Slurm sends submitit's SIGUSR2 to this process `grace_s` before the
+limit; the run gets hpcorch.checkpoint's SIGUSR1. What happens then is
+`timeout_decision`'s choice, as submitit does it: with `requeue_on_timeout:
+checkpointed` (the default) only a run that can resume (hpcorch.checkpoint: it
+saved a checkpoint, or it catches the signal) gets the signal and, once it saved
+or stopped to resume, the task is requeued while the run's time-limit requeues
+(`TaskState.timeouts`; preemptions do not count) are below max_requeues. The
+requeue is submitit's own: its signal handler checkpoints this Checkpointable
+(same map file, same index) and runs `scontrol requeue`; the task then starts
+again with the runs that have not finished (they find their checkpoints in
+their run directories). Any other run keeps running into its limit and ends
+TIMEOUT, instead of being started from zero again. `always` requeues every run,
+`never` none. SIGTERM (scancel, preemption, `scontrol requeue`) is forwarded
+too, and the task leaves the verdict to the scheduler: a preempted job is always
+requeued (the job asks for --requeue).
 """
 
 from __future__ import annotations
@@ -38,9 +39,11 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import submitit
 
 from hpcorch import checkpoint
 from hpcorch.jobenv import RESTART_ENV, job_environment
@@ -57,8 +60,12 @@ from hpcorch.worker.timeouts import TimeoutAction, timeout_decision
 from hpcorch.worker.warm import warm_script
 
 TASK_STATE_FILE = "slurm.json"
-#: The signal Slurm sends before the time limit (`--signal=B:USR1@grace`).
-PREEMPT_SIGNAL = signal.SIGUSR1
+#: The signal Slurm sends before the time limit (`--signal=B:USR2@grace`): submitit's.
+PREEMPT_SIGNAL = signal.SIGUSR2
+#: What the run gets instead: hpcorch.checkpoint's "save now" signal.
+RUN_SIGNAL = checkpoint.STOP_SIGNALS[0]
+#: submitit's handler of PREEMPT_SIGNAL (checkpoint this task, then requeue it).
+Requeue = Callable[[int, Any], None]
 #: Seconds between two checks of a running child (signals interrupt the wait anyway).
 _WAIT_STEP_S = 0.05
 
@@ -89,13 +96,14 @@ class ArrayTask(array_task.ArrayTaskRunner[TaskState]):
     state_file = _STATE_FILE
     signals = (PREEMPT_SIGNAL, signal.SIGTERM, signal.SIGINT)
 
-    def __init__(self, map_path: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, map_path: str, env: dict[str, str] | None = None,
+                 index: int | None = None, requeue: Requeue | None = None) -> None:
         super().__init__(map_path)
         self.env = dict(os.environ if env is None else env)
-        self.index = int(self.env["SLURM_ARRAY_TASK_ID"])
         array_id = self.env.get("SLURM_ARRAY_JOB_ID", "")
+        self.index = int(self.env.get("SLURM_ARRAY_TASK_ID", "0")) if index is None else index
         self.job_id = f"{array_id}_{self.index}" if array_id else self.env.get("SLURM_JOB_ID", "")
-        self.own_job = self.env.get("SLURM_JOB_ID", self.job_id)
+        self.submitit_requeue = requeue
         self.restart = int(self.env.get("SLURM_RESTART_COUNT", "0") or 0)
         self.node = self.env.get("SLURMD_NODENAME") or socket.gethostname()
         self.entries = list(self.map["tasks"][self.index])
@@ -117,7 +125,7 @@ class ArrayTask(array_task.ArrayTaskRunner[TaskState]):
                 int(self.map.get("max_requeues", 0)), usage)
             if action is TimeoutAction.EXPIRE:
                 # Let the time limit end it (TIMEOUT): keep running, do not signal the run
-                # (a run that does not catch SIGUSR1 would die of it).
+                # (a run that does not catch the signal would die of it).
                 self.stop_signal = None
                 print(f"hpcorch: time limit near for job {self.job_id}: {why}",
                       file=sys.stderr, flush=True)
@@ -129,7 +137,7 @@ class ArrayTask(array_task.ArrayTaskRunner[TaskState]):
 
     def _forward(self, signum: int) -> None:
         if self.child is not None:
-            signal_run(self.child, signum)
+            signal_run(self.child, RUN_SIGNAL if signum == PREEMPT_SIGNAL else signum)
 
     # -- the task --------------------------------------------------------------
     def _prepare(self, specs: Sequence[RunSpec]) -> None:
@@ -199,18 +207,49 @@ class ArrayTask(array_task.ArrayTaskRunner[TaskState]):
             if state is not None:
                 write_task_state(self.current.run_dir,
                                  dataclasses.replace(state, timeouts=self.timeouts + 1))
-        done = subprocess.run(["scontrol", "requeue", self.own_job], check=False,
-                              capture_output=True, text=True, timeout=60)
-        if done.returncode != 0:
-            print(f"hpcorch: scontrol requeue failed: {done.stderr.strip()}", file=sys.stderr,
-                  flush=True)
-            return 128 + int(PREEMPT_SIGNAL)
-        # Slurm now ends this attempt (SIGTERM, then SIGKILL) and starts the task again
-        # later; exiting first could race the requeue with a COMPLETED end.
-        end = time.monotonic() + float(self.map.get("requeue_wait_s", 30))
-        while time.monotonic() < end:
-            time.sleep(0.5)
-        return 0
+        if self.submitit_requeue is None:
+            print("hpcorch: not started by submitit: cannot requeue", file=sys.stderr, flush=True)
+            return self._expire()
+        try:
+            self.submitit_requeue(int(PREEMPT_SIGNAL), None)
+        except SystemExit:
+            # submitit requeued the job and exits. Slurm now ends this attempt (SIGTERM,
+            # then SIGKILL) and starts the task again later; exiting first could race the
+            # requeue with an end of its own.
+            end = time.monotonic() + float(self.map.get("requeue_wait_s", 30))
+            while time.monotonic() < end:
+                time.sleep(0.5)
+            return 0
+        except Exception as exc:  # noqa: BLE001 - its budget is spent, or scontrol failed
+            print(f"hpcorch: submitit did not requeue job {self.job_id}: {exc}",
+                  file=sys.stderr, flush=True)
+            return self._expire()
+        print("hpcorch: submitit did not requeue this process (not rank 0)", file=sys.stderr,
+              flush=True)
+        return self._expire()
+
+
+class SubmititTask(submitit.helpers.Checkpointable):
+    """What submitit runs in every task of an array: hpcorch's ArrayTask for that index of
+    the map file. A Checkpointable: submitit's default `checkpoint` resubmits this same
+    task and index, and the task skips the runs that have already finished."""
+
+    def __init__(self, map_path: str) -> None:
+        self.map_path = map_path
+
+    def __call__(self, index: int) -> int:
+        """Run the runs of array index `index`; the task exits with the first failing
+        run's code (sacct shows FAILED), as a job of the runs themselves would."""
+        # submitit installed its checkpoint-and-requeue handler before calling this; the
+        # task takes the signal over and calls that handler only when it decides to
+        # requeue (submitit would requeue any job that is not done, checkpoint or not).
+        handler = signal.getsignal(PREEMPT_SIGNAL)
+        task = ArrayTask(self.map_path, index=index,
+                         requeue=handler if callable(handler) else None)
+        code = task.run()
+        if code:
+            sys.exit(code)
+        return code
 
 
 def run_environment(spec: RunSpec, job_id: str, restart: int) -> dict[str, str]:
@@ -301,7 +340,7 @@ def _fork_warm(spec: RunSpec, env: dict[str, str], cwd: str, out_fd: int, err_fd
 
     def body() -> int:
         become_run(out_fd, err_fd, env, cwd,
-                   signals=(PREEMPT_SIGNAL, signal.SIGTERM, signal.SIGINT))
+                   signals=(PREEMPT_SIGNAL, RUN_SIGNAL, signal.SIGTERM, signal.SIGINT))
         return run_script_as_main(list(spec.command[1:]))
 
     exit_with(body)
