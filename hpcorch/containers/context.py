@@ -152,7 +152,9 @@ def sweep_context(node: Mapping[str, Any] | None, *, key: str, app: str | None =
     settings = load_settings(node)
     cached = _SWEEP_CONTEXTS.get(key)
     if cached is not None and cached[0].settings == settings and (dry_run or not cached[1]):
-        return cached[0]
+        # The pinned image is the sweep's; the engine variables are this provider's (one
+        # process may send the same sweep dir to another provider).
+        return dataclasses.replace(cached[0], passed=passed)
     context = dataclasses.replace(
         prepare_container(node, app=app, workdir=workdir, dry_run=dry_run), passed=passed)
     _SWEEP_CONTEXTS[key] = (context, dry_run)

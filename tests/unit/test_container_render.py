@@ -201,3 +201,26 @@ def test_only_the_providers_own_engine_variables_reach_the_container() -> None:
     argv = runtime.argv(container_run(make_spec(), settings, IDENTITY, sge), IDENTITY)
     assert "SGE_*" in argv and "JOB_ID" in argv and "SGE_TASK_ID" not in argv
     assert "SLURM_*" not in argv
+
+
+def test_a_sweeps_cached_context_takes_each_providers_own_variables(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The image is pinned once per sweep dir; the engine variables are the asking
+    provider's, also when the context comes from that cache."""
+    from hpcorch.containers import context as ctx_module
+
+    prepared: list[object] = []
+    real = ctx_module.prepare_container
+
+    def counting(*args: object, **kwargs: object) -> ExecutionContext:
+        prepared.append(args)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ctx_module, "prepare_container", counting)
+    monkeypatch.setattr(ctx_module, "_SWEEP_CONTEXTS", {})
+    slurm = PassedVariables(("SLURM_",), ("SLURMD_NODENAME",))
+    sge = PassedVariables(("SGE_",), ("JOB_ID",))
+    first = ctx_module.sweep_context({"name": "none"}, key="/sweeps/a", passed=slurm)
+    second = ctx_module.sweep_context({"name": "none"}, key="/sweeps/a", passed=sge)
+    assert len(prepared) == 1  # the second came from the cache
+    assert first.passed == slurm and second.passed == sge
