@@ -33,6 +33,10 @@ RESTART_ENV = "HPCORCH_RESTART_COUNT"
 preemption); 0 or unset on the first start. Set by the array-task runners."""
 PROVIDER_ENV = "HPCORCH_PROVIDER"
 """The provider's name, so the record the job writes carries it."""
+RANK_SOURCES_ENV = "HPCORCH_RANK_SOURCES"
+"""Where a rank of a run started by a scheduler's own step launcher (srun) finds its
+place: that provider's rank sources (hpcorch.launch.rankenv.encode_sources), set by its
+array task, so the worker names no scheduler's variables itself."""
 HOME_ENV = "HPCORCH_HOME"
 """Where the index lives (else the nearest `.hpcorch`, else `./.hpcorch`)."""
 IMAGE_ENV = "HPCORCH_IMAGE"

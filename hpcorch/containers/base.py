@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from hpcorch.containers.inside import IMAGE_DIGEST_ENV, IMAGE_ENV, RUNTIME_ENV
 from hpcorch.containers.settings import Bind, ContainerSettings
 from hpcorch.errors import ConfigError, HpcorchError
-from hpcorch.jobenv import JOB_ID_ENV, PROVIDER_ENV, RESTART_ENV, job_variables
+from hpcorch.jobenv import JOB_ID_ENV, PROVIDER_ENV, RANK_SOURCES_ENV, RESTART_ENV, job_variables
 from hpcorch.launch import RANK_ENV_NAMES, RANK_ENV_PREFIXES
 from hpcorch.spec import RunSpec
 
@@ -25,8 +25,8 @@ __all__ = ["IMAGE_DIGEST_ENV", "IMAGE_ENV", "RUNTIME_ENV", "ContainerError", "Co
 #: Host variables every run may need at run time, whatever the provider: the job
 #: contract's per-start values (set by array tasks on the compute node) and the GPU
 #: allocation. Their values are only known when the job starts, so they are passed by name.
-PASS_NAMES: tuple[str, ...] = (PROVIDER_ENV, JOB_ID_ENV, RESTART_ENV, "CUDA_VISIBLE_DEVICES",
-                               "TZ")
+PASS_NAMES: tuple[str, ...] = (PROVIDER_ENV, JOB_ID_ENV, RESTART_ENV, RANK_SOURCES_ENV,
+                               "CUDA_VISIBLE_DEVICES", "TZ")
 
 
 @dataclass(frozen=True)

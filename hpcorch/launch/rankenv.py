@@ -10,6 +10,8 @@ knows that scheduler's variables (`detect(env, sources)` tries them in order).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -72,6 +74,21 @@ def node_count(spec: str, node: int | None) -> int | None:
         except ValueError:
             return None
     return counts[node] if 0 <= node < len(counts) else None
+
+
+def encode_sources(sources: Sequence[RankSource]) -> str:
+    """Rank sources as the job contract carries them (HPCORCH_RANK_SOURCES): JSON."""
+    return json.dumps([dataclasses.asdict(s) for s in sources], separators=(",", ":"))
+
+
+def decode_sources(text: str) -> tuple[RankSource, ...]:
+    """The rank sources of `encode_sources`; none for "" or anything unreadable (a rank
+    that cannot tell its place runs as a single process, and says so in its record)."""
+    try:
+        items = json.loads(text) if text else []
+        return tuple(RankSource(**{**item, "size": tuple(item["size"])}) for item in items)
+    except (ValueError, TypeError, KeyError):
+        return ()
 
 
 def detect(env: Mapping[str, str], sources: Sequence[RankSource], host: str) -> RankInfo:

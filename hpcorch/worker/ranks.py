@@ -5,8 +5,8 @@ tells every process its place through environment variables; which ones
 depends on the launcher, so detection tries them in a fixed order:
 
     Open MPI's mpirun   OMPI_COMM_WORLD_RANK / _SIZE / _LOCAL_RANK / _LOCAL_SIZE
-    srun --mpi=pmix     PMIX_RANK with SLURM_STEP_NUM_TASKS / SLURM_LOCALID
-    srun (any step)     SLURM_PROCID / SLURM_STEP_NUM_TASKS / SLURM_LOCALID
+    a scheduler's own  the provider's rank sources, given in the job contract
+    step launcher      (HPCORCH_RANK_SOURCES, set by its array task: Slurm's srun)
     MPICH's hydra       PMI_RANK / PMI_SIZE / MPI_LOCALRANKID / MPI_LOCALNRANKS
 
 Nothing here imports MPI: research code asks `current()` and imports mpi4py
@@ -30,8 +30,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
-from hpcorch.jobenv import PROVIDER_ENV
-from hpcorch.launch.rankenv import MPICH, OPEN_MPI, PMIX_RANK_ENV, RankSource, detect
+from hpcorch.jobenv import PROVIDER_ENV, RANK_SOURCES_ENV
+from hpcorch.launch.rankenv import MPICH, OPEN_MPI, decode_sources, detect
 from hpcorch.rankfiles import (
     DEVICES_ENV,
     RankInfo,
@@ -49,22 +49,12 @@ __all__ = ["PROVIDER_ENV", "RankInfo", "RankState", "current", "devices_for", "j
 
 
 
-# srun's steps. SLURM_NTASKS alone is not enough: a batch script sees the allocation's
-# task count but runs as one process; only a step (srun) sets SLURM_STEP_NUM_TASKS.
-# (These belong with the Slurm provider; the worker cannot import it: see the report of
-# issue 11 for passing them through the job contract instead.)
-_SRUN_NODE = {"local_rank": "SLURM_LOCALID", "tasks_per_node": "SLURM_STEP_TASKS_PER_NODE",
-              "node_id": "SLURM_NODEID"}
-_SRUN_PMIX = RankSource("pmix", PMIX_RANK_ENV, ("SLURM_STEP_NUM_TASKS",), **_SRUN_NODE)
-_SRUN = RankSource("slurm", "SLURM_PROCID", ("SLURM_STEP_NUM_TASKS",), **_SRUN_NODE)
-
-#: Where a rank learns its place, tried in this order.
-SOURCES: tuple[RankSource, ...] = (OPEN_MPI, _SRUN_PMIX, _SRUN, MPICH)
-
-
 def current(environ: Mapping[str, str] | None = None) -> RankInfo:
-    """This process's rank, from the first launcher whose variables are all present."""
-    return detect(os.environ if environ is None else environ, SOURCES, socket.gethostname())
+    """This process's rank, from the first launcher whose variables are all present:
+    mpirun's, then the provider's own (HPCORCH_RANK_SOURCES), then MPICH's."""
+    env = os.environ if environ is None else environ
+    sources = (OPEN_MPI, *decode_sources(env.get(RANK_SOURCES_ENV, "")), MPICH)
+    return detect(env, sources, socket.gethostname())
 
 
 # -- inside a Hydra job (called by hpcorch.worker.callback) ------------------------

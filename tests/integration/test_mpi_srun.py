@@ -16,8 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from hpcorch.jobenv import RANK_SOURCES_ENV
 from hpcorch.launch import Launcher, LaunchOptions, parse_report, slurm_allocation_args, wrap
+from hpcorch.launch.rankenv import encode_sources
 from hpcorch.providers.local import usable_cores
+from hpcorch.providers.slurm.task import SRUN_RANK_SOURCES
 from hpcorch.spec import Resources
 from tests.conftest import require_service
 
@@ -71,7 +74,10 @@ def run_batch(tmp_path: Path, resources: Resources, fail_rank: int = -1) -> tupl
     lines = ["#!/bin/bash", *(f"#SBATCH {a}" for a in slurm_allocation_args(
         resources, node_cpus=usable_cores())),
         f"#SBATCH --output={out}", f"#SBATCH --error={err}", "#SBATCH --time=5",
-        f"export FAIL_RANK={fail_rank}", shlex.join(step)]
+        f"export FAIL_RANK={fail_rank}",
+        # What the Slurm array task sets for its runs (hpcorch.providers.slurm.task).
+        f"export {RANK_SOURCES_ENV}={shlex.quote(encode_sources(SRUN_RANK_SOURCES))}",
+        shlex.join(step)]
     script.write_text("\n".join(lines) + "\n")
     done = subprocess.run(["sbatch", "--wait", "--job-name=hpcorch-mpi-test", str(script)],
                           capture_output=True, text=True, timeout=300, check=False)

@@ -107,6 +107,7 @@ def test_podman_command_exactly() -> None:
         "--env", "OMP_NUM_THREADS=1",
         "--env", "PYTHONHASHSEED=42",
         "--env", "HPCORCH_PROVIDER", "--env", "HPCORCH_JOB_ID", "--env", "HPCORCH_RESTART_COUNT",
+        "--env", "HPCORCH_RANK_SOURCES",
         "--env", "CUDA_VISIBLE_DEVICES", "--env", "TZ",
         "--env", "OMPI_*", "--env", "PMIX_*", "--env", "PMI_*", "--env", "SLURM_*",
         "--env", "SLURMD_NODENAME",  # declared by Slurm, not covered by its SLURM_ prefix

@@ -12,7 +12,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from hpcorch import rankfiles
-from hpcorch.launch.rankenv import node_count
+from hpcorch.jobenv import RANK_SOURCES_ENV
+from hpcorch.launch.rankenv import decode_sources, encode_sources, node_count
+from hpcorch.providers.slurm.task import SRUN_RANK_SOURCES
 from hpcorch.rankfiles import RankInfo, RankState, devices_for
 from hpcorch.spec import RunState
 from hpcorch.store.records import ErrorInfo, RunRecord
@@ -21,8 +23,11 @@ from hpcorch.worker.ranks import current, shim_devices
 
 OMPI = {"OMPI_COMM_WORLD_RANK": "3", "OMPI_COMM_WORLD_SIZE": "4",
         "OMPI_COMM_WORLD_LOCAL_RANK": "1", "OMPI_COMM_WORLD_LOCAL_SIZE": "2", "PMIX_RANK": "3"}
+#: An srun step's rank variables, with the job contract's rank sources the Slurm array
+#: task sets for its runs.
 SRUN = {"SLURM_PROCID": "2", "SLURM_STEP_NUM_TASKS": "3", "SLURM_LOCALID": "0",
-        "SLURM_NODEID": "1", "SLURM_STEP_TASKS_PER_NODE": "2,1", "SLURM_NTASKS": "3"}
+        "SLURM_NODEID": "1", "SLURM_STEP_TASKS_PER_NODE": "2,1", "SLURM_NTASKS": "3",
+        RANK_SOURCES_ENV: encode_sources(SRUN_RANK_SOURCES)}
 
 
 @pytest.mark.parametrize(("env", "expected"), [
@@ -33,7 +38,12 @@ SRUN = {"SLURM_PROCID": "2", "SLURM_STEP_NUM_TASKS": "3", "SLURM_LOCALID": "0",
     ({"PMI_RANK": "1", "PMI_SIZE": "2", "MPI_LOCALRANKID": "1", "MPI_LOCALNRANKS": "2"},
      (1, 2, 1, 2, "pmi")),
     # A batch script sees its allocation's task count but is one process.
-    ({"SLURM_PROCID": "0", "SLURM_NTASKS": "2"}, (0, 1, 0, 1, "single")),
+    ({"SLURM_PROCID": "0", "SLURM_NTASKS": "2", RANK_SOURCES_ENV: SRUN[RANK_SOURCES_ENV]},
+     (0, 1, 0, 1, "single")),
+    # The worker names no scheduler's variables: without the provider's sources, srun's
+    # variables alone (or unreadable sources) say nothing.
+    ({k: v for k, v in SRUN.items() if k != RANK_SOURCES_ENV}, (0, 1, 0, 1, "single")),
+    ({**SRUN, RANK_SOURCES_ENV: "[{not json"}, (0, 1, 0, 1, "single")),
     ({"OMPI_COMM_WORLD_RANK": "4", "OMPI_COMM_WORLD_SIZE": "4"}, (0, 1, 0, 1, "single")),
     ({"OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_SIZE": "2"}, (1, 2, 1, 2, "openmpi")),
 ])
@@ -168,3 +178,9 @@ def test_the_rank_shim_loads_only_what_it_needs() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split("\n")
     assert out[:2] == ["[]", "True"]
+
+
+def test_rank_sources_survive_the_job_contract() -> None:
+    """The Slurm task's sources, encoded into HPCORCH_RANK_SOURCES, decode to the same."""
+    assert decode_sources(encode_sources(SRUN_RANK_SOURCES)) == SRUN_RANK_SOURCES
+    assert decode_sources("") == () and decode_sources('[{"name": "x"}]') == ()

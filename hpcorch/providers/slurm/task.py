@@ -46,7 +46,8 @@ from typing import Any
 import submitit
 
 from hpcorch import checkpoint
-from hpcorch.jobenv import RESTART_ENV, job_environment
+from hpcorch.jobenv import RANK_SOURCES_ENV, RESTART_ENV, job_environment
+from hpcorch.launch.rankenv import PMIX_RANK_ENV, RankSource, encode_sources
 from hpcorch.spec import RunSpec
 from hpcorch.worker import array_task
 from hpcorch.worker.forked import (
@@ -62,6 +63,16 @@ from hpcorch.worker.warm import warm_script
 TASK_STATE_FILE = "slurm.json"
 #: The signal Slurm sends before the time limit (`--signal=B:USR2@grace`): submitit's.
 PREEMPT_SIGNAL = signal.SIGUSR2
+# Where a rank of an srun step finds its place. SLURM_NTASKS alone is not enough: a
+# batch script sees the allocation's task count but runs as one process; only a step
+# (srun) sets SLURM_STEP_NUM_TASKS.
+_SRUN_NODE = {"local_rank": "SLURM_LOCALID", "tasks_per_node": "SLURM_STEP_TASKS_PER_NODE",
+              "node_id": "SLURM_NODEID"}
+#: srun's rank variables, PMIx's first (--mpi=pmix); `name` is the record's ranks.launcher.
+SRUN_RANK_SOURCES = (
+    RankSource("pmix", PMIX_RANK_ENV, ("SLURM_STEP_NUM_TASKS",), **_SRUN_NODE),
+    RankSource("slurm", "SLURM_PROCID", ("SLURM_STEP_NUM_TASKS",), **_SRUN_NODE),
+)
 #: What the run gets instead: hpcorch.checkpoint's "save now" signal.
 RUN_SIGNAL = checkpoint.STOP_SIGNALS[0]
 #: submitit's handler of PREEMPT_SIGNAL (checkpoint this task, then requeue it).
@@ -259,6 +270,7 @@ def run_environment(spec: RunSpec, job_id: str, restart: int) -> dict[str, str]:
     neither from Slurm's own variables."""
     env = job_environment(spec, job_id=job_id)
     env[RESTART_ENV] = str(restart)
+    env[RANK_SOURCES_ENV] = encode_sources(SRUN_RANK_SOURCES)
     return env
 
 
