@@ -66,7 +66,8 @@ def test_the_log_is_read_from_the_tasks_slurm_log(tmp_path: Path) -> None:
     assert memory_kill(info) == "FAILED, its Slurm log says: " \
         "slurmstepd-vm: error: Exceeded job memory limit"
     assert task_log(dataclasses.replace(info, workdir="")) is None
-    assert task_log(dataclasses.replace(info, job_id="7")) is None  # not an array task
+    # a single-task plan is a plain job (submitit submits a batch of one so): logs/%j.log
+    assert task_log(dataclasses.replace(info, job_id="7")) == tmp_path / "logs" / "7.log"
 
 
 def test_reason_names_the_requested_memory() -> None:

@@ -1,4 +1,5 @@
-"""Slurm provider: array planning (MaxArraySize, MaxJobCount, packing) and the golden script."""
+"""Slurm provider: array planning (MaxArraySize, MaxJobCount, packing), submitit's parameters
+and the golden script (rendered by submitit itself, through submitit_script.render)."""
 
 from __future__ import annotations
 
@@ -11,16 +12,20 @@ from hpcorch.errors import ConfigError
 from hpcorch.providers.slurm.accounting import ClusterLimits
 from hpcorch.providers.slurm.provider import SlurmProvider
 from hpcorch.providers.slurm.script import (
+    ArrayPlan,
+    executor_parameters,
     hpcorch_part,
     hydra_job_name,
     job_name_token,
+    log_pattern,
     map_data,
     plan_arrays,
-    render_script,
     signal_grace,
     slurm_dir_for,
 )
 from hpcorch.providers.slurm.settings import SlurmSettings
+from hpcorch.providers.slurm.submission import executor_for
+from hpcorch.providers.slurm.submitit_script import render
 from hpcorch.spec import Resources, RunSpec
 
 GOLDEN = Path(__file__).parent / "golden" / "slurm_array.sbatch"
@@ -33,6 +38,11 @@ def spec(num: int, sweep: str = "/sweeps/demo", resources: Resources | None = No
                    command=("/opt/venv/bin/python", "/src/train.py", f"lr=0.{num}",
                             f"hydra.run.dir={run_dir}"),
                    resources=resources or Resources(), workdir="/src")
+
+
+def render_script(plan: ArrayPlan, settings: SlurmSettings, python: str) -> str:
+    """The sbatch script submitit writes for this plan (a dry run: no srun needed)."""
+    return render(executor_for(plan, settings, python, offline=True), len(plan.tasks))
 
 
 def golden_settings() -> SlurmSettings:
@@ -58,10 +68,64 @@ def test_golden_script_quotes_paths_and_carries_each_option() -> None:
     for line in ("#SBATCH --partition=gpu", "#SBATCH --account=proj42", "#SBATCH --qos=high",
                  "#SBATCH --constraint='a100&ib'", "#SBATCH --exclusive", "#SBATCH --time=90",
                  "#SBATCH --cpus-per-task=4", "#SBATCH --gpus-per-node=1", "#SBATCH --mem=8GB",
-                 "#SBATCH --array=0-2%4", "#SBATCH --signal=B:USR1@120", "#SBATCH --requeue",
-                 "#SBATCH --mail-type=END,FAIL", "#SBATCH --gres=gpu:1", "module load cuda/12.1"):
+                 "#SBATCH --array=0-2%3", "#SBATCH --signal=B:USR2@120", "#SBATCH --requeue",
+                 "#SBATCH --mail-type=END,FAIL", "#SBATCH --gres=gpu:1",
+                 "#SBATCH --chdir=/sweeps/demo/.hpcorch/slurm",
+                 "#SBATCH --output=/sweeps/demo/.hpcorch/slurm/logs/%A_%a.log",
+                 "#SBATCH --open-mode=append", "module load cuda/12.1",
+                 "#   2: #2 key0002 /sweeps/demo/2",
+                 "exec /opt/venv/bin/python -u -m submitit.core._submit "
+                 "/sweeps/demo/.hpcorch/slurm/submitit"):
         assert line in text.splitlines(), line
     assert "--comment" not in text  # extra: false drops an option
+    # one log per task: no --error (stderr_to_stdout), and no srun around the task
+    assert "--error" not in text and "srun" not in text
+    flags = [ln for ln in text.splitlines() if ln.startswith("#SBATCH")]
+    assert flags == sorted(flags)  # submitit's order: sorted by option name
+    # the setup section (what the array runs, then provider.setup) precedes the command
+    lines = text.splitlines()
+    assert lines.index("# setup") < lines.index("module load cuda/12.1") < lines.index(
+        "# command")
+
+
+def test_executor_parameters_route_named_and_additional_options() -> None:
+    """submitit's own parameters by their names; every other sbatch option (and the two
+    submitit defaults hpcorch overrides: signal target, log path) under
+    additional_parameters."""
+    settings = SlurmSettings(extra={"reservation": "r1", "gpu_bind": "closest",
+                                    "mail_type": "END"}, signal_grace_s=60)
+    [plan] = plan_arrays([spec(n) for n in range(3)], settings, ClusterLimits())
+    params = executor_parameters(plan, settings, "python")
+    extra = params["additional_parameters"]
+    assert extra == {"reservation": "r1", "gpu_bind": "closest", "ntasks": 1,
+                     "chdir": plan.slurm_dir, "output": f"{plan.log_dir}/%A_%a.log",
+                     "signal": "B:USR2@60", "requeue": True}
+    assert params["mail_type"] == "END" and "mail_type" not in extra
+    assert (params["job_name"], params["time"], params["nodes"]) == (plan.job_name, 60, 1)
+    assert params["signal_delay_s"] == 60 and params["array_parallelism"] == 3
+    assert params["use_srun"] is False and params["stderr_to_stdout"] is True
+    assert params["setup"][0].startswith("# hpcorch sweep demo1234: 3 run(s) in 3 array task")
+    assert not any(v is None for v in params.values())  # unset options are left out
+    text = render_script(plan, settings, "python").splitlines()
+    for line in ("#SBATCH --reservation=r1", "#SBATCH --gpu-bind=closest",
+                 "#SBATCH --mail-type=END", "#SBATCH --signal=B:USR2@60"):
+        assert line in text, line
+    # submitit's own --signal=USR2@60 (to srun's tasks) is overridden, not repeated
+    assert sum(ln.startswith("#SBATCH --signal=") for ln in text) == 1
+
+
+def test_a_single_task_is_a_plain_job_with_its_own_log() -> None:
+    """submitit submits a batch of one as a plain job: no --array, log `logs/%j.log`."""
+    [plan] = plan_arrays([spec(0)], SlurmSettings(), ClusterLimits())
+    assert log_pattern(plan) == f"{plan.log_dir}/%j.log"
+    assert plan.task_job_id("123", 0) == "123"
+    text = render_script(plan, SlurmSettings(), "python").splitlines()
+    assert f"#SBATCH --output={plan.log_dir}/%j.log" in text
+    assert not any(ln.startswith("#SBATCH --array") for ln in text)
+    [array] = plan_arrays([spec(0), spec(1)], SlurmSettings(), ClusterLimits())
+    assert log_pattern(array) == f"{array.log_dir}/%A_%a.log"
+    assert array.task_job_id("123", 1) == "123_1"
+    assert array.submitit_dir == "/sweeps/demo/.hpcorch/slurm/submitit"
 
 
 def test_split_caps_the_array_index_not_only_the_count() -> None:
@@ -170,13 +234,17 @@ def test_paths_with_spaces_are_quoted_for_sbatch() -> None:
     [plan] = plan_arrays([spec(0, sweep="/data/my sweeps/x")], SlurmSettings(), ClusterLimits())
     text = render_script(plan, SlurmSettings(), "/opt/py thon/bin/python")
     assert "#SBATCH --chdir='/data/my sweeps/x/.hpcorch/slurm'" in text
-    assert "exec '/opt/py thon/bin/python' -m hpcorch.providers.slurm.task '/data/my sweeps" in text
+    assert ("exec '/opt/py thon/bin/python' -u -m submitit.core._submit "
+            "'/data/my sweeps/x/.hpcorch/slurm/submitit'") in text.splitlines()
 
 
-@pytest.mark.parametrize("throttle,expected", [(None, "0-1"), (1, "0-1%1")])
+@pytest.mark.parametrize("throttle,expected", [(None, "0-1%2"), (1, "0-1%1"), (5, "0-1%2")])
 def test_array_throttle(throttle: int | None, expected: str) -> None:
+    """submitit always writes a throttle: the task count (no limit) or array_throttle."""
     [plan] = plan_arrays([spec(0), spec(1)], SlurmSettings(), ClusterLimits())
-    text = render_script(plan, SlurmSettings(array_throttle=throttle), "python")
+    settings = SlurmSettings(array_throttle=throttle)
+    assert executor_parameters(plan, settings, "python")["array_parallelism"] == (throttle or 2)
+    text = render_script(plan, settings, "python")
     assert f"#SBATCH --array={expected}\n" in text
 
 

@@ -104,15 +104,32 @@ def test_ranges(values: dict[str, Any], key: str) -> None:
 
 def test_extra_passes_any_sbatch_option_through() -> None:
     """Options submitit has no named parameter for reach sbatch as its additional_parameters."""
-    from hpcorch.providers.slurm.script import sbatch_flag
+    from hpcorch.providers.slurm.accounting import ClusterLimits
+    from hpcorch.providers.slurm.script import executor_parameters, plan_arrays
     from hpcorch.providers.slurm.settings import normalized_extra, sbatch_parameters
+    from hpcorch.providers.slurm.submission import executor_for
+    from hpcorch.providers.slurm.submitit_script import render
+    from hpcorch.spec import RunSpec
 
     assert {"partition", "gres", "mem_per_cpu"} <= sbatch_parameters()  # submitit's list was read
     extra = normalized_extra({"reservation": "r1", "hint": "nomultithread",
                               "gpu_bind": "closest", "licenses": "matlab:1", "mail-type": "END"})
     assert extra == {"reservation": "r1", "hint": "nomultithread", "gpu_bind": "closest",
                      "licenses": "matlab:1", "mail_type": "END"}
-    assert sbatch_flag("gpu_bind", "closest") == "#SBATCH --gpu-bind=closest"
+    settings = SlurmSettings(extra={"gpu_bind": "closest", "mail-type": "END",
+                                    "reservation": "my res"})
+    run = RunSpec(run_key="k", sweep_id="s", num=0, overrides=(), config={}, seed=0,
+                  run_dir="/sw/0", command=("python", "-c", "pass"))
+    [plan] = plan_arrays([run], settings, ClusterLimits())
+    params = executor_parameters(plan, settings, "python")
+    assert params["mail_type"] == "END"  # submitit's own name
+    assert {"gpu_bind": "closest", "reservation": "my res"}.items() <= (
+        params["additional_parameters"].items())
+    text = render(executor_for(plan, settings, "python", offline=True), 1).splitlines()
+    # spelled as sbatch spells them (`a_b` -> `--a-b`), values shell-quoted
+    for line in ("#SBATCH --gpu-bind=closest", "#SBATCH --mail-type=END",
+                 "#SBATCH --reservation='my res'"):
+        assert line in text, line
 
 
 @pytest.mark.parametrize(("extra", "message"), [

@@ -1,5 +1,10 @@
-"""The array task (hpcorch.providers.slurm.task) without Slurm: environment faked, scontrol
-shimmed."""
+"""The array task (hpcorch.providers.slurm.task) without Slurm: environment faked.
+
+Slurm sends submitit's SIGUSR2 to the task, the run sees hpcorch.checkpoint's SIGUSR1. The
+requeue is submitit's own handler: here a recording stand-in (installed on SIGUSR2 as
+submitit's `_submit` installs its own, before calling `SubmititTask(map)(index)`) that
+requeues (SystemExit, as submitit's does) or refuses (an exception, as submitit's does when
+the job's budget is spent). tests/unit/test_slurm_submitit.py runs submitit's real one."""
 
 from __future__ import annotations
 
@@ -50,23 +55,56 @@ def write_task(tmp_path: Path, scripts: list[list[str]], **map_values: object) -
     return path
 
 
-def start(tmp_path: Path, map_path: Path, index: int, restart: int = 0) -> subprocess.Popen[str]:
-    shim = tmp_path / "bin"
-    shim.mkdir(exist_ok=True)
-    (shim / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/scontrol.log\n')
-    (shim / "scontrol").chmod(0o755)
-    env = {**os.environ, "PATH": f"{shim}:{os.environ['PATH']}", "SLURM_ARRAY_JOB_ID": "42",
-           "SLURM_ARRAY_TASK_ID": str(index), "SLURM_JOB_ID": str(1000 + index),
-           "SLURM_RESTART_COUNT": str(restart), "SLURMD_NODENAME": "node7"}
-    return subprocess.Popen([sys.executable, "-m", "hpcorch.providers.slurm.task", str(map_path)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+#: What submitit's `_submit` does before calling the task, with a stand-in for its
+#: checkpoint-and-requeue handler that records each call.
+DRIVER = """\
+import json, signal, sys
+import submitit
+from hpcorch.providers.slurm.task import SubmititTask
+map_path, index, mode, log = sys.argv[1:5]
+def checkpoint_and_try_requeue(signum, frame):
+    with open(log, "a") as f:
+        f.write(json.dumps({"signum": signum}) + "\\n")
+    if mode == "refuses":
+        raise submitit.core.utils.UncompletedJobError(
+            "Job not requeued because: timed-out too many times.")
+    sys.exit(-1)  # requeued: submitit's handler exits
+signal.signal(signal.SIGUSR2, checkpoint_and_try_requeue)
+SubmititTask(map_path)(int(index))
+"""
+
+
+def start(tmp_path: Path, map_path: Path, index: int, restart: int = 0,
+          requeue: str = "requeues") -> subprocess.Popen[str]:
+    """The task of array index `index`: under a submitit-like driver whose handler
+    `requeues` or `refuses`, or (`none`) as `python -m hpcorch.providers.slurm.task MAP`."""
+    env = {**os.environ, "SLURM_ARRAY_JOB_ID": "42", "SLURM_ARRAY_TASK_ID": str(index),
+           "SLURM_JOB_ID": str(1000 + index), "SLURM_RESTART_COUNT": str(restart),
+           "SLURMD_NODENAME": "node7"}
+    if requeue == "none":
+        argv = [sys.executable, "-m", "hpcorch.providers.slurm.task", str(map_path)]
+    else:
+        driver = tmp_path / "driver.py"
+        driver.write_text(DRIVER)
+        argv = [sys.executable, str(driver), str(map_path), str(index), requeue,
+                str(tmp_path / "requeue.log")]
+    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def requeue_calls(tmp_path: Path) -> list[int]:
+    """The signal numbers submitit's (stand-in) handler was called with, in order."""
+    log = tmp_path / "requeue.log"
+    if not log.exists():
+        return []
+    return [json.loads(line)["signum"] for line in log.read_text().splitlines()]
 
 
 def test_each_run_gets_its_logs_state_and_the_task_its_exit_code(tmp_path: Path) -> None:
     ok = "print('hello from run')"
     fail = "import sys; print('bad things', file=sys.stderr); sys.exit(3)"
     map_path = write_task(tmp_path, [[ok], [fail, ok]])
-    assert start(tmp_path, map_path, 0).wait(60) == 0
+    assert start(tmp_path, map_path, 0, requeue="none").wait(60) == 0
     assert start(tmp_path, map_path, 1).wait(60) == 3  # the packed task reports its failure
     runs = [tmp_path / "sweep" / str(n) for n in range(3)]
     assert (runs[0] / ".hpcorch/stdout.log").read_text() == "hello from run\n"
@@ -110,10 +148,10 @@ def test_time_limit_signal_is_forwarded_then_the_task_requeues(tmp_path: Path) -
                           requeue_on_timeout="always")
     proc = start(tmp_path, map_path, 0)
     _wait_for(tmp_path / "sweep/0/started")
-    proc.send_signal(signal.SIGUSR1)
+    proc.send_signal(signal.SIGUSR2)
     assert proc.wait(30) == 0
     assert (tmp_path / "sweep/0/got-signal").read_text() == str(int(signal.SIGUSR1))
-    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "1000"]
+    assert requeue_calls(tmp_path) == [int(signal.SIGUSR2)]  # submitit's handler, once
     state = read_task_state(tmp_path / "sweep/0")
     assert state is not None and state.state == "STOPPED" and not state.exited
     assert read_task_state(tmp_path / "sweep/1") is None  # left for the next start
@@ -125,12 +163,12 @@ def test_no_requeue_left_lets_the_time_limit_decide(tmp_path: Path) -> None:
     write_task_state(tmp_path / "sweep/0", TaskState("42_0", "STOPPED", timeouts=1))
     proc = start(tmp_path, map_path, 0, restart=1)
     _wait_for(tmp_path / "sweep/0/started")
-    proc.send_signal(signal.SIGUSR1)
+    proc.send_signal(signal.SIGUSR2)
     time.sleep(0.5)
     assert proc.poll() is None and not (tmp_path / "sweep/0/got-signal").exists()
     proc.send_signal(signal.SIGTERM)  # what Slurm sends at the limit
     assert proc.wait(30) == 128 + signal.SIGTERM
-    assert not (tmp_path / "scontrol.log").exists()
+    assert requeue_calls(tmp_path) == []
     state = read_task_state(tmp_path / "sweep/0")
     assert state is not None and state.state == "STOPPED"
 
@@ -175,12 +213,12 @@ def test_a_run_without_checkpoint_is_not_signalled_nor_requeued(tmp_path: Path) 
     map_path = write_task(tmp_path, [[HANG]])  # default policy: checkpointed
     proc = start(tmp_path, map_path, 0)
     _wait_for(tmp_path / "sweep/0/started")
-    proc.send_signal(signal.SIGUSR1)
+    proc.send_signal(signal.SIGUSR2)
     _wait_for_text(proc, "saved no checkpoint")
     assert proc.poll() is None and not (tmp_path / "sweep/0/got-signal").exists()
     proc.send_signal(signal.SIGTERM)  # what Slurm sends at the limit: TIMEOUT
     assert proc.wait(30) == 128 + signal.SIGTERM
-    assert not (tmp_path / "scontrol.log").exists()
+    assert requeue_calls(tmp_path) == []
 
 
 def test_a_run_that_saves_on_the_signal_is_requeued(tmp_path: Path) -> None:
@@ -188,9 +226,9 @@ def test_a_run_that_saves_on_the_signal_is_requeued(tmp_path: Path) -> None:
     proc = start(tmp_path, map_path, 0)
     _wait_for(tmp_path / "sweep/0/started")
     assert checkpoint.usage(tmp_path / "sweep/0") == checkpoint.Usage(handles_signals=True)
-    proc.send_signal(signal.SIGUSR1)
+    proc.send_signal(signal.SIGUSR2)
     assert proc.wait(30) == 0
-    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "1000"]
+    assert requeue_calls(tmp_path) == [int(signal.SIGUSR2)]  # submitit's handler, once
     assert checkpoint.usage(tmp_path / "sweep/0").saved
 
 
@@ -198,9 +236,9 @@ def test_preemption_requeues_do_not_spend_the_time_limit_budget(tmp_path: Path) 
     map_path = write_task(tmp_path, [[SAVES_ON_SIGNAL]])  # max_requeues=1
     proc = start(tmp_path, map_path, 0, restart=2)  # requeued twice after preemption
     _wait_for(tmp_path / "sweep/0/started")
-    proc.send_signal(signal.SIGUSR1)
+    proc.send_signal(signal.SIGUSR2)
     assert proc.wait(30) == 0
-    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "1000"]
+    assert requeue_calls(tmp_path) == [int(signal.SIGUSR2)]  # submitit's handler, once
     state = read_task_state(tmp_path / "sweep/0")
     assert state is not None and state.timeouts == 1 and state.restart == 2  # budget spent
 
@@ -209,9 +247,9 @@ def test_a_run_with_an_earlier_checkpoint_is_requeued(tmp_path: Path) -> None:
     map_path = write_task(tmp_path, [[SAVES_NOW_AND_THEN]])
     proc = start(tmp_path, map_path, 0)
     _wait_for(tmp_path / "sweep/0/started")
-    proc.send_signal(signal.SIGUSR1)
+    proc.send_signal(signal.SIGUSR2)
     assert proc.wait(30) == 0
-    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "1000"]
+    assert requeue_calls(tmp_path) == [int(signal.SIGUSR2)]  # submitit's handler, once
 
 
 def test_a_run_that_catches_the_signal_but_saves_nothing_is_not_requeued(
@@ -219,27 +257,26 @@ def test_a_run_that_catches_the_signal_but_saves_nothing_is_not_requeued(
     map_path = write_task(tmp_path, [[CATCHES_BUT_SAVES_NOTHING]])
     proc = start(tmp_path, map_path, 0)
     _wait_for(tmp_path / "sweep/0/started")
-    proc.send_signal(signal.SIGUSR1)
+    proc.send_signal(signal.SIGUSR2)
     _wait_for_text(proc, "not requeued")
-    proc.send_signal(signal.SIGTERM)  # the limit
-    assert proc.wait(30) == -signal.SIGTERM
-    assert not (tmp_path / "scontrol.log").exists()
+    assert _end_at_limit(proc) == -signal.SIGTERM
+    assert requeue_calls(tmp_path) == []
 
 
 def test_never_leaves_even_a_checkpointed_run_to_its_limit(tmp_path: Path) -> None:
     map_path = write_task(tmp_path, [[SAVES_NOW_AND_THEN]], requeue_on_timeout="never")
     proc = start(tmp_path, map_path, 0)
     _wait_for(tmp_path / "sweep/0/started")
-    proc.send_signal(signal.SIGUSR1)
+    proc.send_signal(signal.SIGUSR2)
     _wait_for_text(proc, "requeue_on_timeout=never")
     assert proc.poll() is None
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 128 + signal.SIGTERM
-    assert not (tmp_path / "scontrol.log").exists()
+    assert requeue_calls(tmp_path) == []
 
 
-def _wait_for_text(proc: subprocess.Popen[str], text: str, timeout: float = 30.0) -> None:
-    """Read the task's stderr until `text` appears (the task has decided)."""
+def _wait_for_text(proc: subprocess.Popen[str], text: str, timeout: float = 30.0) -> str:
+    """Read the task's stderr until `text` appears (the task has decided); what it read."""
     assert proc.stderr is not None
     fd = proc.stderr.fileno()
     seen = b""
@@ -254,3 +291,45 @@ def _wait_for_text(proc: subprocess.Popen[str], text: str, timeout: float = 30.0
             if not chunk:
                 pytest.fail(f"the task ended before saying {text!r}: {seen[-2000:]!r}")
             seen += chunk
+    return seen.decode(errors="replace")
+
+
+def _end_at_limit(proc: subprocess.Popen[str], timeout: float = 30.0) -> int:
+    """SIGTERM, as Slurm at the time limit, until the task ends (its notice on stderr comes
+    a moment before it installs SIGTERM's default action); its return code."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None:
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("the task outlived its time limit's SIGTERM")
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(0.2)
+        except subprocess.TimeoutExpired:
+            pass
+    return proc.returncode
+
+
+def test_a_requeue_submitit_refuses_lets_the_time_limit_end_the_task(tmp_path: Path) -> None:
+    """submitit's handler raises when the job's own budget is spent: no requeue, TIMEOUT."""
+    map_path = write_task(tmp_path, [[SAVES_ON_SIGNAL]])
+    proc = start(tmp_path, map_path, 0, requeue="refuses")
+    _wait_for(tmp_path / "sweep/0/started")
+    proc.send_signal(signal.SIGUSR2)
+    _wait_for_text(proc, "submitit did not requeue job 42_0: Job not requeued because")
+    assert requeue_calls(tmp_path) == [int(signal.SIGUSR2)]  # asked once, refused
+    assert proc.poll() is None  # left to the time limit
+    assert _end_at_limit(proc) == -signal.SIGTERM
+    assert checkpoint.usage(tmp_path / "sweep/0").saved  # the run still saved on SIGUSR1
+
+
+def test_a_task_not_started_by_submitit_cannot_requeue(tmp_path: Path) -> None:
+    """`python -m hpcorch.providers.slurm.task MAP` has no submitit handler: it says so and
+    leaves the run to its time limit instead of ending early as if requeued."""
+    map_path = write_task(tmp_path, [[SAVES_ON_SIGNAL]])
+    proc = start(tmp_path, map_path, 0, requeue="none")
+    _wait_for(tmp_path / "sweep/0/started")
+    proc.send_signal(signal.SIGUSR2)
+    _wait_for_text(proc, "not started by submitit: cannot requeue")
+    assert proc.poll() is None and requeue_calls(tmp_path) == []
+    assert _end_at_limit(proc) == -signal.SIGTERM
