@@ -1,9 +1,15 @@
-"""The Slurm provider against a fake of the Slurm commands (the CommandRunner seam)."""
+"""The Slurm provider against a fake of the Slurm commands: the CommandRunner seam for
+squeue/sacct/scancel/scontrol, and fake `sbatch`/`srun` executables first on PATH for
+submitit (which runs `sbatch <script>` itself); they talk to FakeSlurm through files."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import re
 import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,52 +24,127 @@ from hpcorch.providers.slurm.settings import SlurmSettings
 from hpcorch.providers.slurm.task import TaskState, write_task_state
 from hpcorch.spec import Resources, RunHandle, RunSpec, RunState
 
+#: The fake `sbatch` submitit runs: reads the #SBATCH lines of the script it is given,
+#: takes the next queued error (null: none) from the control file, logs the call.
+FAKE_SBATCH = """\
+import json, sys
+control_path, log_path = sys.argv[1], sys.argv[2]
+script = sys.argv[-1]
+options = dict(line[len("#SBATCH --"):].partition("=")[::2]
+               for line in open(script).read().splitlines() if line.startswith("#SBATCH --"))
+control = json.load(open(control_path))
+error = control["errors"].pop(0) if control["errors"] else None
+job = None
+if error is None or control["accepted_despite_error"]:
+    job = str(control["next_id"])
+    control["next_id"] += 1
+json.dump(control, open(control_path, "w"))
+with open(log_path, "a") as log:
+    log.write(json.dumps({"argv": ["sbatch", *sys.argv[3:]], "script": script,
+                          "job_name": options.get("job-name"), "chdir": options.get("chdir"),
+                          "array": options.get("array"), "job_id": job}) + "\\n")
+if error is not None:
+    print(error, file=sys.stderr)
+    sys.exit(1)
+print(f"Submitted batch job {job}")
+"""
+
 
 class FakeSlurm:
-    """Answers sbatch/sacct/squeue/scancel/scontrol from a table of job states."""
+    """Answers sacct/squeue/scancel/scontrol (the injected runner) and, through the fake
+    `sbatch` on PATH, submitit's submissions, from a table of job states."""
 
-    def __init__(self) -> None:
+    def __init__(self, root: Path) -> None:
         self.calls: list[list[str]] = []
-        self.next_id = 100
-        self.states: dict[str, str] = {}  # "100_0" -> "RUNNING|0:0|vm"
-        self.names: dict[str, tuple[str, str]] = {}  # array id -> (job name, workdir)
-        self.sbatch_errors: list[str] = []
-        self.accepted_despite_error = False
+        self._states: dict[str, str] = {}  # "100_0" -> "RUNNING|0:0|vm"
+        self._names: dict[str, tuple[str, str]] = {}  # array id -> (job name, workdir)
         self.accounting = True
+        self.bin = root / "fakebin"
+        self.bin.mkdir()
+        self.control = root / "sbatch-control.json"
+        self.log = root / "sbatch-calls.jsonl"
+        self._seen = 0
+        self._write_control(errors=[], accepted_despite_error=False, next_id=100)
+        (self.bin / "sbatch.py").write_text(FAKE_SBATCH)
+        self._executable("sbatch", f'exec {sys.executable} {self.bin / "sbatch.py"} '
+                         f'{self.control} {self.log} "$@"')
+        self._executable("srun", 'echo "fake srun: not for unit tests" >&2; exit 1')
+        for name in ("sacct", "squeue", "scancel", "scontrol"):  # never the real Slurm
+            self._executable(name, f'echo "{name} must go through the runner" >&2; exit 1')
+
+    def _executable(self, name: str, body: str) -> None:
+        path = self.bin / name
+        path.write_text(f"#!/bin/sh\n{body}\n")
+        path.chmod(0o755)
+
+    def _write_control(self, **values: Any) -> None:
+        data = json.loads(self.control.read_text()) if self.control.exists() else {}
+        self.control.write_text(json.dumps({**data, **values}))
+
+    @property
+    def sbatch_errors(self) -> list[str | None]:
+        return list(json.loads(self.control.read_text())["errors"])
+
+    @sbatch_errors.setter
+    def sbatch_errors(self, errors: list[str | None]) -> None:
+        self._write_control(errors=list(errors))
+
+    @property
+    def accepted_despite_error(self) -> bool:
+        return bool(json.loads(self.control.read_text())["accepted_despite_error"])
+
+    @accepted_despite_error.setter
+    def accepted_despite_error(self, value: bool) -> None:
+        self._write_control(accepted_despite_error=value)
+
+    def sbatch_calls(self) -> list[dict[str, Any]]:
+        """Every sbatch submitit ran, in order (argv, script, job name, --array, job id)."""
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+    def _sync(self) -> None:
+        """Learn the jobs the fake sbatch accepted since the last look."""
+        calls = self.sbatch_calls()
+        for call in calls[self._seen:]:
+            job = call["job_id"]
+            if job is None:
+                continue
+            self._names[job] = (call["job_name"], call["chdir"])
+            if call["array"] is None:  # a plain job: submitit's single task
+                self._states[job] = "PENDING|0:0|None assigned"
+            else:
+                size = int(call["array"].split("-")[1].split("%")[0]) + 1
+                for i in range(size):
+                    self._states[f"{job}_{i}"] = "PENDING|0:0|None assigned"
+        self._seen = len(calls)
+
+    @property
+    def states(self) -> dict[str, str]:
+        self._sync()
+        return self._states
+
+    @property
+    def names(self) -> dict[str, tuple[str, str]]:
+        self._sync()
+        return self._names
 
     def __call__(self, argv: Sequence[str], **_: Any) -> subprocess.CompletedProcess[str]:
         argv = list(argv)
+        self._sync()
         self.calls.append(argv)
         handler = getattr(self, "_" + argv[0])
         rc, out, err = handler(argv)
         return subprocess.CompletedProcess(argv, rc, out, err)
 
     def count(self, name: str) -> int:
+        if name == "sbatch":
+            return len(self.sbatch_calls())
         return sum(1 for c in self.calls if c[0] == name)
 
     def _scontrol(self, argv: list[str]) -> tuple[int, str, str]:
         storage = "slurmdbd" if self.accounting else "none"
         return 0, f"MaxArraySize = 1001\nAccountingStorageType = accounting_storage/{storage}\n", ""
-
-    def _sbatch(self, argv: list[str]) -> tuple[int, str, str]:
-        script = Path(argv[-1]).read_text()
-        name = next(ln.split("=", 1)[1] for ln in script.splitlines()
-                    if ln.startswith("#SBATCH --job-name="))
-        workdir = next(ln.split("=", 1)[1] for ln in script.splitlines()
-                       if ln.startswith("#SBATCH --chdir="))
-        array = next(ln.split("=", 1)[1] for ln in script.splitlines()
-                     if ln.startswith("#SBATCH --array="))
-        size = int(array.split("-")[1].split("%")[0]) + 1
-        accepted = not self.sbatch_errors or self.accepted_despite_error
-        if accepted:
-            job = str(self.next_id)
-            self.next_id += 1
-            self.names[job] = (name, workdir)
-            for i in range(size):
-                self.states[f"{job}_{i}"] = "PENDING|0:0|None assigned"
-        if self.sbatch_errors:
-            return 1, "", self.sbatch_errors.pop(0)
-        return 0, f"{job};cluster\n", ""
 
     def _sacct(self, argv: list[str]) -> tuple[int, str, str]:
         if not self.accounting:
@@ -87,7 +168,8 @@ class FakeSlurm:
             arrays = argv[argv.index("-j") + 1].split(",")
             lines = []
             for job_id, text in self.states.items():
-                array, task = job_id.split("_")
+                array, _, task = job_id.partition("_")
+                task = task or "N/A"  # a plain job
                 if array in arrays:
                     state, _, node = text.split("|")
                     name, workdir = self.names.get(array, ("x", "/"))
@@ -121,8 +203,10 @@ class Clock:
 
 
 @pytest.fixture
-def fake() -> FakeSlurm:
-    return FakeSlurm()
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeSlurm:
+    slurm = FakeSlurm(tmp_path)
+    monkeypatch.setenv("PATH", f"{slurm.bin}{os.pathsep}{os.environ['PATH']}")
+    return slurm
 
 
 @pytest.fixture
@@ -190,21 +274,16 @@ def test_other_sbatch_errors_fail_at_once_with_argv_rc_and_stderr(
     with pytest.raises(ProviderError) as err:
         make(fake, clock).submit(specs(tmp_path, 1))
     assert fake.count("sbatch") == 1
-    assert err.value.argv[:2] == ("sbatch", "--parsable") and err.value.returncode == 1
+    [call] = fake.sbatch_calls()
+    assert err.value.argv == ("sbatch", call["script"]) and err.value.returncode == 1
+    assert Path(call["script"]).parent == tmp_path / "sweep/.hpcorch/slurm/submitit"
     assert "invalid partition" in str(err.value) and str(err.value).startswith("[slurm]")
 
 
 def test_failed_batch_cancels_what_it_submitted(tmp_path: Path, fake: FakeSlurm,
                                                 clock: Clock) -> None:
     provider = make(fake, clock, max_array_size=2)
-    original = fake._sbatch
-
-    def second_fails(argv: list[str]) -> tuple[int, str, str]:
-        if fake.count("sbatch") == 2:
-            return 1, "", "sbatch: error: QOSMaxSubmitJobPerUserLimit"
-        return original(argv)
-
-    fake._sbatch = second_fails  # type: ignore[method-assign]
+    fake.sbatch_errors = [None, "sbatch: error: QOSMaxSubmitJobPerUserLimit"]
     with pytest.raises(ProviderError):
         provider.submit(specs(tmp_path, 4))
     assert ["scancel", "100"] in fake.calls
@@ -333,8 +412,8 @@ def test_sigkilled_run_waits_for_slurms_verdict(tmp_path: Path, fake: FakeSlurm,
     provider = make(fake, clock)
     runs = specs(tmp_path, 1)
     [handle] = provider.submit(runs)
-    write_task_state(runs[0].run_dir, TaskState("100_0", "EXITED", "c1", signal=9))
-    fake.states["100_0"] = "OUT_OF_MEMORY|0:9|c1"
+    write_task_state(runs[0].run_dir, TaskState("100", "EXITED", "c1", signal=9))
+    fake.states["100"] = "OUT_OF_MEMORY|0:9|c1"
     clock.now += 60
     [status] = provider.status([handle])
     assert status.state is RunState.FAILED and status.context is not None
@@ -439,7 +518,7 @@ def test_status_in_a_fresh_process_learns_run_dirs_from_the_map(
     runs = specs(tmp_path, 1)
     [handle] = make(fake, clock).submit(runs)
     (Path(runs[0].run_dir) / ".hpcorch" / "stderr.log").write_text("Killed\n")
-    fake.states["100_0"] = "CANCELLED by 0|0:15|vm"
+    fake.states["100"] = "CANCELLED by 0|0:15|vm"
     [status] = make(fake, clock).status([handle])
     assert status.state is RunState.CANCELLED and status.context is not None
     assert status.context.stderr_tail == "Killed"
@@ -469,10 +548,33 @@ def test_render_is_what_submit_writes(tmp_path: Path, fake: FakeSlurm, clock: Cl
     runs = specs(tmp_path, 3)
     text = provider.render(runs)
     provider.submit(runs)
-    scripts = sorted((tmp_path / "sweep/.hpcorch/slurm").glob("*.sbatch"))
-    assert len(scripts) == 2
-    for script in scripts:
-        assert script.read_text() in text
+    folder = tmp_path / "sweep/.hpcorch/slurm/submitit"
+    scripts = sorted(folder.glob("*_submission.sh"))  # what submitit wrote and submitted
+    assert [s.name for s in scripts] == ["100_submission.sh", "101_submission.sh"]
+    rendered = re.split(r"^# ==> ", text, flags=re.M)[1:]
+    assert len(rendered) == 2
+    for script, part in zip(scripts, rendered, strict=True):
+        assert part.split(" <==\n", 1)[1] == script.read_text()  # byte for byte
+    assert [c["array"] for c in fake.sbatch_calls()] == ["0-1%2", None]  # 2 tasks, then 1
+
+
+def test_a_single_task_is_a_plain_job_found_again(tmp_path: Path, fake: FakeSlurm,
+                                                  clock: Clock) -> None:
+    """submitit submits a batch of one as a plain job: its id has no `_0`, and status and
+    lookup find its run through index 0 of the map file."""
+    runs = specs(tmp_path, 1)
+    [handle] = make(fake, clock).submit(runs)
+    assert handle.job_id == "100" and fake.sbatch_calls()[0]["array"] is None
+    (Path(runs[0].run_dir) / ".hpcorch" / "stderr.log").write_text("Killed\n")
+    fake.states["100"] = "RUNNING|0:0|vm"
+    fresh = make(fake, clock)  # another process: only Slurm and the files
+    [found] = fresh.lookup(["k0"])
+    assert (found.run_key, found.job_id) == ("k0", "100")
+    fake.states["100"] = "CANCELLED by 0|0:15|vm"
+    clock.now += 60
+    [status] = make(fake, clock).status([handle])
+    assert status.state is RunState.CANCELLED and status.context is not None
+    assert status.context.stderr_tail == "Killed" and status.context.job_id == "100"
 
 
 def test_unused_limits_injection(tmp_path: Path, fake: FakeSlurm) -> None:
