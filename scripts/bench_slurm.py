@@ -129,7 +129,7 @@ def main() -> int:
                     f"hydra.sweep.dir={hp_dir}"],
         app, shims, {"HPCORCH_HOME": str(work / "hpcorch-home")}, args.timeout)
     hp_done = count_results(hp_dir, "*/.hpcorch/record.json", '"state": "SUCCEEDED"')
-    arrays = len(list((hp_dir / ".hpcorch" / "slurm").glob("*.sbatch")))
+    arrays = len(list((hp_dir / ".hpcorch" / "slurm" / "submitit").glob("*_submission.sh")))
 
     print()
     print(f"{'launcher':<24} {'wall s':>8} {'results':>8} " + " ".join(f"{t:>8}" for t in TOOLS))

@@ -5,11 +5,12 @@ where a sweep keeps its scheduler files. Nothing here knows a scheduler."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from hpcorch.spec import RunSpec
-from hpcorch.store.records import META_DIR, read_json
+from hpcorch.store.records import META_DIR, atomic_write_json, meta_dir, read_json, spec_path
 
 #: Every array's job name: `hpcorch-<sweep id>-<token>`.
 JOB_PREFIX = "hpcorch-"
@@ -69,3 +70,15 @@ def scheduler_dir_for(specs: Sequence[RunSpec], name: str) -> str:
     """`<sweep dir>/.hpcorch/<name>`: the sweep dir is the common parent of the run dirs."""
     parents = [os.path.dirname(os.path.abspath(s.run_dir)) for s in specs]
     return os.path.join(os.path.commonpath(parents), META_DIR, name)
+
+
+def write_task_inputs(specs: Iterable[RunSpec], log_dir: str) -> None:
+    """What an array task reads, on disk before the array is submitted: each run's spec
+    file (the orchestrator writes it; direct callers may not) and its `.hpcorch`
+    directory, and the scheduler's log directory."""
+    Path(log_dir).mkdir(parents=True, exist_ok=True)
+    for spec in specs:
+        path = spec_path(spec.run_dir)
+        if not path.exists():
+            atomic_write_json(path, spec.to_dict())
+        meta_dir(spec.run_dir).mkdir(parents=True, exist_ok=True)

@@ -83,3 +83,10 @@ def squeue_jobs(name_prefix: str) -> list[tuple[str, str]]:
 def squeue_ids(name_prefix: str) -> list[str]:
     """Job ids of this user's jobs whose name starts with `name_prefix` (see squeue_jobs)."""
     return [job_id for job_id, _ in squeue_jobs(name_prefix)]
+
+
+def submitted_scripts(sweep_dir: Path) -> list[Path]:
+    """The sbatch scripts submitit submitted for a sweep (one per array or single-task job:
+    `<sweep>/.hpcorch/slurm/submitit/<job id>_submission.sh`), in job id order."""
+    found = (sweep_dir / ".hpcorch" / "slurm" / "submitit").glob("*_submission.sh")
+    return sorted(found, key=lambda p: int(p.name.split("_", 1)[0]))

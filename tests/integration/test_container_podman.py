@@ -25,10 +25,10 @@ from pathlib import Path
 import pytest
 
 from hpcorch.containers import prepare_container
-from hpcorch.testing.signals import SignalProbe, process_group_of
 from hpcorch.providers.local import LocalProvider, LocalSettings
 from hpcorch.spec import RunSpec, RunState
 from hpcorch.testing import wait_state, wait_terminal
+from hpcorch.testing.signals import SignalProbe, process_group_of
 from tests.conftest import require_service
 from tests.integration.helpers import records, run
 

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 from hpcorch.containers import prepare_container
-from hpcorch.testing.signals import SignalProbe, wait_for
 from hpcorch.providers.slurm.provider import SlurmProvider
 from hpcorch.providers.slurm.settings import SlurmSettings
 from hpcorch.spec import Resources, RunSpec, RunState
 from hpcorch.store.records import atomic_write_json, spec_path
 from hpcorch.testing import wait_terminal
+from hpcorch.testing.signals import SignalProbe, wait_for
 from tests.conftest import require_service
 from tests.integration.helpers import records, run
 from tests.integration.test_container_podman import HOW, IMAGE, image_exists
@@ -63,10 +63,10 @@ def test_slurm_sweep_inside_the_image_equals_local_without(app_dir: Path,
 
 
 def test_requeue_through_the_container(tmp_path: Path, slurm_and_image: None) -> None:
-    """SIGUSR1 (what `--signal=B:USR1@grace` sends before the time limit) travels
-    hpcorch.providers.slurm.task -> podman (sig-proxy) -> catatonit -> python; the code "checkpoints" and
-    exits, the task requeues itself, and the restarted run inside the image sees
-    SLURM_RESTART_COUNT=1."""
+    """SIGUSR2 (what `--signal=B:USR2@grace` sends before the time limit) reaches
+    hpcorch's task, which passes hpcorch.checkpoint's SIGUSR1 on -> podman (sig-proxy) ->
+    catatonit -> python; the code "checkpoints" and exits, submitit's handler requeues
+    the job, and the restarted run inside the image sees restart count 1."""
     run_dir = tmp_path / "sweep" / "0"
     run_dir.mkdir(parents=True)
     probe = SignalProbe(str(run_dir), signals=("SIGUSR1", "SIGTERM"), exit_on=("SIGUSR1",),
@@ -85,7 +85,7 @@ def test_requeue_through_the_container(tmp_path: Path, slurm_and_image: None) ->
     [handle] = provider.submit([wrapped])
     try:
         probe.wait_ready(timeout=180)
-        done = subprocess.run(["scancel", "--batch", "--signal=USR1", handle.job_id],
+        done = subprocess.run(["scancel", "--batch", "--signal=USR2", handle.job_id],
                               capture_output=True, text=True, timeout=60, check=False)
         assert done.returncode == 0, done.stderr
         assert probe.wait_seen("SIGUSR1", timeout=60), probe.seen()

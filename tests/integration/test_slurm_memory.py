@@ -19,7 +19,7 @@ import pytest
 from hpcorch.providers.slurm import SlurmProvider, SlurmSettings
 from hpcorch.spec import Resources, RunState
 from hpcorch.testing import contract_spec, wait_terminal
-from tests.integration.slurm_support import records, require_slurm, run_app
+from tests.integration.slurm_support import records, require_slurm, run_app, submitted_scripts
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm]
 
@@ -48,7 +48,8 @@ def test_run_over_its_memory_limit_fails_saying_so(tmp_path: Path) -> None:
                                  command=(sys.executable, "-c", touch(mb, hold_s)))
              for num, mb, hold_s in ((0, 600, 15), (1, 40, 3))]
     handles = provider.submit(specs)
-    script = next((tmp_path / "sweep/.hpcorch/slurm").glob("*.sbatch")).read_text()
+    [script_path] = submitted_scripts(tmp_path / "sweep")
+    script = script_path.read_text()
     assert "#SBATCH --mem=256MB" in script
     statuses = wait_terminal(provider, handles, 90)
     assert [s.state for s in statuses] == [RunState.FAILED, RunState.SUCCEEDED], statuses

@@ -93,7 +93,7 @@ def test_pack_and_task_ids_are_one_based() -> None:
     assert "-t" in (argv := qsub_argv(plan, SgeSettings(pack=2)))
     assert argv[argv.index("-t") + 1] == "1-3"
     assert "h_rt=7200" in argv  # two runs one after the other in a task
-    data = map_data(plan)
+    data = map_data(plan, SgeSettings(pack=2))
     assert task_runs(data, 1) == [("key0000", "/sweeps/demo/0"), ("key0001", "/sweeps/demo/1")]
     assert task_runs(data, 3) == [("key0004", "/sweeps/demo/4")]
     assert task_runs(data, 0) == [] and task_runs(data, 4) == []

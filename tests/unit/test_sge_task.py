@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from hpcorch.providers.sge.script import map_data, plan_arrays
 from hpcorch.providers.sge.settings import SgeSettings
@@ -23,10 +24,11 @@ def spec(tmp_path: Path, num: int, code: str) -> RunSpec:
     return made
 
 
-def task_map(tmp_path: Path, specs: list[RunSpec], pack: int) -> str:
-    [plan] = plan_arrays(specs, SgeSettings(pack=pack))
+def task_map(tmp_path: Path, specs: list[RunSpec], pack: int, **options: Any) -> str:
+    settings = SgeSettings(pack=pack, **options)
+    [plan] = plan_arrays(specs, settings)
     os.makedirs(plan.sge_dir)
-    atomic_write_json(plan.map_path, map_data(plan))
+    atomic_write_json(plan.map_path, map_data(plan, settings))
     return plan.map_path
 
 
@@ -77,3 +79,58 @@ def test_a_command_that_cannot_start_is_exit_127(tmp_path: Path) -> None:
     state = read_task_state(made.run_dir)
     assert state is not None and state.exit_code == 127
     assert "cannot start" in (meta_dir(made.run_dir) / "stderr.log").read_text()
+
+
+#: Catches hpcorch.checkpoint's signal, saves, and stops to be resumed (exit 75).
+RESUMABLE = """
+import time
+from hpcorch import checkpoint
+checkpoint.on_signal(lambda: checkpoint.save({"step": 1}))
+open("started", "w").close()
+for _ in range(1200):
+    time.sleep(0.05)
+"""
+
+
+def short_limit(path: str, limit_s: float, grace_s: float) -> None:
+    """The map file's time limit made short (a real one is at least a minute)."""
+    from hpcorch.store.records import read_json
+
+    data = read_json(path)
+    atomic_write_json(path, {**data, "limit_s": limit_s, "grace_s": grace_s})
+
+
+def test_time_limit_tells_a_resumable_run_and_requeues_by_exit_99(tmp_path: Path) -> None:
+    """The task's own timer (not Grid Engine's s_rt, which would signal the run too): the
+    run gets SIGUSR1, saves, stops; the task exits 99 (Grid Engine reschedules it) and
+    the run's time-limit budget is spent."""
+    run = spec(tmp_path, 0, RESUMABLE)
+    path = task_map(tmp_path, [run], pack=1, max_requeues=2)
+    short_limit(path, limit_s=4, grace_s=3)  # the timer fires after 1 s
+    assert ArrayTask(path, sge_env(1)).run() == 99
+    state = read_task_state(run.run_dir)
+    assert state is not None and state.state == "STOPPED" and state.timeouts == 1
+    from hpcorch import checkpoint
+
+    assert checkpoint.usage(run.run_dir).saved  # saved when told, before it stopped
+
+
+def test_time_limit_leaves_a_run_without_checkpoint_alone(tmp_path: Path) -> None:
+    """A run that neither saved nor catches the signal is not signalled (it would start
+    from zero again): it goes on, here to its own end, and no requeue is asked for."""
+    code = "import time; time.sleep(2.5); print('done')"
+    run = spec(tmp_path, 0, code)
+    path = task_map(tmp_path, [run], pack=1)
+    short_limit(path, limit_s=4, grace_s=3)
+    assert ArrayTask(path, sge_env(1)).run() == 0
+    state = read_task_state(run.run_dir)
+    assert state is not None and (state.state, state.exit_code) == ("EXITED", 0)
+    assert (meta_dir(run.run_dir) / "stdout.log").read_text() == "done\n"
+
+
+def test_no_time_limit_requeue_once_the_budget_is_spent(tmp_path: Path) -> None:
+    run = spec(tmp_path, 0, "import time; time.sleep(2.5)")
+    path = task_map(tmp_path, [run], pack=1, max_requeues=1, requeue_on_timeout="always")
+    short_limit(path, limit_s=4, grace_s=3)
+    write_task_state(run.run_dir, TaskState("77.1", "STOPPED", timeouts=1))
+    assert ArrayTask(path, sge_env(1)).run() == 0  # not signalled: ran to its end

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hpcorch.errors import ProviderError, ProviderUnavailable
-from hpcorch.providers.arrays import cached_map
+from hpcorch.providers.arrays import cached_map, write_task_inputs
 from hpcorch.providers.base import Capabilities
 from hpcorch.providers.pacing import QueryPacing
 from hpcorch.providers.sge.accounting import (
@@ -218,13 +218,8 @@ class SgeProvider:
 
     # -- submission ----------------------------------------------------------------
     def _submit_array(self, plan: ArrayPlan) -> str:
-        Path(plan.log_dir).mkdir(parents=True, exist_ok=True)
-        for spec in plan.runs:
-            path = spec_path(spec.run_dir)
-            if not path.exists():  # the orchestrator writes it; direct callers may not
-                atomic_write_json(path, spec.to_dict())
-            meta_dir(spec.run_dir).mkdir(parents=True, exist_ok=True)
-        data = map_data(plan)
+        write_task_inputs(plan.runs, plan.log_dir)
+        data = map_data(plan, self.settings)
         atomic_write_json(plan.map_path, data)
         self._maps[plan.map_path] = data
         atomic_write_text(plan.script_path, render_script(plan, self.settings, self.python))

@@ -183,9 +183,20 @@ def _printable(text: str) -> str:
     return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
-def map_data(plan: ArrayPlan) -> dict[str, Any]:
+def signal_grace_s(plan: ArrayPlan, settings: SgeSettings) -> int:
+    """Seconds before `h_rt` at which the task tells its run; at most half the limit."""
+    return min(settings.signal_grace_s, max(1, time_limit_s(plan, settings) // 2))
+
+
+def map_data(plan: ArrayPlan, settings: SgeSettings) -> dict[str, Any]:
     """The map file's content: what the array task (hpcorch.providers.sge.task) reads."""
-    return arrays.map_header(plan.sweep_id, plan.job_name, plan.pack, plan.tasks)
+    return {
+        **arrays.map_header(plan.sweep_id, plan.job_name, plan.pack, plan.tasks),
+        "limit_s": time_limit_s(plan, settings),
+        "grace_s": signal_grace_s(plan, settings),
+        "max_requeues": settings.max_requeues,
+        "requeue_on_timeout": settings.requeue_on_timeout,
+    }
 
 
 def task_runs(data: dict[str, Any], task_id: int) -> list[tuple[str, str]]:

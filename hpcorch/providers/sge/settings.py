@@ -66,6 +66,15 @@ class SgeSettings:
     rerun: bool = True
     """Let Grid Engine start a task again when it reschedules it (`qsub -r y`: its host
     went down, or `qmod -rj`); the runs it had finished are not run again."""
+    max_requeues: int = 3
+    """How often a run that reaches its time limit is requeued to resume (as on Slurm)."""
+    requeue_on_timeout: Literal["checkpointed", "always", "never"] = "checkpointed"
+    """Which runs that reach their time limit are requeued: checkpointed = only runs that
+    can resume (they saved an hpcorch.checkpoint, or catch its signal and then save or
+    stop), always = every run, never = none; the others end TIMEOUT."""
+    signal_grace_s: int = 90
+    """Seconds before the run-time limit (`h_rt`) at which a run gets hpcorch.checkpoint's
+    SIGUSR1 to save a checkpoint (at most half the limit)."""
     pack: int = 1
     """Runs per array task, one after the other (for sweeps of many short runs)."""
     python: str | None = None
@@ -82,6 +91,10 @@ class SgeSettings:
     def validate(self, prefix: str) -> None:
         """Range checks and the `qsub_args` / `setup` checks."""
         require(self.pack >= 1, f"{prefix}.pack", self.pack, "must be >= 1")
+        require(self.max_requeues >= 0, f"{prefix}.max_requeues", self.max_requeues,
+                "must be >= 0")
+        require(self.signal_grace_s >= 1, f"{prefix}.signal_grace_s", self.signal_grace_s,
+                "must be >= 1")
         for key in ("time_min", "array_throttle"):
             value = getattr(self, key)
             require(value is None or value >= 1, f"{prefix}.{key}", value,

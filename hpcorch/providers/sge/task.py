@@ -15,6 +15,14 @@ h_vmem) by signalling that group, and a run in a session of its own would
 outlive its job. A signal this process gets (qsub -notify's SIGUSR1/SIGUSR2,
 SIGTERM) is forwarded to the run; its state file then says STOPPED and the
 scheduler's word (qacct) decides how the run ended.
+
+Time limits (hpcorch.worker.array_task decides, as on Slurm): Grid Engine's
+own warning (s_rt) would signal the whole process group, the run included,
+whatever the task decides; so the task keeps its own timer instead (SIGALRM,
+`grace_s` before `h_rt`, to this process only). A run told of its limit gets
+hpcorch.checkpoint's SIGUSR1; a requeue is exit status 99, on which Grid
+Engine reschedules the task (`RESTARTED=1`), and the task then runs the runs it
+had not finished.
 """
 
 from __future__ import annotations
@@ -43,6 +51,10 @@ __all__ = ["FORWARDED", "TASK_STATE_FILE", "ArrayTask", "TaskState", "TaskStatus
 TASK_STATE_FILE = "sge.json"
 #: Signals forwarded to the running run.
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
+#: The task's own time-limit warning (a timer: Grid Engine's s_rt would hit the run too).
+LIMIT_SIGNAL = signal.SIGALRM
+#: The exit status on which Grid Engine reschedules a job (its documented convention).
+RESCHEDULE_EXIT = 99
 
 #: `<run_dir>/.hpcorch/sge.json`; its `job_id` is `123.4`, the array task that ran it.
 _STATE_FILE = TaskStateFile(TASK_STATE_FILE, TaskState)
@@ -59,7 +71,8 @@ class ArrayTask(ArrayTaskRunner[TaskState]):
     """Runs the runs of one array task id, forwarding signals to them."""
 
     state_file = _STATE_FILE
-    signals = FORWARDED
+    signals = (*FORWARDED, LIMIT_SIGNAL)
+    limit_signal = LIMIT_SIGNAL
 
     def __init__(self, map_path: str, env: Mapping[str, str] | None = None) -> None:
         super().__init__(map_path)
@@ -80,17 +93,26 @@ class ArrayTask(ArrayTaskRunner[TaskState]):
             list(spec.command), cwd=spec.workdir or spec.run_dir, env=env,
             stdin=subprocess.DEVNULL, stdout=out_fd, stderr=err_fd)
 
-    def _forward(self, signum: int) -> None:
+    def run(self) -> int:
+        """Run this task's runs, with the time-limit timer set (`limit_s - grace_s` from
+        now: the task starts right after its job)."""
+        limit_s = float(self.map.get("limit_s") or 0)
+        if limit_s > 0:
+            signal.signal(LIMIT_SIGNAL, self._on_signal)  # before the timer can fire
+            signal.setitimer(signal.ITIMER_REAL,
+                             max(1.0, limit_s - float(self.map.get("grace_s", 60))))
+        return super().run()
+
+    def _signal_child(self, signum: int) -> None:
         child = self.child
         if child is not None and child.poll() is None:
             child.send_signal(signum)
 
-    def _wait(self, child: Any) -> int:
-        while True:
-            try:
-                return int(child.wait())
-            except InterruptedError:  # pragma: no cover - PEP 475 retries for us
-                continue
+    def _poll(self, child: Any) -> int | None:
+        return child.poll()  # type: ignore[no-any-return]
+
+    def _requeue_task(self) -> int:
+        return RESCHEDULE_EXIT
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,16 +21,16 @@ import random
 import shlex
 import subprocess
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import submitit
 
 from hpcorch.errors import ProviderError, ProviderUnavailable
+from hpcorch.providers import arrays
 from hpcorch.providers.slurm.script import ArrayPlan, executor_parameters, map_data
 from hpcorch.providers.slurm.settings import OfflineSlurmExecutor, SlurmSettings
 from hpcorch.providers.slurm.task import SubmititTask
-from hpcorch.store.records import atomic_write_json, meta_dir, spec_path
+from hpcorch.store.records import atomic_write_json
 
 log = logging.getLogger("hpcorch.slurm")
 
@@ -45,12 +45,7 @@ SlurmCall = Callable[[list[str]], "subprocess.CompletedProcess[str]"]
 
 def write_array_files(plan: ArrayPlan, settings: SlurmSettings) -> dict[str, Any]:
     """Write what the array's tasks read (spec files, map file); the map."""
-    Path(plan.log_dir).mkdir(parents=True, exist_ok=True)
-    for spec in plan.runs:
-        path = spec_path(spec.run_dir)
-        if not path.exists():  # the orchestrator writes it; direct callers may not
-            atomic_write_json(path, spec.to_dict())
-        meta_dir(spec.run_dir).mkdir(parents=True, exist_ok=True)
+    arrays.write_task_inputs(plan.runs, plan.log_dir)
     data = map_data(plan, settings)
     atomic_write_json(plan.map_path, data)
     return data
