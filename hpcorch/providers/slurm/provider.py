@@ -1,7 +1,8 @@
 """The Slurm provider: job arrays in, one batched scheduler query per interval out.
 
-- submit: one sbatch per array (plan_arrays splits at MaxArraySize and
-  MaxJobCount, read once from `scontrol show config`); transient sbatch
+- submit: one submitit submission (one sbatch) per array (plan_arrays splits
+  at MaxArraySize and MaxJobCount, read once from `scontrol show config`;
+  submitit's SlurmExecutor writes the script and runs sbatch); transient sbatch
   failures are retried with backoff and jitter, after checking that the
   failed-looking submission did not get through after all.
 - status: each run's task-state file first (written inside the job, no
