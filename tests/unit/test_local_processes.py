@@ -79,7 +79,10 @@ def test_pool_admits_in_order_and_releases_after_the_failure_hook(tmp_path: Path
              for n, rc in enumerate((3, 0))]
     handles = pool.submit(specs)
     assert [h.job_id for h in handles] == [job_id(s) for s in specs]
-    assert [s.state for s in pool.status(handles)][1] is RunState.SUBMITTED  # gate: 1 at a time
+    # Gate: one at a time. Asked right after submit, before anything is reaped: asking
+    # `status` here raced with the first run's exit (`sh` can end before the call, and
+    # then the second is rightly admitted), under load in the full suite.
+    assert gate.held == {job_id(specs[0])} and ("refuse", job_id(specs[1])) in gate.log
     states = _settle(pool, handles)
     assert [s.state for s in states] == [RunState.FAILED, RunState.SUCCEEDED]
     failed = states[0].context
