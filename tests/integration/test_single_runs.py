@@ -56,9 +56,17 @@ def test_a_local_single_run_of_two_ranks_goes_through_the_orchestrator(app_dir: 
     assert_ran_as_ranks(record, 2, "openmpi")
 
 
+def _final_slurm_state(job: str) -> str | None:
+    """sacct's state of `job` once it has left PENDING/RUNNING, else None."""
+    done = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job, "-o", "State"],
+                          capture_output=True, text=True, timeout=60, check=True)
+    state = done.stdout.strip()
+    return state if state and state not in ("PENDING", "RUNNING", "COMPLETING") else None
+
+
 @pytest.mark.slurm
 def test_a_single_run_with_provider_slurm_runs_on_slurm(app_dir: Path) -> None:
-    from tests.integration.slurm_support import require_slurm
+    from tests.integration.slurm_support import require_slurm, wait_for
 
     require_slurm()
     dry = run(app_dir, "provider=slurm", "epochs=1", "hydra.run.dir=dry", "hpcorch.dry_run=true",
@@ -73,9 +81,10 @@ def test_a_single_run_with_provider_slurm_runs_on_slurm(app_dir: Path) -> None:
     record = _record(app_dir / "on-slurm")
     assert record["state"] == "SUCCEEDED" and record["provider"] == "slurm"
     job = record["job_id"].split("_")[0]
-    accounted = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job, "-o", "State"],
-                               capture_output=True, text=True, check=True)
-    assert "COMPLETED" in accounted.stdout
+    # The record is written before the job's batch shell (and submitit's result pickling)
+    # ends, so sacct may still say RUNNING for a moment: await its final state.
+    final = wait_for(lambda: _final_slurm_state(job), f"sacct's final state of job {job}")
+    assert final == "COMPLETED", final
     assert "on slurm: 1 succeeded" in done.stderr and "SUCCEEDED" not in done.stdout
     # The same run locally has the same run key (where it runs is not what it computes).
     local = run(app_dir, "epochs=1", "hydra.run.dir=on-local", script="train.py")
