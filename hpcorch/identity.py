@@ -46,14 +46,19 @@ def run_key(
     seed: int,
     image: str | None = None,
     exclude: Iterable[str] = DEFAULT_KEY_EXCLUDE,
+    upstream: Iterable[str] = (),
 ) -> str:
-    """The content-addressed id of one run."""
-    payload = {
+    """The content-addressed id of one run; `upstream`: the keys of the pipeline runs it
+    consumes (in a pipeline a changed upstream run makes a new downstream run)."""
+    payload: dict[str, Any] = {
         "config": experiment_config(config, exclude),
         "code": code_version,
         "image": image or "",
         "seed": int(seed),
     }
+    consumed = sorted(upstream)
+    if consumed:  # absent otherwise: a run outside a pipeline keeps the key it always had
+        payload["upstream"] = consumed
     return short_hash(canonical_json(payload))
 
 

@@ -173,7 +173,9 @@ class RunSpec:
     image: str | None = None
     code_version: str = ""
     stage: str = "main"
-    depends_on: tuple[str, ...] = ()
+    upstream: tuple[tuple[str, str, str], ...] = ()
+    """The upstream runs this run consumes in a pipeline: (stage, run key, run dir) each.
+    Their keys are part of this run's key; the job checks their records before it starts."""
     priority: int = 0
     attempt: int = 0
 
@@ -190,8 +192,10 @@ class RunSpec:
         """Rebuild a spec written by `to_dict` (lists become tuples again)."""
         values = dict(data)
         values["resources"] = Resources(**values.get("resources", {}))
-        for name in ("overrides", "command", "depends_on"):
+        for name in ("overrides", "command"):
             values[name] = tuple(values.get(name, ()))
+        values["upstream"] = tuple(
+            (str(st), str(key), str(d)) for st, key, d in values.get("upstream", ()))
         values["env"] = tuple((str(k), str(v)) for k, v in values.get("env", ()))
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})

@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING
 from hpcorch.identity import short_hash
 from hpcorch.repro.seeds import SEED_ENV, apply_seed, derive_seed
 from hpcorch.repro.splits import Split, split
+from hpcorch.repro.upstream import UpstreamRun, upstream
 
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["seed", "rng", "split", "Split", "apply_seed", "derive_seed"]
+__all__ = ["seed", "rng", "split", "Split", "apply_seed", "derive_seed", "upstream",
+           "UpstreamRun"]
 
 
 def seed() -> int:

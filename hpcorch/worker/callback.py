@@ -30,6 +30,7 @@ from hpcorch.jobenv import JOB_ID_ENV, SPEC_ENV
 from hpcorch.repro.determinism import run_facts, start_run
 from hpcorch.repro.fingerprint import fingerprint
 from hpcorch.repro.seeds import derive_seed
+from hpcorch.repro.upstream import check_upstream
 from hpcorch.spec import RunSpec, RunState
 from hpcorch.store.records import (
     RETURN_PICKLE,
@@ -114,6 +115,10 @@ class HpcorchCallback(Callback):
         """Apply the run's seed to random, numpy, PYTHONHASHSEED (and torch if in use)."""
         self._started = time.time()
         self._spec = _load_spec()
+        if self._spec is not None and self._spec.upstream:
+            # Whatever ordered this job (a scheduler's dependency, the pipeline's
+            # orchestrator), it never starts on an upstream run that did not succeed.
+            check_upstream(self._spec.upstream)
         overrides = raw_overrides(config, "task")
         self._seed = self._spec.seed if self._spec else seed_for(config, overrides)
         self._seeded = start_run(self._seed, OmegaConf.select(config, "hpcorch.repro"))
@@ -137,6 +142,7 @@ class HpcorchCallback(Callback):
             seed=self._seed,
             image=spec.image if spec else None,
             exclude=key_exclude(config),
+            upstream=[key for _, key, _ in spec.upstream] if spec else (),
         )
         ok = job_return.status == JobStatus.COMPLETED
         value = job_return._return_value  # the property would re-raise a failure
