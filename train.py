@@ -11,11 +11,22 @@ With more than one rank (hpcorch starts them under mpirun or srun), every
 global mini-batch is split into equal shards, one per rank, and the gradient
 sums are added up with an MPI allreduce before the step: the same update as
 one process, so the same metrics up to floating-point rounding.
+
+As the train stage of the example pipeline (conf/pipeline/example.yaml) a run
+is given upstream prepare runs (`repro.upstream("prepare")`); it then trains on
+the points of their `shard.npz` files instead of generating the data set, and
+the `data.n`/`noise`/`seed` settings are not used (the `shard` key the pipeline
+adds to the config is not read either: the upstream runs say which data it is).
+The points are put in data-set order and split by their index in the full data
+set, so each point lands in the same train/val/test part as in a run on the
+whole data set: a run given every shard computes what a run without a pipeline
+computes. Outside a pipeline the list is empty and nothing changes.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import hydra
 import numpy as np
@@ -37,6 +48,30 @@ def two_moons(n: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     x = np.concatenate([upper, lower]) + gen.normal(0.0, noise, size=(n, 2))
     y = np.concatenate([np.zeros(half), np.ones(n - half)])
     return x, y
+
+
+def load_shards(runs: Sequence[repro.UpstreamRun]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The points of the upstream runs' `shard.npz` files, in data-set order: x, y and each
+    point's index in the full data set (its split key). Points given twice (shards of
+    two different cuts) are refused: they would count twice and leak across splits."""
+    xs, ys, keys = [], [], []
+    for run in runs:
+        path = run.dir / "shard.npz"
+        if not path.is_file():
+            raise FileNotFoundError(f"upstream {run.stage} #{run.num} wrote no {path.name}: "
+                                    f"{path} does not exist")
+        with np.load(path) as data:
+            xs.append(data["x"])
+            ys.append(data["y"])
+            keys.append(data["index"])
+    index = np.concatenate(keys)
+    order = np.argsort(index, kind="stable")
+    index = index[order]
+    repeated = index[1:][index[1:] == index[:-1]]
+    if repeated.size:
+        raise ValueError(f"the upstream shards overlap: point {int(repeated[0])} of the data "
+                         f"set is in more than one of {len(runs)} shard files")
+    return np.concatenate(xs)[order], np.concatenate(ys)[order], index
 
 
 def forward(params: dict[str, np.ndarray], x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -85,8 +120,14 @@ def allreduce_sum(comm: object, grads: dict[str, np.ndarray]) -> dict[str, np.nd
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train and evaluate; returns the metrics."""
-    x, y = two_moons(cfg.data.n, cfg.data.noise, cfg.data.seed)
-    parts = repro.split(cfg.data.n, fractions=list(cfg.data.fractions), salt="two_moons")
+    shards = repro.upstream("prepare")
+    if shards:  # the pipeline's train stage: the prepare runs' points
+        x, y, index = load_shards(shards)
+        items: int | list[int] = index.tolist()
+    else:
+        x, y = two_moons(cfg.data.n, cfg.data.noise, cfg.data.seed)
+        items = cfg.data.n
+    parts = repro.split(items, fractions=list(cfg.data.fractions), salt="two_moons")
     train_idx, val_idx, test_idx = (np.array(parts[n]) for n in ("train", "val", "test"))
     init = repro.rng("init")
     params = {

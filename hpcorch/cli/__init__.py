@@ -12,6 +12,7 @@
     hpcorch compare A B            two sweeps run by run (matched by run key)
     hpcorch verify SWEEP           re-run runs and require identical metrics
     hpcorch diff RUN_A RUN_B       what differs between two runs' configs and environments
+    hpcorch pipeline run FILE      a multi-stage pipeline (status/wait/resume/cancel take it too)
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ import sys
 from collections.abc import Sequence
 
 from hpcorch import __version__
-from hpcorch.cli import container_cmds, inspect_cmds, lifecycle_cmds, repro_cmds
+from hpcorch.cli import (
+    container_cmds,
+    inspect_cmds,
+    lifecycle_cmds,
+    pipeline_cmds,
+    repro_cmds,
+)
 from hpcorch.errors import HpcorchError
 
 
@@ -35,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     lifecycle_cmds.register(sub)
     repro_cmds.register(sub)
     container_cmds.register(sub)
+    pipeline_cmds.register(sub)
     return parser
 
 

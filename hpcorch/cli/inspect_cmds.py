@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from hpcorch.orchestrate.pipeline.state import is_pipeline
 from hpcorch.orchestrate.summary import print_summary
 from hpcorch.providers import provider_class
 from hpcorch.store.home import is_healthy, known_sweep_dirs
@@ -68,6 +69,10 @@ def cmd_sweeps(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """A table of one sweep's runs (the newest sweep when none is named)."""
+    if args.sweep and is_pipeline(args.sweep):
+        from hpcorch.cli import pipeline_cmds
+
+        return pipeline_cmds.status(args)
     index = open_index(args)
     sweeps = index.sweeps()
     if not sweeps:

@@ -15,8 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hpcorch.cli import pipeline_cmds
 from hpcorch.errors import StoreError
 from hpcorch.orchestrate.detach import orchestrator_alive, orchestrator_pid_path
+from hpcorch.orchestrate.pipeline.state import is_pipeline
 from hpcorch.orchestrate.summary import report
 from hpcorch.orchestrate.sweep import Orchestrator
 from hpcorch.providers import create_provider
@@ -55,6 +57,8 @@ def _records(specs: tuple[RunSpec, ...]) -> list[RunRecord]:
 
 def cmd_wait(args: argparse.Namespace) -> int:
     """Block until every run of the sweep is finished; exit 0 only if all succeeded."""
+    if is_pipeline(args.sweep):
+        return pipeline_cmds.wait(args)
     info, index = load_sweep(args)
     orch = _orchestrator(info, index, args.progress)
     finished, open_runs, lost = orch.attach(info.specs)
@@ -103,6 +107,8 @@ def _ask_engine(orch: Orchestrator, index: StoreIndex, info: SweepInfo, lost: li
 
 def cmd_resume(args: argparse.Namespace) -> int:
     """Submit again what did not succeed (finding, not duplicating, runs still in flight)."""
+    if is_pipeline(args.sweep):
+        return pipeline_cmds.resume(args)
     info, index = load_sweep(args)
     owner = orchestrator_alive(info.sweep_dir)
     if owner is not None and owner != os.getpid() and owner != os.getppid():
@@ -120,6 +126,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     """Stop every unfinished run of the sweep and record it CANCELLED."""
+    if is_pipeline(args.sweep):
+        return pipeline_cmds.cancel(args)
     info, index = load_sweep(args)
     owner = orchestrator_alive(info.sweep_dir)
     if owner is not None:  # a background orchestrator cancels and records its own runs

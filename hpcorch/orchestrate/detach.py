@@ -42,15 +42,21 @@ def orchestrator_alive(sweep_dir: str) -> int | None:
 
 def start_background_resume(info: SweepInfo, home: Path) -> int:
     """Start `hpcorch resume SWEEP_DIR` in a new session; returns its pid."""
-    log = Path(info.sweep_dir) / META_DIR / LOG_FILE
+    return start_background(info.sweep_dir, info.cwd, ["--home", str(home), "resume",
+                                                       info.sweep_dir, "--progress", "off"])
+
+
+def start_background(directory: str, cwd: str, hpcorch_args: list[str]) -> int:
+    """Start `hpcorch <hpcorch_args>` in a new session (so logging out does not stop it),
+    owning `directory` (its pid file there, its output in its log); returns its pid."""
+    log = Path(directory) / META_DIR / LOG_FILE
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "hpcorch", "--home", str(home), "resume", info.sweep_dir,
-             "--progress", "off"],
-            cwd=info.cwd or None, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+            [sys.executable, "-m", "hpcorch", *hpcorch_args],
+            cwd=cwd or None, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
             start_new_session=True)
-    orchestrator_pid_path(info.sweep_dir).write_text(f"{proc.pid}\n")
+    orchestrator_pid_path(directory).write_text(f"{proc.pid}\n")
     return proc.pid
 
 

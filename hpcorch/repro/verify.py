@@ -13,12 +13,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
-import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hpcorch._hydra.sweep import hydra_quote
 from hpcorch.errors import HpcorchError
 from hpcorch.identity import short_hash
 from hpcorch.orchestrate.sweep import Orchestrator
@@ -33,14 +33,6 @@ from hpcorch.store.ledger import SweepInfo
 
 _RUN_DIR_ARG = "hydra.run.dir="
 _MODE_ARG = "hydra.mode="
-_SAFE_VALUE = re.compile(r"^[\w/.\-:@+,]*$")
-
-
-def _hydra_quote(value: str) -> str:
-    """Quote a value for Hydra's override grammar (the launcher's rule; argv meets no shell)."""
-    if _SAFE_VALUE.match(value):
-        return value
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def with_run_dir(command: Sequence[str], run_dir: str) -> tuple[str, ...]:
@@ -55,7 +47,7 @@ def with_run_dir(command: Sequence[str], run_dir: str) -> tuple[str, ...]:
                            f"re-run into a fresh directory: {list(command)}")
     argv = [arg for arg in command if not arg.startswith(_MODE_ARG)]
     where = [i for i, arg in enumerate(argv) if arg.startswith(_RUN_DIR_ARG)]
-    argv[where[-1]:where[-1] + 1] = [_MODE_ARG + "RUN", _RUN_DIR_ARG + _hydra_quote(run_dir)]
+    argv[where[-1]:where[-1] + 1] = [_MODE_ARG + "RUN", _RUN_DIR_ARG + hydra_quote(run_dir)]
     return tuple(argv)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -26,7 +25,9 @@ from hydra_plugins.hpcorch_launcher._execute import execute, prepare
 from hydra_plugins.hpcorch_launcher._runjob import changes_directory, run_job_in_child
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from hpcorch._hydra.sweep import hydra_quote
 from hpcorch.errors import RunFailed
+from hpcorch.orchestrate.pipeline.jobs import JOBS_SETTING, StageJobs, read_stage_jobs
 from hpcorch.orchestrate.summary import failure_message
 from hpcorch.spec import RunSpec
 from hpcorch.store.records import RETURN_PICKLE, RunRecord, meta_dir
@@ -41,16 +42,6 @@ from hpcorch.worker.callback import (
 )
 
 log = logging.getLogger(__name__)
-
-_SAFE_OVERRIDE_VALUE = re.compile(r"^[\w/.\-:@+,]*$")
-
-
-def hydra_quote(value: str) -> str:
-    """Quote a value for Hydra's override grammar (not for a shell: argv never meets one)."""
-    if _SAFE_OVERRIDE_VALUE.match(value):
-        return value
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
 
 class WarmExecutor:
     """Runs one spec inside a forked child of the launcher, exactly as the basic launcher would.
@@ -180,13 +171,17 @@ def launch(
     tasks: dict[int, DictConfig] = {}
     exact_tasks: dict[int, DictConfig] = {}  # forked jobs hand these to the task function
     specs: list[RunSpec] = []
+    listed = listed_jobs(config)
     for offset, overrides in enumerate(job_overrides):
-        idx = initial_job_idx + offset
+        # A pipeline stage's job keeps its planned number (its directory) and inputs.
+        job = listed.jobs[initial_job_idx + offset] if listed else None
+        idx = job.num if job else initial_job_idx + offset
         task, run_dir, exact = _plan_job(composer, config, overrides, idx, setup.sweep_dir)
         specs.append(setup.spec(
             task=plain(task), overrides=overrides, num=idx, run_dir=run_dir,
             seed=seed_for(task, list(overrides), composer.parsed(list(overrides))),
-            command=cold_command(config, [*extra, *overrides], run_dir, setup.script, idx)))
+            command=cold_command(config, [*extra, *overrides], run_dir, setup.script, idx),
+            stage=listed.stage if listed else "main", upstream=job.upstream if job else ()))
         tasks[idx] = task
         if exact:
             exact_tasks[idx] = task
@@ -197,6 +192,12 @@ def launch(
     finally:
         configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     return [_job_return(rec, composer, tasks[rec.num], config) for rec in records]
+
+
+def listed_jobs(config: DictConfig) -> StageJobs | None:
+    """The jobs a pipeline listed for this multirun (`hydra.sweeper.jobs_file`), or None."""
+    path = OmegaConf.select(config, JOBS_SETTING, default=None)
+    return read_stage_jobs(path) if path else None
 
 
 _COMPOSERS: dict[int, CachedComposer] = {}

@@ -59,11 +59,14 @@ class SweepSetup:
     cwd: str
 
     def spec(self, *, task: dict[str, Any], overrides: Sequence[str], num: int, run_dir: str,
-             seed: int, command: Sequence[str]) -> RunSpec:
-        """The RunSpec of one run (its command wrapped by the container, if any)."""
+             seed: int, command: Sequence[str], stage: str = "main",
+             upstream: Sequence[tuple[str, str, str]] = ()) -> RunSpec:
+        """The RunSpec of one run (its command wrapped by the container, if any);
+        `stage`, `upstream`: its pipeline stage and the (stage, key, dir) runs it consumes."""
         spec = RunSpec(
             run_key=run_key(task, code_version=self.code, seed=seed,
-                            image=self.container.image, exclude=self.settings.key_exclude),
+                            image=self.container.image, exclude=self.settings.key_exclude,
+                            upstream=[key for _, key, _ in upstream]),
             sweep_id=self.sweep_id,
             num=num,
             overrides=tuple(overrides),
@@ -75,6 +78,8 @@ class SweepSetup:
             workdir=self.cwd,
             code_version=self.code,
             env=job_env_pairs(self.settings.repro),  # threads pinned at start
+            stage=stage,
+            upstream=tuple(upstream),
         )
         return self.container.wrap(spec)  # inside out: providers add srun/mpirun around it
 

@@ -34,6 +34,8 @@ class HpcorchSweeperConf:
     _target_: str = "hydra_plugins.hpcorch_launcher.hpcorch_sweeper.HpcorchSweeper"
     max_batch_size: Optional[int] = None  # noqa: UP007 - Hydra's structured configs need Optional
     params: Optional[dict[str, str]] = field(default=None)  # noqa: UP007
+    jobs_file: Optional[str] = None  # noqa: UP007
+    """Set by an hpcorch pipeline: launch exactly the jobs listed there (one batch)."""
 
 
 def _register() -> None:
@@ -66,6 +68,21 @@ def check_sweep_settings(config: DictConfig) -> None:
 
 class HpcorchSweeper(BasicSweeper):
     """BasicSweeper whose batch validation is left to the hpcorch launcher."""
+
+    def __init__(self, max_batch_size: Optional[int] = None,  # noqa: UP007
+                 params: Optional[dict[str, str]] = None,  # noqa: UP007
+                 jobs_file: Optional[str] = None) -> None:  # noqa: UP007
+        super().__init__(max_batch_size=max_batch_size, params=params)
+        self.jobs_file = jobs_file
+
+    def split_arguments(self, overrides: Any, max_batch_size: Any) -> Any:  # type: ignore[override]
+        """Hydra's expansion of the command line; a pipeline's listed jobs instead (the
+        launcher reads their numbers and inputs from the same file)."""
+        if not self.jobs_file:
+            return BasicSweeper.split_arguments(overrides, max_batch_size)
+        from hpcorch.orchestrate.pipeline.jobs import read_stage_jobs
+
+        return [[list(job.overrides) for job in read_stage_jobs(self.jobs_file).jobs]]
 
     def sweep(self, arguments: list[str]) -> Any:
         """Check hpcorch's settings once, then sweep as Hydra's basic sweeper does."""

@@ -1,0 +1,265 @@
+"""Run a pipeline: each stage as its app's own hpcorch multirun, in dependency order.
+
+A stage starts when its inputs have ended. Its runs whose required upstream runs did
+not succeed are not submitted: they are recorded CANCELLED with the reason (`upstream
+prepare #1 FAILED: ...`), and so, transitively, are theirs; independent branches go on.
+Each stage runs through the same launcher, providers and records as any sweep, so
+what already SUCCEEDED with the same run key is reused, an interrupted stage resumes
+without submitting twice, and running the pipeline again runs only what did not
+succeed (and what consumes it).
+
+The driver's own state is its ledger (`<pipeline dir>/.hpcorch/pipeline.json`: the
+pipeline as read, the stage-scoped overrides) and the record files, so any process
+can look at, wait for, resume or cancel it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hpcorch._hydra.sweep import hydra_quote, override_key
+from hpcorch.errors import ConfigError
+from hpcorch.identity import short_hash
+from hpcorch.orchestrate.pipeline.config import PipelineConfig, Stage
+from hpcorch.orchestrate.pipeline.jobs import (
+    JOBS_SETTING,
+    StageJob,
+    jobs_path,
+    write_stage_jobs,
+)
+from hpcorch.orchestrate.pipeline.plan import PipelinePlan, PlannedRun, graph_text, mermaid
+from hpcorch.spec import FailureContext, RunState
+from hpcorch.store.ledger import read_ledger
+from hpcorch.store.records import RunRecord, archive_record, read_record, write_record
+
+#: Overrides a stage's multirun needs on its command line too (the sweep-wide settings).
+_SWEEP_WIDE = ("provider", "resources", "container", "hpcorch", "hydra")
+
+
+@dataclass
+class Outcome:
+    """How one planned run ended (None: no record of its planned run key)."""
+
+    run: PlannedRun
+    run_key: str = ""
+    run_dir: str = ""
+    record: RunRecord | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether its results may be consumed."""
+        return self.record is not None and self.record.state.ok
+
+
+@dataclass
+class StageResult:
+    """What one stage's multirun did."""
+
+    stage: str
+    outcomes: dict[int, Outcome] = field(default_factory=dict)
+    returncode: int = 0
+    started: float = 0.0
+
+
+def stage_dir(config: PipelineConfig, stage: str) -> str:
+    """`<pipeline dir>/<stage>`: the stage's sweep directory."""
+    return os.path.join(config.directory, stage)
+
+
+def stage_sweep_id(config: PipelineConfig, stage: str) -> str:
+    """The sweep id the launcher gives the stage's multirun (from its directory)."""
+    return short_hash(os.path.abspath(stage_dir(config, stage)), 10)
+
+
+def stage_command(config: PipelineConfig, stage: Stage, *, dry_run: bool) -> list[str]:
+    """argv of the stage's multirun: its app, hpcorch's launcher and sweeper, the
+    listed-jobs file and the sweep-wide overrides (every job lists its own too)."""
+    app = os.path.abspath(stage.app)
+    if not os.path.isfile(app):
+        raise ConfigError(f"stages.{stage.name}.app", stage.app,
+                          f"a Hydra app script (not found from {os.getcwd()})")
+    wide = [o for o in stage.overrides if override_key(o).split(".")[0].split("/")[0]
+            in _SWEEP_WIDE and "," not in o.partition("=")[2]]
+    argv = [sys.executable, app, "-m", "hydra/launcher=hpcorch", "hydra/sweeper=hpcorch",
+            f"{JOBS_SETTING}={hydra_quote(str(jobs_path(config.directory, stage.name)))}",
+            "hydra.sweep.dir=" + hydra_quote(stage_dir(config, stage.name)), *wide]
+    if dry_run:
+        # the launcher's node: set for any Hydra app, opted in to hpcorch or not
+        argv.append("++hydra.launcher.hpcorch.dry_run=true")
+    return argv
+
+
+def collect(config: PipelineConfig, stage: str, runs: Sequence[PlannedRun]) -> dict[int, Outcome]:
+    """Each planned run's outcome, from the stage's ledger (its run keys) and records."""
+    ledger = read_ledger(stage_dir(config, stage))
+    specs = {s.num: s for s in ledger.specs} if ledger else {}
+    out = {}
+    for run in runs:
+        spec = specs.get(run.num)
+        outcome = Outcome(run)
+        here = read_record(os.path.join(stage_dir(config, stage), str(run.num)))
+        if here is not None and here.state is RunState.CANCELLED and not here.run_key:
+            outcome.record = here  # cancelled by the pipeline: its newest word on this run
+        elif spec is not None:
+            outcome.run_key, outcome.run_dir = spec.run_key, spec.run_dir
+            if here is not None and here.run_key == spec.run_key:
+                outcome.record = here
+        out[run.num] = outcome
+    return out
+
+
+class PipelineDriver:
+    """Runs a planned pipeline stage after stage (see the module docstring)."""
+
+    def __init__(self, plan: PipelinePlan, *, env: dict[str, str] | None = None,
+                 dry_run: bool = False, out: Any = None) -> None:
+        self.plan = plan
+        self.config = plan.config
+        self.env = env
+        self.dry_run = dry_run
+        self.out = out or sys.stderr
+        self.results: dict[str, StageResult] = {}
+        self._child: subprocess.Popen[bytes] | None = None
+
+    def say(self, text: str) -> None:
+        """A notice on stderr (stdout belongs to the research code)."""
+        print(f"hpcorch: {text}", file=self.out, flush=True)
+
+    # -- one stage ---------------------------------------------------------
+    def inputs_of(self, run: PlannedRun) -> tuple[list[tuple[str, str, str]], str]:
+        """(the upstream runs `run` consumes, why it must not run: "" when it may)."""
+        consumed: list[tuple[str, str, str]] = []
+        when = {n.stage: n.when for n in self.plan.needs_of(run.stage)}
+        for up_stage, up_num in run.inputs:
+            outcome = self.results[up_stage].outcomes[up_num]
+            if outcome.ok:
+                consumed.append((up_stage, outcome.run_key, outcome.run_dir))
+            elif when[up_stage] == "success":
+                return [], f"upstream {up_stage} #{up_num} {_how(outcome)}"
+        return consumed, ""
+
+    def cancel_run(self, run: PlannedRun, reason: str) -> RunRecord:
+        """Record `run` CANCELLED with `reason`, keeping another run's record archived."""
+        run_dir = os.path.join(stage_dir(self.config, run.stage), str(run.num))
+        if read_record(run_dir) is not None:
+            archive_record(run_dir)
+        record = RunRecord(run_key="", sweep_id=stage_sweep_id(self.config, run.stage),
+                           num=run.num, state=RunState.CANCELLED, run_dir=run_dir,
+                           overrides=run.overrides, ended=time.time(),
+                           failure=FailureContext(provider="pipeline", reason=reason))
+        write_record(record)
+        return record
+
+    def run_stage(self, stage: Stage) -> StageResult:
+        """Cancel the runs whose inputs failed, launch the others, collect all."""
+        result = StageResult(stage.name, started=time.time())
+        jobs, cancelled = [], 0
+        for run in self.plan.runs[stage.name]:
+            consumed, why = self.inputs_of(run)
+            if why and not self.dry_run:
+                self.cancel_run(run, why)
+                cancelled += 1
+            else:
+                jobs.append(StageJob(run.num, run.overrides, tuple(consumed)))
+        if cancelled:
+            self.say(f"stage {stage.name}: {cancelled} run(s) not started (an upstream run "
+                     "did not succeed): recorded CANCELLED")
+        if jobs:
+            write_stage_jobs(jobs_path(self.config.directory, stage.name), stage.name, jobs)
+            self.say(f"stage {stage.name}: {len(jobs)} run(s) ({stage.app})")
+            result.returncode = self._run_child(stage_command(self.config, stage,
+                                                              dry_run=self.dry_run))
+        if not self.dry_run:
+            result.outcomes = collect(self.config, stage.name, self.plan.runs[stage.name])
+        else:  # nothing ran: the planned directories, keys unknown yet
+            result.outcomes = {r.num: Outcome(r, "(planned)", os.path.join(
+                stage_dir(self.config, stage.name), str(r.num)), None)
+                for r in self.plan.runs[stage.name]}
+        return result
+
+    def _run_child(self, argv: list[str]) -> int:
+        env = {**os.environ, **(self.env or {})}
+        self._child = subprocess.Popen(argv, env=env)
+        try:
+            return self._child.wait()
+        finally:
+            self._child = None
+
+    def _forward(self, signum: int, _frame: object) -> None:
+        """SIGTERM/SIGINT: the running stage cancels and records its open runs, then we stop."""
+        child = self._child
+        if child is not None and child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    # -- the whole pipeline ------------------------------------------------
+    def run(self) -> int:
+        """Run every stage; 0 when every run succeeded, 1 if some did not, 2 bad input,
+        130 interrupted (`hpcorch resume` finishes it)."""
+        if self.dry_run:
+            sys.stdout.write(graph_text(self.plan) + "\n" + mermaid(self.plan) + "\n")
+            sys.stdout.flush()
+        previous = {s: signal.signal(s, self._forward) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            for stage in self.config.stages:
+                result = self.run_stage(stage)
+                self.results[stage.name] = result
+                if result.returncode in (2, 130) or result.returncode < 0:
+                    self.say(f"stage {stage.name} stopped (exit {result.returncode}): the "
+                             "pipeline stops here")
+                    return 2 if result.returncode == 2 else 130
+        except KeyboardInterrupt:
+            self.say("pipeline interrupted: finished runs are kept; `hpcorch resume "
+                     f"{self.config.directory}` finishes it")
+            return 130
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+        if self.dry_run:
+            return 0
+        self.say(summary_line(self.config, self.results))
+        ok = all(o.ok for r in self.results.values() for o in r.outcomes.values())
+        return 0 if ok else 1
+
+
+def _how(outcome: Outcome) -> str:
+    record = outcome.record
+    if record is None:
+        return "has no record (it did not run)"
+    reason = record.failure.one_line() if record.failure else (
+        f"{record.error.type}: {record.error.message}" if record.error else "")
+    return f"{record.state.value}: {reason}" if reason else record.state.value
+
+
+def summary_line(config: PipelineConfig, results: dict[str, StageResult]) -> str:
+    """`pipeline example: prepare 2 succeeded (2 reused), train 4 succeeded, ...`."""
+    parts = []
+    for stage in config.stages:
+        result = results.get(stage.name)
+        if result is None:
+            continue
+        counts: dict[str, int] = {}
+        reused = 0
+        for outcome in result.outcomes.values():
+            record = outcome.record
+            state = "MISSING" if record is None else (
+                "SUCCEEDED" if record.state.ok else record.state.value)
+            counts[state] = counts.get(state, 0) + 1
+            if record is not None and record.state.ok and (
+                    record.reused_from or (record.ended or 0) < result.started):
+                reused += 1
+        text = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
+        parts.append(f"{stage.name} {text}" + (f" ({reused} reused)" if reused else ""))
+    return f"pipeline {config.name}: " + "; ".join(parts)
+
