@@ -26,8 +26,13 @@ def orchestrator_pid_path(sweep_dir: str) -> Path:
 
 def orchestrator_alive(sweep_dir: str) -> int | None:
     """The pid of the sweep's background orchestrator if it is still running."""
+    return process_alive(orchestrator_pid_path(sweep_dir))
+
+
+def process_alive(pid_file: Path) -> int | None:
+    """The pid written in `pid_file` if that process is still running (not a zombie)."""
     try:
-        pid = int(orchestrator_pid_path(sweep_dir).read_text().split()[0])
+        pid = int(pid_file.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
     try:

@@ -30,7 +30,7 @@ from hpcorch.jobenv import JOB_ID_ENV, SPEC_ENV
 from hpcorch.repro.determinism import run_facts, start_run
 from hpcorch.repro.fingerprint import fingerprint
 from hpcorch.repro.seeds import derive_seed
-from hpcorch.repro.upstream import check_upstream
+from hpcorch.repro.upstream import UpstreamNotReady, check_upstream
 from hpcorch.spec import RunSpec, RunState
 from hpcorch.store.records import (
     RETURN_PICKLE,
@@ -118,7 +118,13 @@ class HpcorchCallback(Callback):
         if self._spec is not None and self._spec.upstream:
             # Whatever ordered this job (a scheduler's dependency, the pipeline's
             # orchestrator), it never starts on an upstream run that did not succeed.
-            check_upstream(self._spec.upstream)
+            # SystemExit, not an exception: Hydra turns a callback's exceptions into
+            # warnings and would start the research code anyway.
+            try:
+                check_upstream(self._spec.upstream)
+            except UpstreamNotReady as exc:
+                print(f"hpcorch: error: {exc}", file=sys.stderr, flush=True)
+                raise SystemExit(1) from None
         overrides = raw_overrides(config, "task")
         self._seed = self._spec.seed if self._spec else seed_for(config, overrides)
         self._seeded = start_run(self._seed, OmegaConf.select(config, "hpcorch.repro"))

@@ -22,11 +22,13 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hpcorch._hydra.sweep import hydra_quote, override_key
 from hpcorch.errors import ConfigError
 from hpcorch.identity import short_hash
+from hpcorch.orchestrate.detach import process_alive
 from hpcorch.orchestrate.pipeline.config import PipelineConfig, Stage
 from hpcorch.orchestrate.pipeline.jobs import (
     JOBS_SETTING,
@@ -37,8 +39,17 @@ from hpcorch.orchestrate.pipeline.jobs import (
 from hpcorch.orchestrate.pipeline.plan import PipelinePlan, PlannedRun, graph_text, mermaid
 from hpcorch.spec import FailureContext, RunState
 from hpcorch.store.ledger import read_ledger
-from hpcorch.store.records import RunRecord, archive_record, read_record, write_record
+from hpcorch.store.records import (
+    META_DIR,
+    RunRecord,
+    archive_record,
+    atomic_write_text,
+    read_record,
+    write_record,
+)
 
+#: `<pipeline dir>/.hpcorch/stage.pid`: the stage process the driver is waiting on.
+STAGE_PID_FILE = "stage.pid"
 #: Overrides a stage's multirun needs on its command line too (the sweep-wide settings).
 _SWEEP_WIDE = ("provider", "resources", "container", "hpcorch", "hydra")
 
@@ -187,10 +198,27 @@ class PipelineDriver:
     def _run_child(self, argv: list[str]) -> int:
         env = {**os.environ, **(self.env or {})}
         self._child = subprocess.Popen(argv, env=env)
+        if not self.dry_run:  # a driver killed outright leaves it running: the next waits
+            atomic_write_text(self._stage_pid, f"{self._child.pid}\n")
         try:
             return self._child.wait()
         finally:
             self._child = None
+
+    @property
+    def _stage_pid(self) -> Path:
+        return Path(self.config.directory) / META_DIR / STAGE_PID_FILE
+
+    def _await_left_stage(self) -> None:
+        """A stage process an earlier driver left (killed with SIGKILL) still owns its
+        runs: let it finish them (and write their records) instead of running them twice."""
+        pid = process_alive(self._stage_pid)
+        if pid is None or pid == os.getpid():
+            return
+        self.say(f"a stage process an earlier driver started (pid {pid}) is still running: "
+                 "waiting for it to finish its runs")
+        while process_alive(self._stage_pid) == pid:
+            time.sleep(0.5)
 
     def _forward(self, signum: int, _frame: object) -> None:
         """SIGTERM/SIGINT: the running stage cancels and records its open runs, then we stop."""
@@ -212,6 +240,8 @@ class PipelineDriver:
             sys.stdout.flush()
         previous = {s: signal.signal(s, self._forward) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
+            if not self.dry_run:
+                self._await_left_stage()
             for stage in self.config.stages:
                 result = self.run_stage(stage)
                 self.results[stage.name] = result

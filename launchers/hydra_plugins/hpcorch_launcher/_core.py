@@ -240,7 +240,8 @@ def cold_command(
     for source in config.hydra.runtime.config_sources:
         if source.provider == "command-line":
             argv += ["--config-dir", str(source.path)]
-    argv += ["--config-name", str(config.hydra.job.config_name)]
+    if config.hydra.job.config_name is not None:  # an app without a primary config has none
+        argv += ["--config-name", str(config.hydra.job.config_name)]
     argv += [
         o for o in raw_overrides(config, "hydra") if not o.lstrip("+~").startswith(_SWEEP_ONLY)
     ]
