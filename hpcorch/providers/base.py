@@ -21,9 +21,9 @@ interval, not once per run. Constructors do no I/O; `check()` does.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from hpcorch.launch import Launcher
 from hpcorch.spec import RunHandle, RunSpec, RunStatus
@@ -54,6 +54,10 @@ class Capabilities:
     single run in-process instead of submitting it)."""
     shared_run_dirs: bool = True
     """Run directories are on a file system the submitter sees (records are read there)."""
+    after_jobs: Callable[[Sequence[str]], dict[str, Any]] | None = None
+    """Provider settings that hold a submission until these jobs (ids as this provider
+    reported them) have succeeded: the engine's native dependencies, or None where it has
+    none. A pipeline then submits a stage while its upstream stage is still queued."""
 
     def launcher_for(self, tasks: int) -> Launcher:
         """The launcher of a run with `tasks` ranks."""

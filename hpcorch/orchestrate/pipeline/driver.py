@@ -28,7 +28,15 @@ from typing import Any
 from hpcorch._hydra.sweep import hydra_quote, override_key
 from hpcorch.errors import ConfigError
 from hpcorch.identity import short_hash
+from hpcorch.jobenv import HOME_ENV
 from hpcorch.orchestrate.detach import process_alive
+from hpcorch.orchestrate.pipeline.chain import (
+    after_jobs_of,
+    dependency_overrides,
+    detach_override,
+    hpcorch_command,
+    stage_provider,
+)
 from hpcorch.orchestrate.pipeline.config import PipelineConfig, Stage
 from hpcorch.orchestrate.pipeline.jobs import (
     JOBS_SETTING,
@@ -38,6 +46,7 @@ from hpcorch.orchestrate.pipeline.jobs import (
 )
 from hpcorch.orchestrate.pipeline.plan import PipelinePlan, PlannedRun, graph_text, mermaid
 from hpcorch.spec import FailureContext, RunState
+from hpcorch.store.index import StoreIndex, open_index
 from hpcorch.store.ledger import read_ledger
 from hpcorch.store.records import (
     META_DIR,
@@ -62,11 +71,18 @@ class Outcome:
     run_key: str = ""
     run_dir: str = ""
     record: RunRecord | None = None
+    job_id: str = ""
+    """Its job's id while it is in flight in a chained stage."""
 
     @property
     def ok(self) -> bool:
         """Whether its results may be consumed."""
         return self.record is not None and self.record.state.ok
+
+    @property
+    def pending(self) -> bool:
+        """Submitted and not ended yet (no final record of its run key)."""
+        return bool(self.run_key) and (self.record is None or not self.record.state.terminal)
 
 
 @dataclass
@@ -137,6 +153,12 @@ class PipelineDriver:
         self.dry_run = dry_run
         self.out = out or sys.stderr
         self.results: dict[str, StageResult] = {}
+        self.in_flight: dict[str, bool] = {}
+        """Stages submitted and left to their engine (chained), not followed to their end yet."""
+        self.resubmitted: set[str] = set()
+        self.waited_on: dict[str, set[str]] = {}
+        """The in-flight upstream stages a chained stage's submission waits on."""
+        """Chained stages cancelled and submitted again: what waited on them must be too."""
         self._child: subprocess.Popen[bytes] | None = None
 
     def say(self, text: str) -> None:
@@ -144,17 +166,22 @@ class PipelineDriver:
         print(f"hpcorch: {text}", file=self.out, flush=True)
 
     # -- one stage ---------------------------------------------------------
-    def inputs_of(self, run: PlannedRun) -> tuple[list[tuple[str, str, str]], str]:
-        """(the upstream runs `run` consumes, why it must not run: "" when it may)."""
+    def inputs_of(self, run: PlannedRun) -> tuple[list[tuple[str, str, str]], str, list[str]]:
+        """(the upstream runs `run` consumes, why it must not run ("" when it may), the
+        job ids of those still in flight, which a chained submission waits on)."""
         consumed: list[tuple[str, str, str]] = []
+        waits: list[str] = []
         when = {n.stage: n.when for n in self.plan.needs_of(run.stage)}
         for up_stage, up_num in run.inputs:
             outcome = self.results[up_stage].outcomes[up_num]
             if outcome.ok:
                 consumed.append((up_stage, outcome.run_key, outcome.run_dir))
+            elif up_stage in self.in_flight and outcome.pending:
+                consumed.append((up_stage, outcome.run_key, outcome.run_dir))
+                waits.append(outcome.job_id)
             elif when[up_stage] == "success":
-                return [], f"upstream {up_stage} #{up_num} {_how(outcome)}"
-        return consumed, ""
+                return [], f"upstream {up_stage} #{up_num} {_how(outcome)}", []
+        return consumed, "", waits
 
     def cancel_run(self, run: PlannedRun, reason: str) -> RunRecord:
         """Record `run` CANCELLED with `reason`, keeping another run's record archived."""
@@ -168,32 +195,100 @@ class PipelineDriver:
         write_record(record)
         return record
 
-    def run_stage(self, stage: Stage) -> StageResult:
-        """Cancel the runs whose inputs failed, launch the others, collect all."""
+    def run_stage(self, stage: Stage, *, chained: bool = False) -> StageResult:
+        """Cancel the runs whose inputs failed, launch the others and collect them all;
+        `chained`: submit and return, the engine holding the runs on their inputs' jobs."""
         result = StageResult(stage.name, started=time.time())
-        jobs, cancelled = [], 0
+        jobs, cancelled, waits = [], 0, []
         for run in self.plan.runs[stage.name]:
-            consumed, why = self.inputs_of(run)
+            consumed, why, run_waits = self.inputs_of(run)
             if why and not self.dry_run:
                 self.cancel_run(run, why)
                 cancelled += 1
             else:
                 jobs.append(StageJob(run.num, run.overrides, tuple(consumed)))
+                waits += run_waits
+                self.waited_on.setdefault(stage.name, set()).update(
+                    u for u, _ in run.inputs if u in self.in_flight)
         if cancelled:
             self.say(f"stage {stage.name}: {cancelled} run(s) not started (an upstream run "
                      "did not succeed): recorded CANCELLED")
         if jobs:
             write_stage_jobs(jobs_path(self.config.directory, stage.name), stage.name, jobs)
-            self.say(f"stage {stage.name}: {len(jobs)} run(s) ({stage.app})")
-            result.returncode = self._run_child(stage_command(self.config, stage,
-                                                              dry_run=self.dry_run))
-        if not self.dry_run:
-            result.outcomes = collect(self.config, stage.name, self.plan.runs[stage.name])
-        else:  # nothing ran: the planned directories, keys unknown yet
-            result.outcomes = {r.num: Outcome(r, "(planned)", os.path.join(
-                stage_dir(self.config, stage.name), str(r.num)), None)
-                for r in self.plan.runs[stage.name]}
+            argv = stage_command(self.config, stage, dry_run=self.dry_run)
+            after = after_jobs_of(stage)
+            if chained and after is not None:
+                argv += [detach_override(), *dependency_overrides(after, list(dict.fromkeys(
+                    waits)))]
+            how = (f", after {len(set(waits))} upstream job(s) by the engine's dependency"
+                   if chained and waits else ", submitted, followed later" if chained else "")
+            self.say(f"stage {stage.name}: {len(jobs)} run(s) ({stage.app}{how})")
+            result.returncode = self._run_child(argv)
+        result.outcomes = self._outcomes(stage.name)
         return result
+
+    def _outcomes(self, stage: str) -> dict[int, Outcome]:
+        runs = self.plan.runs[stage]
+        if self.dry_run:  # nothing ran: the planned directories; keys and job ids unknown
+            return {r.num: Outcome(r, "(planned)", os.path.join(stage_dir(self.config, stage),
+                                                                str(r.num)), None,
+                                   job_id=f"<{stage} job>") for r in runs}
+        outcomes = collect(self.config, stage, runs)
+        if stage in self.in_flight:
+            jobs = {row.num: row.job_id for row in self._index().runs(
+                stage_sweep_id(self.config, stage))}
+            for outcome in outcomes.values():
+                outcome.job_id = jobs.get(outcome.run.num, "")
+        return outcomes
+
+    def _index(self) -> StoreIndex:
+        return open_index((self.env or {}).get(HOME_ENV))
+
+    # -- chained stages ----------------------------------------------------
+    def chainable(self, stage: Stage) -> bool:
+        """Whether `stage` can be submitted now and left to its engine: its provider has
+        native dependencies and detaches, and each upstream stage has ended or is in
+        flight on the same provider with the job id of every run still open known."""
+        if after_jobs_of(stage) is None:
+            return False
+        for need in stage.needs:
+            if need.stage not in self.in_flight:
+                continue
+            if stage_provider(self.config.stage(need.stage)) != stage_provider(stage):
+                return False
+            if any(o.pending and not o.job_id
+                   for o in self.results[need.stage].outcomes.values()):
+                return False
+        return True
+
+    def settle(self, name: str) -> None:
+        """Follow an in-flight stage to its end (its upstream stages first). If an input
+        of it did not succeed, its submission waits on a dependency the engine can never
+        satisfy: cancel it, say so, and run the stage the orchestrated way."""
+        if name not in self.in_flight:
+            return
+        stage = self.config.stage(name)
+        for need in stage.needs:
+            self.settle(need.stage)
+        # The dependency names whole upstream arrays: one run of them that did not
+        # succeed (or their resubmission) leaves it never satisfied.
+        broken = [up for up in self.waited_on.get(name, ()) if up in self.resubmitted or any(
+            not o.ok for o in self.results[up].outcomes.values())]
+        del self.in_flight[name]
+        if self.dry_run:
+            return
+        if broken:
+            self.say(f"stage {name}: its submission waits on {', '.join(broken)} runs that did "
+                     "not succeed or were submitted again, a dependency the engine can never "
+                     "satisfy: cancelling it; the runs whose inputs succeeded are submitted "
+                     "again")
+            self._run_child(hpcorch_command("cancel", stage_dir(self.config, name)))
+            self.resubmitted.add(name)
+            self.results[name] = self.run_stage(stage)
+            return
+        self._run_child(hpcorch_command("wait", stage_dir(self.config, name), "--progress",
+                                        "off"))
+        self.results[name].outcomes = self._outcomes(name)
 
     def _run_child(self, argv: list[str]) -> int:
         env = {**os.environ, **(self.env or {})}
@@ -243,12 +338,20 @@ class PipelineDriver:
             if not self.dry_run:
                 self._await_left_stage()
             for stage in self.config.stages:
-                result = self.run_stage(stage)
+                chained = self.chainable(stage)
+                if not chained:
+                    for need in stage.needs:
+                        self.settle(need.stage)
+                else:
+                    self.in_flight[stage.name] = True
+                result = self.run_stage(stage, chained=chained)
                 self.results[stage.name] = result
                 if result.returncode in (2, 130) or result.returncode < 0:
                     self.say(f"stage {stage.name} stopped (exit {result.returncode}): the "
                              "pipeline stops here")
                     return 2 if result.returncode == 2 else 130
+            for stage in self.config.stages:
+                self.settle(stage.name)
         except KeyboardInterrupt:
             self.say("pipeline interrupted: finished runs are kept; `hpcorch resume "
                      f"{self.config.directory}` finishes it")

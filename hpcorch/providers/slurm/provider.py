@@ -27,6 +27,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from hpcorch.errors import ConfigError, ProviderError, ProviderUnavailable
 from hpcorch.launch import Launcher
@@ -84,6 +85,14 @@ _ALREADY_GONE = ("already completing or completed", "invalid job id", "job/step 
 _COMMAND_TIMEOUT_S = 120.0
 
 
+def after_arrays(job_ids: Sequence[str]) -> dict[str, Any]:
+    """`--dependency=afterok:<array>:...` on the arrays (or plain jobs) holding `job_ids`
+    (`123_4` is task 4 of array 123): the submission starts once all of them succeeded.
+    Whole arrays keep the option short for 10^4 runs; a run still checks its own inputs."""
+    arrays = dict.fromkeys(job_id.split("_", 1)[0] for job_id in job_ids)
+    return {"extra": {"dependency": "afterok:" + ":".join(arrays)}}
+
+
 class SlurmProvider:
     """Runs specs as Slurm job arrays (see the module docstring)."""
 
@@ -92,10 +101,12 @@ class SlurmProvider:
     capabilities = Capabilities(
         multi_rank=Launcher.SRUN,
         container_env_prefixes=("SLURM_",),
-        container_env_names=CONTAINER_ENV_NAMES)
+        container_env_names=CONTAINER_ENV_NAMES,
+        after_jobs=after_arrays)
     """Ranks start as an srun step of the array task's allocation; Slurm's own variables
     reach a run in a container (its job id and restart count also come as HPCORCH_JOB_ID
-    and HPCORCH_RESTART_COUNT)."""
+    and HPCORCH_RESTART_COUNT); a pipeline stage can wait on its upstream arrays with
+    `--dependency=afterok:`."""
     detachable = True
     """Array jobs live in Slurm: a detached sweep needs no process of ours."""
 

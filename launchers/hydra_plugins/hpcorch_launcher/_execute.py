@@ -86,10 +86,25 @@ class SweepSetup:
 
 def hpcorch_node(config: DictConfig, name: str) -> Any:
     """hpcorch's `name` node (hpcorch, provider, resources, container) as plain data: the
-    launcher's (`hydra.launcher.<name>`, for any Hydra app) where set, else the app's own
-    (`- hpcorch: default` puts them at the config's root); None where neither is."""
-    node = OmegaConf.select(config, f"hydra.launcher.{name}", default=None)
-    return plain(node if node is not None else config.get(name))
+    app's own (`- hpcorch: default` puts them at the config's root) with the launcher's
+    (`hydra.launcher.<name>`, for any Hydra app) merged over it key by key, so
+    `++hydra.launcher.hpcorch.dry_run=true` keeps the app's other hpcorch settings and
+    a launcher `provider` with another name replaces the app's; None where neither is."""
+    launcher = plain(OmegaConf.select(config, f"hydra.launcher.{name}", default=None))
+    own = plain(config.get(name))
+    if not isinstance(launcher, dict) or not isinstance(own, dict):
+        return launcher if launcher is not None else own
+    if name == "provider" and launcher.get("name", own.get("name")) != own.get("name"):
+        return launcher  # another provider: none of the app's provider settings apply
+    return _merged(own, launcher)
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = (_merged(out[key], value) if isinstance(value, dict)
+                    and isinstance(out.get(key), dict) else value)
+    return out
 
 
 @dataclass(frozen=True)
