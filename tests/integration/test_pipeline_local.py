@@ -1,8 +1,5 @@
-"""Pipelines end to end on the local provider: order, reuse, failures, resume, kill, detach.
-
-The stages run a small plain Hydra app (no `- hpcorch: default` line) that logs each
-start to `starts.log`, so a test counts exactly which runs started.
-"""
+"""Pipelines end to end on the local provider: order, reuse, failures, resume, kill, detach
+(the toy app of pipeline_support)."""
 
 from __future__ import annotations
 
@@ -11,83 +8,27 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
-import yaml
 
+from tests.integration.pipeline_support import hpcorch, record, starts, toy_pipeline
 from tests.integration.slurm_support import wait_for
 
 pytestmark = pytest.mark.integration
 
-APP = '''
-import os, time
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hpcorch import repro
-
-@hydra.main(version_base="1.3", config_path=None, config_name=None)
-def main(cfg):
-    out = HydraConfig.get().runtime.output_dir
-    stage = os.path.basename(os.path.dirname(out))
-    with open("starts.log", "a") as log:
-        log.write(f"{stage} {' '.join(HydraConfig.get().overrides.task)}\\n")
-    inputs = repro.upstream()
-    if os.path.exists(f"fail-{stage}-{cfg.get('shard')}"):
-        raise ValueError(f"asked to fail: {stage} shard {cfg.get('shard')}")
-    if stage == "prep":
-        with open(os.path.join(out, "shard.txt"), "w") as handle:
-            handle.write(str(10 * int(cfg.shard) + int(cfg.get("scale", 1))))
-    time.sleep(float(cfg.get("sleep", 0)))
-    total = sum(float((u.dir / "shard.txt").read_text()) for u in inputs if u.stage == "prep")
-    total += sum(u.metrics.get("value", 0.0) for u in inputs if u.stage == "train")
-    return {"value": total + float(cfg.get("lr", 0)), "inputs": float(len(inputs))}
-
-if __name__ == "__main__":
-    main()
-'''
-
-
-def _pipeline(root: Path, **evaluate: object) -> Path:
-    (root / "app.py").write_text(textwrap.dedent(APP))
-    data = {"name": "toy", "stages": {
-        "prep": {"app": "app.py", "sweep": {"+shard": [0, 1]}},
-        "train": {"app": "app.py", "sweep": {"+lr": [1, 2]}, "needs": {"prep": "each"}},
-        "ev": {"app": "app.py", "needs": {"train": evaluate or "all"}},
-    }}
-    path = root / "toy.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
-def hpcorch(root: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HPCORCH_HOME": str(root / "home")}
-    return subprocess.run([sys.executable, "-m", "hpcorch", *args], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def _starts(root: Path) -> list[str]:
-    log = root / "starts.log"
-    return sorted(log.read_text().splitlines()) if log.exists() else []
-
-
-def _record(root: Path, stage: str, num: int) -> dict:
-    path = root / "pipelines" / "toy" / stage / str(num) / ".hpcorch" / "record.json"
-    return json.loads(path.read_text())
-
 
 def test_a_pipeline_runs_in_order_chains_keys_and_runs_nothing_again(tmp_path: Path) -> None:
-    path = _pipeline(tmp_path)
+    path = toy_pipeline(tmp_path)
     done = hpcorch(tmp_path, "pipeline", "run", str(path))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "pipeline toy: prep 2 succeeded; train 4 succeeded; ev 1 succeeded" in done.stderr
-    assert len(_starts(tmp_path)) == 7
-    prep = [_record(tmp_path, "prep", n) for n in range(2)]
-    train = [_record(tmp_path, "train", n) for n in range(4)]
+    assert len(starts(tmp_path)) == 7
+    prep = [record(tmp_path, "prep", n) for n in range(2)]
+    train = [record(tmp_path, "train", n) for n in range(4)]
     # Each train run consumed its shard (matched on shard); ev consumed every train run.
     assert [t["metrics"]["value"] for t in train] == [2.0, 12.0, 3.0, 13.0]
-    evaluate = _record(tmp_path, "ev", 0)
+    evaluate = record(tmp_path, "ev", 0)
     assert evaluate["metrics"] == {"value": 30.0, "inputs": 4.0}
     # Order: no train run started before its shard ended; ev after the last train run.
     for t in train:
@@ -97,7 +38,7 @@ def test_a_pipeline_runs_in_order_chains_keys_and_runs_nothing_again(tmp_path: P
     # The same pipeline again runs nothing and says what it reused.
     again = hpcorch(tmp_path, "pipeline", "run", str(path))
     assert again.returncode == 0, again.stderr[-3000:]
-    assert len(_starts(tmp_path)) == 7
+    assert len(starts(tmp_path)) == 7
     assert ("prep 2 succeeded (2 reused); train 4 succeeded (4 reused); ev 1 succeeded "
             "(1 reused)") in again.stderr
     status = hpcorch(tmp_path, "status", "toy", "--json")
@@ -107,31 +48,31 @@ def test_a_pipeline_runs_in_order_chains_keys_and_runs_nothing_again(tmp_path: P
 
 
 def test_changing_one_shard_reruns_exactly_its_subtree(tmp_path: Path) -> None:
-    path = _pipeline(tmp_path)
+    path = toy_pipeline(tmp_path)
     assert hpcorch(tmp_path, "pipeline", "run", str(path)).returncode == 0
-    keys = [_record(tmp_path, "train", n)["run_key"] for n in range(4)]
+    keys = [record(tmp_path, "train", n)["run_key"] for n in range(4)]
     (tmp_path / "starts.log").unlink()
     changed = hpcorch(tmp_path, "pipeline", "run", str(path), "prep.+shard=0,3")
     assert changed.returncode == 0, changed.stderr[-3000:]
-    assert _starts(tmp_path) == ["ev ", "prep +shard=3", "train +lr=1 ++shard=3",
+    assert starts(tmp_path) == ["ev ", "prep +shard=3", "train +lr=1 ++shard=3",
                                  "train +lr=2 ++shard=3"]
-    assert [_record(tmp_path, "train", n)["run_key"] == k for n, k in enumerate(keys)] == [
+    assert [record(tmp_path, "train", n)["run_key"] == k for n, k in enumerate(keys)] == [
         True, False, True, False]
 
 
 def test_a_failure_cancels_exactly_its_dependents_and_resume_finishes(tmp_path: Path) -> None:
-    path = _pipeline(tmp_path)
+    path = toy_pipeline(tmp_path)
     (tmp_path / "fail-prep-1").touch()
     failed = hpcorch(tmp_path, "pipeline", "run", str(path))
     assert failed.returncode == 1
     assert "prep 1 failed, 1 succeeded; train 2 cancelled, 2 succeeded; ev 1 cancelled" \
         in failed.stderr, failed.stderr[-3000:]
     for num in (1, 3):  # the train runs of shard 1; shard 0's branch went on
-        record = _record(tmp_path, "train", num)
-        assert record["state"] == "CANCELLED"
-        assert record["failure"]["reason"] == ("upstream prep #1 FAILED: ValueError: asked to "
+        cancelled = record(tmp_path, "train", num)
+        assert cancelled["state"] == "CANCELLED"
+        assert cancelled["failure"]["reason"] == ("upstream prep #1 FAILED: ValueError: asked to "
                                                "fail: prep shard 1")
-    assert _record(tmp_path, "ev", 0)["failure"]["reason"].startswith("upstream train #1 "
+    assert record(tmp_path, "ev", 0)["failure"]["reason"].startswith("upstream train #1 "
                                                                       "CANCELLED")
     assert hpcorch(tmp_path, "status", "toy").returncode == 3
     (tmp_path / "fail-prep-1").unlink()
@@ -139,22 +80,22 @@ def test_a_failure_cancels_exactly_its_dependents_and_resume_finishes(tmp_path: 
     resumed = hpcorch(tmp_path, "resume", str(tmp_path / "pipelines" / "toy"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     # Only what failed or was cancelled ran again.
-    assert _starts(tmp_path) == ["ev ", "prep +shard=1", "train +lr=1 ++shard=1",
+    assert starts(tmp_path) == ["ev ", "prep +shard=1", "train +lr=1 ++shard=1",
                                  "train +lr=2 ++shard=1"]
-    assert _record(tmp_path, "ev", 0)["metrics"]["inputs"] == 4.0
+    assert record(tmp_path, "ev", 0)["metrics"]["inputs"] == 4.0
 
 
 def test_when_always_runs_on_what_succeeded(tmp_path: Path) -> None:
-    path = _pipeline(tmp_path, mode="all", when="always")
+    path = toy_pipeline(tmp_path, mode="all", when="always")
     (tmp_path / "fail-train-0").touch()
     done = hpcorch(tmp_path, "pipeline", "run", str(path))
     assert done.returncode == 1  # two train runs failed
-    evaluate = _record(tmp_path, "ev", 0)
+    evaluate = record(tmp_path, "ev", 0)
     assert evaluate["state"] == "SUCCEEDED" and evaluate["metrics"]["inputs"] == 2.0
 
 
 def test_the_job_rechecks_its_upstream_records_before_the_research_code(tmp_path: Path) -> None:
-    path = _pipeline(tmp_path)
+    path = toy_pipeline(tmp_path)
     assert hpcorch(tmp_path, "pipeline", "run", str(path)).returncode == 0
     prep_record = tmp_path / "pipelines" / "toy" / "prep" / "1" / ".hpcorch" / "record.json"
     data = json.loads(prep_record.read_text())
@@ -171,36 +112,36 @@ def test_the_job_rechecks_its_upstream_records_before_the_research_code(tmp_path
 
 
 def test_killing_the_driver_and_resuming_submits_nothing_twice(tmp_path: Path) -> None:
-    path = _pipeline(tmp_path)
+    path = toy_pipeline(tmp_path)
     env = {**os.environ, "HPCORCH_HOME": str(tmp_path / "home")}
     driver = subprocess.Popen([sys.executable, "-m", "hpcorch", "pipeline", "run", str(path),
                                "train.+sleep=3"], cwd=tmp_path, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for(lambda: any(s.startswith("train") for s in _starts(tmp_path)),
+    wait_for(lambda: any(s.startswith("train") for s in starts(tmp_path)),
              "the train stage to start", timeout=240)
     driver.send_signal(signal.SIGKILL)  # no chance to clean up: its stage process lives on
     driver.wait(timeout=60)
     resumed = hpcorch(tmp_path, "resume", "toy")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "still running: waiting for it" in resumed.stderr
-    starts = _starts(tmp_path)
-    assert len(starts) == 7 and len(set(starts)) == 7, starts
+    started = starts(tmp_path)
+    assert len(started) == 7 and len(set(started)) == 7, started
 
 
 def test_a_detached_pipeline_is_followed_from_another_process(tmp_path: Path) -> None:
-    path = _pipeline(tmp_path)
+    path = toy_pipeline(tmp_path)
     started = hpcorch(tmp_path, "pipeline", "run", str(path), "--detach")
     assert started.returncode == 0, started.stderr
     assert "started in the background" in started.stderr
     waited = hpcorch(tmp_path, "wait", "toy", timeout=600)
     assert waited.returncode == 0, waited.stdout + waited.stderr
     assert "prep" in waited.stdout and "4 succeeded" in waited.stdout
-    assert len(_starts(tmp_path)) == 7
+    assert len(starts(tmp_path)) == 7
 
 
 def test_dry_run_prints_the_graph_and_every_stages_commands_and_runs_nothing(
         tmp_path: Path) -> None:
-    path = _pipeline(tmp_path)
+    path = toy_pipeline(tmp_path)
     dry = hpcorch(tmp_path, "pipeline", "run", str(path), "--dry-run")
     assert dry.returncode == 0, dry.stderr[-3000:]
     assert "train (4 runs, app.py) <- prep [each]" in dry.stdout
@@ -210,7 +151,7 @@ def test_dry_run_prints_the_graph_and_every_stages_commands_and_runs_nothing(
 
 
 def test_bad_input_is_one_line_before_anything_runs(tmp_path: Path) -> None:
-    path = _pipeline(tmp_path)
+    path = toy_pipeline(tmp_path)
     bad = hpcorch(tmp_path, "pipeline", "run", str(path), "train.lr")
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [

@@ -206,7 +206,7 @@ class PipelineDriver:
                 self.cancel_run(run, why)
                 cancelled += 1
             else:
-                jobs.append(StageJob(run.num, run.overrides, tuple(consumed)))
+                jobs.append(StageJob(run.num, _task_overrides(run.overrides), tuple(consumed)))
                 waits += run_waits
                 self.waited_on.setdefault(stage.name, set()).update(
                     u for u, _ in run.inputs if u in self.in_flight)
@@ -364,6 +364,12 @@ class PipelineDriver:
         self.say(summary_line(self.config, self.results))
         ok = all(o.ok for r in self.results.values() for o in r.outcomes.values())
         return 0 if ok else 1
+
+
+def _task_overrides(overrides: Sequence[str]) -> tuple[str, ...]:
+    """A job's own overrides: Hydra's (`hydra...`, `+hydra/launcher/provider=`) are the
+    multirun's, on its command line, as Hydra's sweepers never hand them to a job."""
+    return tuple(o for o in overrides if not override_key(o).startswith("hydra"))
 
 
 def _how(outcome: Outcome) -> str:
