@@ -158,3 +158,19 @@ def test_bad_input_is_one_line_before_anything_runs(tmp_path: Path) -> None:
         "hpcorch: error: override='train.lr': STAGE.key=value with STAGE one of ['prep', "
         "'train', 'ev'] (e.g. train.lr=1e-3,1e-4 or train.provider=slurm)"]
     assert not (tmp_path / "pipelines").exists()
+
+
+def test_cancel_stops_a_detached_pipeline_and_records_its_open_runs(tmp_path: Path) -> None:
+    path = toy_pipeline(tmp_path)
+    started = hpcorch(tmp_path, "pipeline", "run", str(path), "--detach", "train.+sleep=300")
+    assert started.returncode == 0, started.stderr
+    wait_for(lambda: any(s.startswith("train") for s in starts(tmp_path)),
+             "the train stage to start", timeout=240)
+    cancelled = hpcorch(tmp_path, "cancel", "toy")
+    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+    status = hpcorch(tmp_path, "status", "toy", "--json")
+    assert status.returncode == 3
+    data = json.loads(status.stdout)
+    assert data["driver_pid"] is None
+    assert [s["states"] for s in data["stages"]] == [
+        {"SUCCEEDED": 2}, {"CANCELLED": 4}, {"NOT STARTED": 1}]

@@ -190,3 +190,16 @@ def test_killing_the_driver_of_a_chained_pipeline_and_resuming_submits_nothing_t
         assert len(_submissions(tmp_path / "pipelines" / "toy" / stage)) == 1, stage
     started = starts(tmp_path)
     assert len(started) == 7 and len(set(started)) == 7, started
+
+
+def test_dry_run_shows_each_stages_sbatch_script_with_its_dependency(tmp_path: Path) -> None:
+    require_slurm()
+    path = toy_pipeline(tmp_path, {"prep": dict(ON_SLURM), "train": dict(ON_SLURM),
+                                   "ev": dict(ON_SLURM)})
+    dry = hpcorch(tmp_path, "pipeline", "run", str(path), "--dry-run")
+    assert dry.returncode == 0, dry.stderr[-4000:]
+    prep, train, evaluate = dry.stdout.split("# dry run:")[:3]
+    assert "--dependency" not in prep.split("```")[-1]
+    assert "#SBATCH --dependency='afterok:<prep job>'" in train
+    assert "#SBATCH --dependency='afterok:<train job>'" in evaluate
+    assert not list(tmp_path.rglob("*_submission.sh")) and not starts(tmp_path)

@@ -160,6 +160,7 @@ class PipelineDriver:
         """The in-flight upstream stages a chained stage's submission waits on."""
         """Chained stages cancelled and submitted again: what waited on them must be too."""
         self._child: subprocess.Popen[bytes] | None = None
+        self._stopping = ""
 
     def say(self, text: str) -> None:
         """A notice on stderr (stdout belongs to the research code)."""
@@ -296,9 +297,12 @@ class PipelineDriver:
         if not self.dry_run:  # a driver killed outright leaves it running: the next waits
             atomic_write_text(self._stage_pid, f"{self._child.pid}\n")
         try:
-            return self._child.wait()
+            code = self._child.wait()
         finally:
             self._child = None
+        if self._stopping:
+            raise KeyboardInterrupt(self._stopping)
+        return code
 
     @property
     def _stage_pid(self) -> Path:
@@ -316,15 +320,15 @@ class PipelineDriver:
             time.sleep(0.5)
 
     def _forward(self, signum: int, _frame: object) -> None:
-        """SIGTERM/SIGINT: the running stage cancels and records its open runs, then we stop."""
+        """SIGTERM/SIGINT: the running stage cancels and records its open runs, then we
+        stop. The stage's process is only signalled here: `_run_child`'s wait (which this
+        handler interrupted, holding Popen's wait lock) sees it end, then stops us."""
+        self._stopping = signal.Signals(signum).name
         child = self._child
         if child is not None and child.poll() is None:
             child.send_signal(signal.SIGTERM)
-            try:
-                child.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                child.kill()
-        raise KeyboardInterrupt(signal.Signals(signum).name)
+            return
+        raise KeyboardInterrupt(self._stopping)
 
     # -- the whole pipeline ------------------------------------------------
     def run(self) -> int:
