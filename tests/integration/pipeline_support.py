@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -16,6 +17,20 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def copy_example(tmp_path: Path) -> Path:
+    """A copy of the example pipeline: its three apps, conf/ and the baselines."""
+    target = tmp_path / "example"
+    target.mkdir()
+    for name in ("prepare.py", "train.py", "evaluate.py"):
+        shutil.copy(ROOT / name, target / name)
+    shutil.copytree(ROOT / "conf", target / "conf")
+    shutil.copytree(ROOT / "baselines", target / "baselines")
+    return target
+
 
 APP = '''
 import os, time

@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.pipeline_support import hpcorch, record, starts, toy_pipeline
+from tests.integration.pipeline_support import (
+    copy_example,
+    hpcorch,
+    record,
+    starts,
+    toy_pipeline,
+)
 from tests.integration.slurm_support import wait_for
 
 pytestmark = pytest.mark.integration
@@ -174,3 +180,25 @@ def test_cancel_stops_a_detached_pipeline_and_records_its_open_runs(tmp_path: Pa
     assert data["driver_pid"] is None
     assert [s["states"] for s in data["stages"]] == [
         {"SUCCEEDED": 2}, {"CANCELLED": 4}, {"NOT STARTED": 1}]
+
+
+def test_the_example_pipeline_runs_verbatim_and_passes_its_baseline(tmp_path: Path) -> None:
+    """The README's command, all on local: evaluate's baseline check is part of the run."""
+    example = copy_example(tmp_path)
+    done = hpcorch(example, "pipeline", "run", "conf/pipeline/example.yaml")
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "prepare 2 succeeded; train 4 succeeded; evaluate 1 succeeded" in done.stderr
+    out = example / "pipelines" / "example" / "evaluate" / "0"
+    table = (out / "table.md").read_text()
+    assert "| epochs=10 lr=0.1 | 2 |" in table and "| epochs=10 lr=0.3 | 2 |" in table
+    assert table in (out / ".hpcorch" / "stdout.log").read_text()  # evaluate printed it
+    # A baseline that no longer matches fails evaluate, naming the metric. (Another file:
+    # the baseline's content is not part of the run key, its path is; in a git checkout
+    # an edited baseline changes the code version, so evaluate runs again there too.)
+    baseline = example / "baselines" / "pipeline_example.yaml"
+    text = baseline.read_text().replace("test_acc: {mean: 0.8", "test_acc: {mean: 0.9")
+    (example / "baselines" / "drifted.yaml").write_text(text)
+    drift = hpcorch(example, "pipeline", "run", "conf/pipeline/example.yaml",
+                    "evaluate.baseline.path=baselines/drifted.yaml")
+    assert drift.returncode == 1
+    assert "evaluate 1 failed" in drift.stderr and "test_acc" in drift.stderr

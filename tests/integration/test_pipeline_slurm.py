@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,9 +17,15 @@ from pathlib import Path
 import pytest
 
 from hpcorch.identity import short_hash
-from tests.integration.pipeline_support import hpcorch, record, starts, toy_pipeline
+from tests.integration.pipeline_support import (
+    copy_example,
+    hpcorch,
+    record,
+    starts,
+    toy_pipeline,
+)
 from tests.integration.ray_support import ray_url  # noqa: F401 - fixture
-from tests.integration.slurm_support import ROOT, require_slurm, squeue_jobs, wait_for
+from tests.integration.slurm_support import require_slurm, squeue_jobs, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm]
 
@@ -29,15 +34,9 @@ ON_SLURM = {"overrides": ["+hydra/launcher/provider=slurm"]}
 
 @pytest.fixture
 def example_dir(tmp_path: Path) -> Path:
-    """A copy of the example pipeline: its three apps, conf/ and the baseline."""
+    """A copy of the example pipeline (Slurm must be up)."""
     require_slurm()
-    target = tmp_path / "example"
-    target.mkdir()
-    for name in ("prepare.py", "train.py", "evaluate.py"):
-        shutil.copy(ROOT / name, target / name)
-    shutil.copytree(ROOT / "conf", target / "conf")
-    shutil.copytree(ROOT / "baselines", target / "baselines")
-    return target
+    return copy_example(tmp_path)
 
 
 def _pipeline(root: Path, *args: str, home: str, timeout: float = 900
