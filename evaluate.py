@@ -48,12 +48,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from hpcorch import repro
-from hpcorch.identity import DEFAULT_KEY_EXCLUDE
 from hpcorch.repro.baselines import build_baseline, load_baseline, save_baseline
 from hpcorch.repro.drift import check_baseline
-from hpcorch.repro.results import RunResult, SweepResults, group_key
+from hpcorch.repro.results import SweepResults, upstream_results
 from hpcorch.repro.tolerances import ToleranceTable, parse_table
-from hpcorch.spec import RunState
 
 #: The pipeline stage whose runs are aggregated.
 UPSTREAM_STAGE = "train"
@@ -77,35 +75,6 @@ def _names(value: Any, key: str) -> list[str]:
     if not isinstance(raw, list) or not all(isinstance(v, str) and v for v in raw):
         raise ValueError(f"{key}={raw!r}: must be a list of names, e.g. [val_acc, test_acc]")
     return list(raw)
-
-
-def _exclude(run: repro.UpstreamRun, across: Sequence[str]) -> tuple[str, ...]:
-    """What a run's group leaves out: its own where-it-runs keys and `across`."""
-    node = run.config.get("hpcorch")
-    own = node.get("key_exclude") if isinstance(node, dict) else None
-    return (*(own or DEFAULT_KEY_EXCLUDE), *across)
-
-
-def results_of(runs: Sequence[repro.UpstreamRun], across: Sequence[str],
-               metrics: Sequence[str]) -> SweepResults:
-    """The upstream runs as hpcorch's checks see a sweep: grouped, with `metrics` only."""
-    results = []
-    for run in runs:
-        lacking = [m for m in metrics if m not in run.metrics]
-        if lacking:
-            raise ValueError(f"metrics={list(metrics)}: upstream {run.stage} #{run.num} "
-                             f"({run.dir}) reported no {', '.join(lacking)}; it reported: "
-                             f"{', '.join(sorted(run.metrics)) or 'no metrics'}")
-        seed = run.override("seed")
-        results.append(RunResult(
-            num=run.num, run_key=run.run_key, group=group_key(run.overrides, _exclude(run, across)),
-            state=RunState.SUCCEEDED,  # repro.upstream() returns only runs that succeeded
-            run_dir=str(run.dir), overrides=run.overrides,
-            seed=int(seed) if seed is not None and seed.isdigit() else None,
-            metrics={m: float(run.metrics[m]) for m in metrics}, config=run.config))
-    where = os.path.commonpath([r.run_dir for r in results])
-    return SweepResults(sweep_id=UPSTREAM_STAGE, sweep_dir=where, provider="pipeline",
-                        runs=tuple(results))
 
 
 def aggregate(sweep: SweepResults, metrics: Sequence[str]) -> list[dict[str, Any]]:
@@ -210,7 +179,7 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
             f"evaluate has nothing to aggregate: this run has no upstream '{UPSTREAM_STAGE}' "
             "runs; run it as the evaluate stage of a pipeline "
             "(hpcorch pipeline run conf/pipeline/example.yaml)")
-    sweep = results_of(runs, across, metrics)
+    sweep = upstream_results(runs, across=across, metrics=metrics)
     rows = aggregate(sweep, metrics)
     markdown = table_markdown(rows, metrics)
     write_text(out_dir / TABLE_CSV, table_csv(rows, metrics))

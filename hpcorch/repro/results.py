@@ -16,6 +16,7 @@ from typing import Any
 
 from hpcorch.errors import StoreError
 from hpcorch.identity import DEFAULT_KEY_EXCLUDE
+from hpcorch.repro.upstream import UpstreamRun
 from hpcorch.spec import RunState
 from hpcorch.store.index import StoreIndex
 from hpcorch.store.ledger import SweepInfo, ledger_path, read_ledger
@@ -187,3 +188,32 @@ def load_ledger(ref: str, index: StoreIndex) -> SweepInfo:
         raise StoreError(f"{ledger_path(directory)}: no sweep ledger: the specs to re-run are "
                          "unknown")
     return info
+
+
+def upstream_results(runs: Sequence[UpstreamRun], *, across: Sequence[str] = ("shard",),
+                     metrics: Sequence[str] | None = None) -> SweepResults:
+    """Upstream runs as hpcorch's checks see a sweep (`hpcorch.repro.baselines`,
+    `drift.check_baseline`): grouped by their overrides without the seed, the keys in
+    `across` and their where-it-runs keys; with `metrics` only, if given (a run that
+    reported none of one is refused, naming it)."""
+    results = []
+    for run in runs:
+        wanted = list(run.metrics) if metrics is None else list(metrics)
+        lacking = [m for m in wanted if m not in run.metrics]
+        if lacking:
+            raise ValueError(
+                f"metrics={wanted}: upstream {run.stage} #{run.num} ({run.dir}) reported no "
+                f"{', '.join(lacking)}; it reported: {', '.join(sorted(run.metrics)) or 'none'}")
+        node = run.config.get("hpcorch")
+        own = node.get("key_exclude") if isinstance(node, dict) else None
+        results.append(RunResult(
+            num=run.num, run_key=run.run_key,
+            group=group_key(run.overrides, (*(own or DEFAULT_KEY_EXCLUDE), *across)),
+            state=RunState.SUCCEEDED,  # check_upstream() lets only usable runs through
+            run_dir=str(run.dir), overrides=run.overrides, seed=run.seed,
+            metrics={m: float(run.metrics[m]) for m in wanted}, config=run.config,
+            fingerprint=run.fingerprint))
+    stages = sorted({r.stage for r in runs})
+    where = os.path.commonpath([r.run_dir for r in results]) if results else ""
+    return SweepResults(sweep_id="+".join(stages), sweep_dir=where, provider="pipeline",
+                        runs=tuple(results))

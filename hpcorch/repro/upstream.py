@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,9 @@ class UpstreamRun:
     overrides: tuple[str, ...]
     metrics: dict[str, float]
     config: dict[str, Any]
+    seed: int | None = None
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    """Its environment and what hpcorch.repro recorded (seeds, splits), as in its record."""
 
     def override(self, key: str, default: str | None = None) -> str | None:
         """The value this run was given for `key` on its command line (`shard=1` -> "1")."""
@@ -76,7 +79,8 @@ def check_upstream(upstream: Sequence[tuple[str, str, str]]) -> list[UpstreamRun
         where_files = record.reused_from or run_dir
         runs.append(UpstreamRun(stage=stage, num=record.num, run_key=key, dir=Path(where_files),
                                 overrides=tuple(record.overrides), metrics=dict(record.metrics),
-                                config=dict(record.config or {})))
+                                config=dict(record.config or {}), seed=record.seed,
+                                fingerprint=dict(record.fingerprint or {})))
     return runs
 
 
@@ -88,3 +92,4 @@ def upstream(stage: str | None = None) -> list[UpstreamRun]:
         return []
     wanted = [u for u in spec.upstream if stage is None or u[0] == stage]
     return check_upstream(wanted)
+
