@@ -30,6 +30,7 @@ from hpcorch.orchestrate.pipeline.state import (
     read_pipeline_ledger,
     write_pipeline_ledger,
 )
+from hpcorch.store.index import open_index
 from hpcorch.store.ledger import read_ledger
 
 
@@ -88,7 +89,7 @@ def resume(args: argparse.Namespace) -> int:
 def status(args: argparse.Namespace) -> int:
     """Per stage: planned runs and their states; exit 3 if any run did not succeed."""
     ledger = read_pipeline_ledger(args.sweep)
-    rows, pid = pipeline_status(ledger)
+    rows, pid = pipeline_status(ledger, open_index(args.home))
     if getattr(args, "json", False):
         print(json.dumps({"pipeline": ledger.directory, "driver_pid": pid, "stages": rows},
                          indent=1))

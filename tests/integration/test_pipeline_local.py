@@ -172,6 +172,10 @@ def test_cancel_stops_a_detached_pipeline_and_records_its_open_runs(tmp_path: Pa
     assert started.returncode == 0, started.stderr
     wait_for(lambda: any(s.startswith("train") for s in starts(tmp_path)),
              "the train stage to start", timeout=240)
+    running = json.loads(hpcorch(tmp_path, "status", "toy", "--json").stdout)
+    assert running["driver_pid"] is not None
+    train_now = running["stages"][1]["states"]
+    assert set(train_now) <= {"SUBMITTED", "RUNNING"} and sum(train_now.values()) == 4, train_now
     cancelled = hpcorch(tmp_path, "cancel", "toy")
     assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
     status = hpcorch(tmp_path, "status", "toy", "--json")

@@ -18,8 +18,9 @@ import yaml
 from hpcorch.errors import ConfigError, StoreError
 from hpcorch.orchestrate.detach import orchestrator_alive
 from hpcorch.orchestrate.pipeline.config import PipelineConfig, pipeline_from
-from hpcorch.orchestrate.pipeline.driver import collect
+from hpcorch.orchestrate.pipeline.driver import collect, stage_sweep_id
 from hpcorch.orchestrate.pipeline.plan import PipelinePlan, plan_pipeline
+from hpcorch.store.index import StoreIndex
 from hpcorch.store.records import META_DIR, atomic_write_json, read_json
 
 LEDGER_FILE = "pipeline.json"
@@ -89,16 +90,19 @@ def read_pipeline_file(path: str) -> dict[str, Any]:
     return data
 
 
-def stage_states(plan: PipelinePlan) -> list[dict[str, Any]]:
-    """Per stage: its planned runs and how many ended in each state (NOT STARTED: no
-    record of the planned run key yet)."""
+def stage_states(plan: PipelinePlan, index: StoreIndex | None = None) -> list[dict[str, Any]]:
+    """Per stage: its planned runs and how many are in each state: a record's, else what
+    the index last heard of a submitted run (SUBMITTED, RUNNING), else NOT STARTED."""
     rows = []
     for stage in plan.config.stages:
         runs = plan.runs[stage.name]
         counts: dict[str, int] = {}
+        known = {(r.num, r.run_key): r.state.value for r in index.runs(
+            stage_sweep_id(plan.config, stage.name))} if index is not None else {}
         for outcome in collect(plan.config, stage.name, runs).values():
             record = outcome.record
-            state = "NOT STARTED" if record is None else record.state.value
+            state = record.state.value if record is not None else known.get(
+                (outcome.run.num, outcome.run_key), "NOT STARTED")
             counts[state] = counts.get(state, 0) + 1
         rows.append({"stage": stage.name, "app": stage.app, "runs": len(runs),
                      "states": counts,
@@ -106,7 +110,8 @@ def stage_states(plan: PipelinePlan) -> list[dict[str, Any]]:
     return rows
 
 
-def pipeline_status(ledger: PipelineLedger) -> tuple[list[dict[str, Any]], int | None]:
+def pipeline_status(ledger: PipelineLedger, index: StoreIndex | None = None
+                    ) -> tuple[list[dict[str, Any]], int | None]:
     """(per-stage states, the pid of the driver still running it, or None)."""
     plan = plan_pipeline(ledger.config())
-    return stage_states(plan), orchestrator_alive(ledger.directory)
+    return stage_states(plan, index), orchestrator_alive(ledger.directory)
