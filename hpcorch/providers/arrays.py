@@ -34,6 +34,12 @@ def job_name_token(name: str, sweep_id: str | None = None,
     return token if token and token.startswith(token_start) else None
 
 
+def signal_grace(wanted_s: int, limit_s: int) -> int:
+    """Seconds before a task's time limit at which its run is told: the provider's
+    `signal_grace_s`, but at most half of a short limit (and at least one second)."""
+    return min(wanted_s, max(1, limit_s // 2))
+
+
 def map_header(sweep_id: str, name: str, pack: int,
                tasks: Sequence[Sequence[RunSpec]]) -> dict[str, Any]:
     """The part of a map file every array task reads: the runs of each array index."""

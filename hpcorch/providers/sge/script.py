@@ -185,7 +185,7 @@ def _printable(text: str) -> str:
 
 def signal_grace_s(plan: ArrayPlan, settings: SgeSettings) -> int:
     """Seconds before `h_rt` at which the task tells its run; at most half the limit."""
-    return min(settings.signal_grace_s, max(1, time_limit_s(plan, settings) // 2))
+    return arrays.signal_grace(settings.signal_grace_s, time_limit_s(plan, settings))
 
 
 def map_data(plan: ArrayPlan, settings: SgeSettings) -> dict[str, Any]:

@@ -165,8 +165,7 @@ def time_limit(plan: ArrayPlan, settings: SlurmSettings) -> int:
 
 def signal_grace(plan: ArrayPlan, settings: SlurmSettings) -> int:
     """Seconds before the limit for the checkpoint signal; at most half of a short limit."""
-    limit_s = time_limit(plan, settings) * 60
-    return min(settings.signal_grace_s, max(1, limit_s // 2))
+    return arrays.signal_grace(settings.signal_grace_s, time_limit(plan, settings) * 60)
 
 
 def log_pattern(plan: ArrayPlan) -> str:
