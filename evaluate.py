@@ -35,9 +35,7 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -124,19 +122,8 @@ def table_markdown(rows: Sequence[dict[str, Any]], metrics: Sequence[str]) -> st
 
 def write_text(path: Path, text: str) -> None:
     """Write a text file atomically: readers see the old file or the new, never half."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        umask = os.umask(0o022)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes it private; the table is for reading
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with repro.atomic_file(path) as handle:
+        handle.write(text)
 
 
 def baseline_file(cfg: DictConfig) -> Path:

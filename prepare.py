@@ -23,8 +23,6 @@ and train.py keeps running on its own without this file.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,7 @@ import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from hpcorch import repro
 from train import two_moons
 
 #: The file each run writes into its run directory (train.py reads it by this name).
@@ -57,26 +56,10 @@ def make_shard(n: int, noise: float, seed: int, shard: int,
     return {"x": x[index], "y": y[index], "index": index}
 
 
-def _file_mode() -> int:
-    """The mode `open()` would give a new file under the current umask."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def write_npz(path: Path, arrays: dict[str, Any]) -> None:
     """Write an .npz file atomically: readers see no file or the complete one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, _file_mode())  # mkstemp makes it private; a shard is an ordinary output
-        with os.fdopen(fd, "wb") as handle:  # a file object: np.savez adds no suffix
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with repro.atomic_file(path, binary=True) as handle:  # a file object: no suffix added
+        np.savez(handle, **arrays)
 
 
 def prepare(cfg: DictConfig, out_dir: Path) -> dict[str, float]:

@@ -16,12 +16,13 @@ from hpcorch.identity import short_hash
 from hpcorch.repro.seeds import SEED_ENV, apply_seed, derive_seed
 from hpcorch.repro.splits import Split, split
 from hpcorch.repro.upstream import UpstreamRun, upstream
+from hpcorch.store.records import atomic_file
 
 if TYPE_CHECKING:
     import numpy as np
 
 __all__ = ["seed", "rng", "split", "Split", "apply_seed", "derive_seed", "upstream",
-           "UpstreamRun"]
+           "UpstreamRun", "atomic_file"]
 
 
 def seed() -> int:

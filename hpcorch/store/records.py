@@ -11,9 +11,11 @@ import dataclasses
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from hpcorch.errors import StoreError
 from hpcorch.jobenv import META_DIR, SPEC_FILE
@@ -53,8 +55,11 @@ def spec_path(run_dir: str | Path) -> Path:
     return meta_dir(run_dir) / SPEC_FILE
 
 
-def atomic_write_text(path: str | Path, text: str, *, durable: bool = True) -> None:
-    """Write a file so that readers see the old content or the new, never a torn one.
+@contextmanager
+def atomic_file(path: str | Path, *, binary: bool = False,
+                durable: bool = True) -> Iterator[IO[Any]]:
+    """A handle to write `path` through: readers see the old content or the new, never a
+    torn one (a temp file beside it, renamed over it on success, removed on failure).
 
     `durable=False` skips the fsync: for files that can be recreated from a
     durable one (a run's spec, from the sweep ledger).
@@ -63,19 +68,23 @@ def atomic_write_text(path: str | Path, text: str, *, durable: bool = True) -> N
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, _FILE_MODE)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        os.fchmod(fd, _FILE_MODE)  # mkstemp makes it private; outputs are for reading
+        mode: str = "wb" if binary else "w"
+        with os.fdopen(fd, mode, encoding=None if binary else "utf-8") as handle:
+            yield handle
             handle.flush()
             if durable:
                 os.fsync(handle.fileno())
         os.replace(tmp, target)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: str | Path, text: str, *, durable: bool = True) -> None:
+    """Write a text file atomically (see `atomic_file`)."""
+    with atomic_file(path, durable=durable) as handle:
+        handle.write(text)
 
 
 def atomic_write_json(path: str | Path, data: Any, *, durable: bool = True) -> None:
