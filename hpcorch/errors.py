@@ -70,3 +70,15 @@ class RunFailed(HpcorchError):
 
 class StoreError(HpcorchError):
     """The run store or a record file cannot be read or written."""
+
+
+class TransientSubmitError(ProviderError):
+    """A submission the engine refused for a passing reason (a socket time-out), after
+    the provider made sure that nothing of it got through. `submitted` holds the
+    handles of the runs of the same batch that did get in; the orchestrator submits
+    the rest again later, with backoff (`hpcorch.retry.submit`), while it watches."""
+
+    def __init__(self, provider: str, message: str, *, submitted: Sequence[object] = (),
+                 **context: object) -> None:
+        super().__init__(provider, message, **context)  # type: ignore[arg-type]
+        self.submitted = list(submitted)

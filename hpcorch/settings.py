@@ -181,6 +181,53 @@ class ReproSettings:
 
 
 @dataclass(frozen=True)
+class RetrySettings:
+    """`hpcorch.retry`: how often a failed run is run again, by why it failed.
+
+    Each failure class has its own budget; a retry of a memory kill raises only the
+    memory, one of a time-limit kill only the time, both within the limits the provider
+    reads from its engine (`Provider.limits`). A run that reached its time limit with a
+    checkpoint is requeued by its provider instead (`provider.max_requeues`): not a retry.
+    """
+
+    memory: int = 1
+    """Retries of a run killed for memory (OOM), each with more memory."""
+    memory_factor: float = 2.0
+    """A memory retry asks at least this many times the memory of the failed attempt."""
+    peak_factor: float = 1.25
+    """... and at least this many times the peak the engine measured, where it did."""
+    time: int = 1
+    """Retries of a run killed at its time limit with no checkpoint, each with more time."""
+    time_factor: float = 2.0
+    """A time retry asks this many times the time limit of the failed attempt."""
+    preempted: int = 3
+    """Runs again, same resources, after a preemption or node failure: a budget of its own."""
+    app_error: int = 0
+    """Retries of a run whose research code raised or exited non-zero (off by default:
+    the same code fails the same way)."""
+    submit: int = 4
+    """Submissions tried again after a transient refusal (sbatch's socket time-outs)."""
+    backoff_s: float = 2.0
+    """First delay before a submission is tried again; doubled each time, full jitter."""
+    backoff_max_s: float = 60.0
+    """The longest delay before a submission is tried again."""
+
+    def validate(self, prefix: str) -> None:
+        """Budgets >= 0, factors > 1, delays > 0 and ordered."""
+        for key in ("memory", "time", "preempted", "app_error", "submit"):
+            require(getattr(self, key) >= 0, f"{prefix}.{key}", getattr(self, key),
+                    "must be a number of retries >= 0")
+        for key in ("memory_factor", "time_factor"):
+            require(getattr(self, key) > 1, f"{prefix}.{key}", getattr(self, key),
+                    "must be > 1 (a retry with no more than before fails the same way)")
+        require(self.peak_factor >= 1, f"{prefix}.peak_factor", self.peak_factor,
+                "must be >= 1")
+        require(self.backoff_s > 0, f"{prefix}.backoff_s", self.backoff_s, "must be > 0")
+        require(self.backoff_max_s >= self.backoff_s, f"{prefix}.backoff_max_s",
+                self.backoff_max_s, f"must be >= backoff_s ({self.backoff_s:g})")
+
+
+@dataclass(frozen=True)
 class HpcorchSettings:
     """The `hpcorch` config node: how a sweep is orchestrated, whatever the provider."""
 
@@ -202,9 +249,20 @@ class HpcorchSettings:
     """Run fresh-interpreter jobs from a copy of the git-tracked code in the sweep dir."""
     repro: ReproSettings = field(default_factory=ReproSettings)
     """Determinism options and default tolerances (the `hpcorch.repro` node)."""
+    retry: RetrySettings = field(default_factory=RetrySettings)
+    """Which failed runs are run again, and how (the `hpcorch.retry` node)."""
+    priority: int = 0
+    """Submission order among runs: higher first. Per sweep, per pipeline stage, or per
+    run (`hpcorch.priority=${...}` resolves in each run's own config)."""
+    max_parallel: int | None = None
+    """At most this many runs of the sweep queued or running at once, on any provider;
+    null: no limit beyond the provider's own."""
 
     def validate(self, prefix: str) -> None:
         """Range checks beyond types."""
+        require(self.max_parallel is None or self.max_parallel >= 1,
+                f"{prefix}.max_parallel", self.max_parallel,
+                "must be a positive integer, or null for no limit")
         require(self.summary_metrics >= 0, f"{prefix}.summary_metrics", self.summary_metrics,
                 "must be >= 0")
         require("hydra" in self.key_exclude, f"{prefix}.key_exclude", list(self.key_exclude),

@@ -177,7 +177,11 @@ class RunSpec:
     """The upstream runs this run consumes in a pipeline: (stage, run key, run dir) each.
     Their keys are part of this run's key; the job checks their records before it starts."""
     priority: int = 0
+    """Submission order: higher first (`hpcorch.priority`, per sweep, stage or run)."""
     attempt: int = 0
+    """0 for the first attempt; each retry or re-run of a failed run adds one."""
+    retry: dict[str, Any] = field(default_factory=dict)
+    """The retry policy this run was planned under (`hpcorch.retry`), kept in its record."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (sharing this spec's values); `RunSpec.from_dict` reverses it."""
@@ -202,12 +206,74 @@ class RunSpec:
 
 
 @dataclass(frozen=True)
+class ResourceLimits:
+    """The most a provider's engine can give one run (`Provider.limits`); None: no limit
+    known. A run that could never fit is refused before submission, and the retry
+    policy's escalation never goes above them."""
+
+    where: str
+    """What the limits are of, for messages: `partition debug`, `this machine`."""
+    max_mem_gb: float | None = None
+    """Memory of one node (Slurm: MaxMemPerNode, else the largest node's RealMemory)."""
+    max_time_min: int | None = None
+    """Longest time limit (Slurm: the partition's MaxTime)."""
+    max_cpus: int | None = None
+    """CPUs of the largest node (cpus per task x tasks per node must fit)."""
+    max_nodes: int | None = None
+    """Nodes one run may span."""
+
+    def violations(self, resources: Resources) -> list[tuple[str, object, str]]:
+        """(setting, value, allowed) for every way `resources` can never fit."""
+        found: list[tuple[str, object, str]] = []
+        if self.max_mem_gb is not None and resources.mem_gb is not None \
+                and resources.mem_gb > self.max_mem_gb + 1e-9:
+            found.append(("resources.mem_gb", resources.mem_gb,
+                          f"{self.where} allows at most {self.max_mem_gb:g} GiB per node"))
+        if self.max_time_min is not None and resources.time_min > self.max_time_min:
+            found.append(("resources.time_min", resources.time_min,
+                          f"{self.where} allows at most {self.max_time_min} minutes"))
+        per_node = resources.cpus * resources.tasks_per_node
+        if self.max_cpus is not None and per_node > self.max_cpus:
+            found.append(("resources.cpus", resources.cpus,
+                          f"{self.where} has at most {self.max_cpus} CPUs per node "
+                          f"(asked: {resources.cpus} x {resources.tasks_per_node} "
+                          "tasks per node)"))
+        if self.max_nodes is not None and resources.nodes > self.max_nodes:
+            found.append(("resources.nodes", resources.nodes,
+                          f"{self.where} allows at most {self.max_nodes} nodes"))
+        return found
+
+
+@dataclass(frozen=True)
 class RunHandle:
     """How a provider finds one submitted run again."""
 
     provider: str
     run_key: str
     job_id: str
+
+
+class FailureClass(str, Enum):
+    """Why a run failed, as the retry policy reads it (`hpcorch.retry`)."""
+
+    OOM = "OOM"
+    """Killed for memory: the engine's limit or the kernel's OOM killer (MemoryError too)."""
+    TIMEOUT = "TIMEOUT"
+    """Reached its time limit without a checkpoint to resume from."""
+    PREEMPTED = "PREEMPTED"
+    """Taken off its resources by the engine and not requeued by it."""
+    NODE_FAIL = "NODE_FAIL"
+    """Its node (or the engine's worker process) died under it."""
+    APP_ERROR = "APP_ERROR"
+    """The research code raised or exited non-zero."""
+    SUBMIT_TRANSIENT = "SUBMIT_TRANSIENT"
+    """The engine refused the submission for a passing reason (socket time-out)."""
+    CANCELLED = "CANCELLED"
+    """Stopped on request (a person, an interrupted sweep, a failed upstream run)."""
+    LOST = "LOST"
+    """The engine no longer knows the job and no record says how it ended."""
+    OTHER = "OTHER"
+    """None of the above could be told (the reason says what is known)."""
 
 
 @dataclass(frozen=True)
@@ -221,6 +287,16 @@ class FailureContext:
     signal: int | None = None
     reason: str = ""
     stderr_tail: str = ""
+    failure_class: FailureClass | None = None
+    """What kind of failure it was (None: not classified by the provider; the
+    orchestrator then classifies it from the state and the record)."""
+    peak_mem_gb: float | None = None
+    """The most memory the run was seen to hold, where the engine measured it."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.failure_class, str) and not isinstance(self.failure_class,
+                                                                  FailureClass):
+            object.__setattr__(self, "failure_class", FailureClass(self.failure_class))
 
     def one_line(self) -> str:
         """`[local job=1234 node=host] exit=1: ValueError: ...`"""

@@ -14,6 +14,16 @@ cannot use, e.g. control characters in an sbatch script). A third,
 `dashboard_links(provider_settings, job_ids)`, gives `hpcorch status` the pages of an
 engine's dashboard for a sweep's jobs.
 
+`limits(resources)` (instance method, may do I/O, called after `check()`): the most the
+engine can give one run of that shape, as a ResourceLimits (Slurm: the partition's
+MaxTime and memory, read with scontrol; local: this machine). The orchestrator refuses a
+run that could never fit before it submits anything, and the retry policy never
+escalates past them.
+
+`submit` may raise TransientSubmitError (hpcorch.errors) for a passing refusal, with the
+handles of what did get in; the orchestrator submits the rest again with backoff
+(`hpcorch.retry.submit`) while it goes on watching, instead of the provider sleeping.
+
 A provider receives RunSpecs (data) and its own typed settings, never Hydra
 objects. Every call takes a whole batch, so an engine is asked once per
 interval, not once per run. Constructors do no I/O; `check()` does.

@@ -136,6 +136,11 @@ class RunRecord:
     seeded: tuple[str, ...] = ()
     reused_from: str = ""
     attempt: int = 0
+    resources: dict[str, Any] = field(default_factory=dict)
+    """What this attempt asked for (a retry may ask for more than the one before)."""
+    retry: dict[str, Any] = field(default_factory=dict)
+    """The retry policy it ran under (`hpcorch.retry`) and, on a retry, why it was retried
+    (`retried_for`: the failure class of the attempt before)."""
     schema: int = SCHEMA_VERSION
 
     @property

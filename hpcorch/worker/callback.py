@@ -31,7 +31,7 @@ from hpcorch.repro.determinism import run_facts, start_run
 from hpcorch.repro.fingerprint import fingerprint
 from hpcorch.repro.seeds import derive_seed
 from hpcorch.repro.upstream import UpstreamNotReady, check_upstream
-from hpcorch.spec import RunSpec, RunState
+from hpcorch.spec import RunSpec, RunState, fields_dict
 from hpcorch.store.records import (
     RETURN_PICKLE,
     ErrorInfo,
@@ -191,6 +191,8 @@ class HpcorchCallback(Callback):
             },
             seeded=tuple(run_facts()["seeded"]),  # torch may have been seeded late
             attempt=spec.attempt if spec else 0,
+            resources=fields_dict(spec.resources) if spec else {},
+            retry=dict(spec.retry) if spec else {},
         )
         if spec is not None and spec.run_key != key:
             # The job computed another identity than the planner: say so, never hide it.

@@ -51,12 +51,15 @@ def test_hpcorch_defaults_equal_hpcorch_settings() -> None:
     node = _yaml(CONF / "hpcorch" / "default.yaml")["hpcorch"]
     expected = class_defaults(HpcorchSettings)
     assert set(node) == set(expected)
-    repro = node.pop("repro")
+    repro, retry = node.pop("repro"), node.pop("retry")
     expected.pop("repro")
+    expected.pop("retry")
     assert node == expected
     from hpcorch.repro.settings import ReproSettings
+    from hpcorch.settings import RetrySettings
 
     assert repro == class_defaults(ReproSettings)
+    assert retry == class_defaults(RetrySettings)
 
 
 @pytest.mark.parametrize("name", ["none", "podman", "docker", "apptainer"])
