@@ -62,7 +62,7 @@ if [ "$MEM_ENFORCEMENT" = cgroup ]; then
 else
     MEM_ENFORCEMENT=polling
     TASK_PLUGIN=task/none
-    ACCT_GATHER_MEMORY=$'JobAcctGatherParams=UsePss,OverMemoryKill\nJobAcctGatherFrequency=task=1'
+    ACCT_GATHER_MEMORY=JobAcctGatherParams=UsePss,OverMemoryKill
 fi
 
 # ---------------------------------------------------------------- helpers
@@ -140,6 +140,9 @@ AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
 AccountingStoragePort=6819
 JobAcctGatherType=jobacct_gather/linux
+# Sample every second in both memory modes, so that sacct's MaxRSS knows the peak of
+# short runs too (the default, 30 s, leaves it empty): a memory retry starts from it.
+JobAcctGatherFrequency=task=1
 $ACCT_GATHER_MEMORY
 JobCompType=jobcomp/none
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$NCPUS RealMemory=$MEM_MB State=UNKNOWN

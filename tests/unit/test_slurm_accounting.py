@@ -14,32 +14,38 @@ from hpcorch.providers.slurm.accounting import (
     parse_config,
     parse_exit_code,
     parse_lookup,
+    parse_max_rss_kb,
     parse_sacct,
     parse_squeue,
     spread_array_records,
 )
 from hpcorch.spec import RunState
 
-# Recorded on the local Slurm 22.05 (sacct -P -n -X -D -o JobID,State,ExitCode,NodeList,Reason,
-# JobName,End,WorkDir), then extended with the states a single node cannot produce on demand.
+# Recorded on the local Slurm 22.05 (sacct -P -n -D -o JobID,State,ExitCode,NodeList,Reason,
+# JobName,End,MaxRSS,WorkDir), then extended with the states a single node cannot produce on
+# demand. Step lines (`.batch`, `.extern`) carry MaxRSS only.
 SACCT = """\
-8_0|COMPLETED|0:0|vm|None|hpcorch-s1-a0x1|2026-11-27T10:00:00|/tmp/slurm exp
-8_1|FAILED|1:0|vm|None|hpcorch-s1-a0x1|2026-11-27T10:00:00|/tmp/slurm exp
-8_[2-5%2]|PENDING|0:0|None assigned|JobArrayTaskLimit|hpcorch-s1-a0x1|Unknown|/tmp/slurm exp
-14_0|RUNNING|0:0|vm|None|hpcorch-s1-a0x2|Unknown|/w|with|bars
-14_1|REQUEUED|0:0|vm|None|hpcorch-s1-a0x2|2026-11-27T10:00:00|/w
-14_1|PENDING|0:0|None assigned|BeginTime|hpcorch-s1-a0x2|Unknown|/w
-20_0|OUT_OF_MEMORY|0:125|c017|None|n|2026-11-27T10:00:00|/w
-20_1|TIMEOUT|0:0|c018|None|n|2026-11-27T10:00:00|/w
-20_2|CANCELLED by 1000|0:15|c019|None|n|2026-11-27T10:00:00|/w
-20_3|NODE_FAIL|1:0|c020|None|n|2026-11-27T10:00:00|/w
-20_4|PREEMPTED|0:15|c021|None|n|2026-01-01T00:00:00|/w
-20_5|BOOT_FAIL|0:0|c022|None|n|2026-11-27T10:00:00|/w
-20_6|DEADLINE|0:0|c023|None|n|2026-11-27T10:00:00|/w
-20_7|REQUEUED|0:0|c024|None|n|2026-11-27T10:00:00|/w
-20_8|SOME_FUTURE_STATE|0:0|c025|None|n|2026-11-27T10:00:00|/w
-21|COMPLETED|0:0|c001|None|plain|2026-11-27T10:00:00|/w
-22_0|PREEMPTED|0:15|c021|None|n|2026-11-27T10:00:00|/w
+8_0|COMPLETED|0:0|vm|None|hpcorch-s1-a0x1|2026-11-27T10:00:00||/tmp/slurm exp
+8_1|FAILED|1:0|vm|None|hpcorch-s1-a0x1|2026-11-27T10:00:00||/tmp/slurm exp
+8_[2-5%2]|PENDING|0:0|None assigned|JobArrayTaskLimit|hpcorch-s1-a0x1|Unknown||/tmp/slurm exp
+14_0|RUNNING|0:0|vm|None|hpcorch-s1-a0x2|Unknown||/w|with|bars
+14_1|REQUEUED|0:0|vm|None|hpcorch-s1-a0x2|2026-11-27T10:00:00||/w
+14_1.batch|CANCELLED|0:15|vm||batch|2026-11-27T10:00:00|81920K|
+14_1|PENDING|0:0|None assigned|BeginTime|hpcorch-s1-a0x2|Unknown||/w
+20_0|OUT_OF_MEMORY|0:125|c017|None|n|2026-11-27T10:00:00||/w
+20_0.batch|OUT_OF_MEMORY|0:125|c017||batch|2026-11-27T10:00:00|250940K|
+20_0.extern|COMPLETED|0:0|c017||extern|2026-11-27T10:00:00|1.5M|
+20_1|TIMEOUT|0:0|c018|None|n|2026-11-27T10:00:00||/w
+20_1.batch|CANCELLED|0:15|c018||batch|2026-11-27T10:00:00||
+20_2|CANCELLED by 1000|0:15|c019|None|n|2026-11-27T10:00:00||/w
+20_3|NODE_FAIL|1:0|c020|None|n|2026-11-27T10:00:00||/w
+20_4|PREEMPTED|0:15|c021|None|n|2026-01-01T00:00:00||/w
+20_5|BOOT_FAIL|0:0|c022|None|n|2026-11-27T10:00:00||/w
+20_6|DEADLINE|0:0|c023|None|n|2026-11-27T10:00:00||/w
+20_7|REQUEUED|0:0|c024|None|n|2026-11-27T10:00:00||/w
+20_8|SOME_FUTURE_STATE|0:0|c025|None|n|2026-11-27T10:00:00||/w
+21|COMPLETED|0:0|c001|None|plain|2026-11-27T10:00:00||/w
+22_0|PREEMPTED|0:15|c021|None|n|2026-11-27T10:00:00||/w
 """
 
 
@@ -59,11 +65,30 @@ def test_array_tasks_and_pending_ranges(jobs: dict[str, JobInfo]) -> None:
 
 def test_cancelled_pending_tail_is_reported_as_the_bare_array_id() -> None:
     # Recorded after `scancel` of a throttled array whose tasks 1-2 never started.
-    text = ("41_0|CANCELLED by 0|0:0|vm|None|hpcorch-c-a0x9|2026-11-27T10:00:00|/w\n"
-            "41|CANCELLED by 0|0:0|None assigned|JobArrayTaskLimit|hpcorch-c-a0x9|Unknown|/w\n")
+    text = ("41_0|CANCELLED by 0|0:0|vm|None|hpcorch-c-a0x9|2026-11-27T10:00:00||/w\n"
+            "41|CANCELLED by 0|0:0|None assigned|JobArrayTaskLimit|hpcorch-c-a0x9|Unknown||/w\n")
     jobs = spread_array_records(parse_sacct(text), ["41_0", "41_1", "41_2"])
     assert [jobs[f"41_{i}"].run_state()[0] for i in range(3)] == [RunState.CANCELLED] * 3
     assert jobs["41_2"].job_id == "41_2"
+
+
+def test_step_lines_give_their_job_its_peak_memory(jobs: dict[str, JobInfo]) -> None:
+    assert jobs["20_0"].max_rss_kb == 250940  # the larger of .batch and .extern (1.5M)
+    assert jobs["20_0"].base_state is SlurmState.OUT_OF_MEMORY  # steps change nothing else
+    assert jobs["20_1"].max_rss_kb is None  # a step with no sample
+    assert jobs["8_0"].max_rss_kb is None
+    # requeued: the earlier attempt's step does not speak for the attempt now waiting
+    assert jobs["14_1"].max_rss_kb is None and jobs["14_1"].requeued
+    assert not any("." in job_id for job_id in jobs)
+
+
+@pytest.mark.parametrize(("text", "kb"), [
+    ("76360K", 76360), ("1.50M", 1536), ("2G", 2 * 1024 ** 2), ("78192640", 76360),
+    ("", None), ("0", None), ("16?", None),
+])
+def test_max_rss_units(text: str, kb: int | None) -> None:
+    # 76360K and 78192640 (bytes, --noconvert) recorded from the same job on Slurm 22.05
+    assert parse_max_rss_kb(text) == kb
 
 
 def test_workdir_may_contain_the_separator(jobs: dict[str, JobInfo]) -> None:

@@ -8,8 +8,16 @@ from pathlib import Path
 import pytest
 
 from hpcorch.providers.slurm.accounting import JobInfo
-from hpcorch.providers.slurm.failure import explain, memory_kill, memory_reason, task_log
-from hpcorch.spec import FailureContext, Resources, RunSpec
+from hpcorch.providers.slurm.failure import (
+    classify,
+    describe,
+    explain,
+    memory_kill,
+    memory_reason,
+    peak_mem_gb,
+    task_log,
+)
+from hpcorch.spec import FailureClass, FailureContext, Resources, RunSpec, RunState
 from hpcorch.store.records import STDERR_FILE, atomic_write_json, meta_dir, spec_path
 
 # Task logs recorded on the local Slurm 22.05: OverMemoryKill (jobacct_gather polling) and
@@ -112,4 +120,63 @@ def test_explain_keeps_the_failed_rank_of_a_multi_rank_run(tmp_path: Path) -> No
         "srun: error: c017: task 1: Out Of Memory\n")
     out = explain(spec.run_dir, context, job("OUT_OF_MEMORY"))
     assert out.reason == f"{memory}; rank 1 of 2 on c017" and out.node == "c017"
+    assert out.failure_class is FailureClass.OOM  # kept through the rank's context
     assert explain(spec.run_dir, context, job("FAILED")).reason == "rank 1 of 2 on c017"
+
+
+def ended(state: str, exit_code: int | None = None, signal: int | None = None) -> JobInfo:
+    return JobInfo("7_3", state, exit_code, signal, "vm", workdir="/nonexistent")
+
+
+@pytest.mark.parametrize(("info", "run_state", "expected"), [
+    (ended("OUT_OF_MEMORY", 0, 9), RunState.FAILED, FailureClass.OOM),
+    (ended("TIMEOUT", 0), RunState.TIMEOUT, FailureClass.TIMEOUT),
+    (ended("DEADLINE", 0), RunState.TIMEOUT, FailureClass.TIMEOUT),
+    (ended("NODE_FAIL", 1), RunState.FAILED, FailureClass.NODE_FAIL),
+    (ended("BOOT_FAIL", 0), RunState.FAILED, FailureClass.NODE_FAIL),
+    # PREEMPTED that the cluster did not requeue within the grace: the run ended CANCELLED
+    (ended("PREEMPTED", 0, 15), RunState.CANCELLED, FailureClass.PREEMPTED),
+    (ended("CANCELLED by 1000", 0, 15), RunState.CANCELLED, FailureClass.CANCELLED),
+    (ended("REVOKED"), RunState.CANCELLED, FailureClass.CANCELLED),
+    (ended("FAILED", 3), RunState.FAILED, FailureClass.APP_ERROR),
+    (ended("FAILED", None, 11), RunState.FAILED, FailureClass.APP_ERROR),  # it crashed
+    (ended("SPECIAL_EXIT", 2), RunState.FAILED, FailureClass.APP_ERROR),
+    (ended("FAILED", None, 9), RunState.FAILED, FailureClass.OTHER),  # SIGKILL, unexplained
+    (ended("FAILED", 0), RunState.FAILED, FailureClass.OTHER),
+    (None, RunState.UNKNOWN, FailureClass.LOST),
+])
+def test_classify_by_slurms_end_state_then_the_exit(info: JobInfo | None, run_state: RunState,
+                                                    expected: FailureClass) -> None:
+    context = info.context() if info is not None else FailureContext("slurm", "7_3")
+    assert describe(run_state, "", context, info).failure_class is expected
+
+
+def test_a_memory_kill_read_from_the_log_beats_the_failed_state(tmp_path: Path) -> None:
+    info = JobInfo("7_3", "FAILED", 0, 9, "vm", workdir=str(tmp_path))
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "7_3.log").write_text(POLLING_LOG)
+    out = describe(RunState.FAILED, "", info.context(), info)
+    assert out.failure_class is FailureClass.OOM and "memory limit" in out.reason
+
+
+def test_the_runs_own_exit_without_slurms_word() -> None:
+    """The task-state file answered (no sacct): exit codes are the app's."""
+    context = FailureContext("slurm", "7_3", "vm", exit_code=1)
+    assert classify(RunState.FAILED, context, None) is FailureClass.APP_ERROR
+    assert classify(RunState.FAILED, dataclasses.replace(context, exit_code=None, signal=9),
+                    None) is FailureClass.OTHER
+    memory_error = dataclasses.replace(context, stderr_tail="Traceback ...\nMemoryError\n")
+    assert classify(RunState.FAILED, memory_error, None) is FailureClass.OOM
+    assert classify(RunState.FAILED, dataclasses.replace(
+        context, stderr_tail="MemoryError\nValueError: later\n"), None) is FailureClass.APP_ERROR
+    preset = dataclasses.replace(context, failure_class=FailureClass.NODE_FAIL)
+    assert classify(RunState.FAILED, preset, None) is FailureClass.NODE_FAIL
+
+
+def test_peak_memory_from_sacct_max_rss() -> None:
+    info = dataclasses.replace(ended("OUT_OF_MEMORY", 0, 9), max_rss_kb=3 * 1024 ** 2 // 2)
+    assert peak_mem_gb(info) == 1.5
+    assert peak_mem_gb(ended("FAILED", 1)) is None and peak_mem_gb(None) is None
+    out = describe(RunState.FAILED, "", FailureContext("slurm", "7_3", exit_code=1),
+                   None, peak_from=info)
+    assert out.peak_mem_gb == 1.5 and out.failure_class is FailureClass.APP_ERROR

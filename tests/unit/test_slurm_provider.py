@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
-from hpcorch.errors import ProviderError, ProviderUnavailable
+from hpcorch.errors import ProviderError, ProviderUnavailable, TransientSubmitError
 from hpcorch.launch import Launcher
 from hpcorch.providers.slurm.accounting import ClusterLimits
 from hpcorch.providers.slurm.provider import SlurmProvider
 from hpcorch.providers.slurm.settings import SlurmSettings
 from hpcorch.providers.slurm.task import TaskState, write_task_state
-from hpcorch.spec import Resources, RunHandle, RunSpec, RunState
+from hpcorch.spec import FailureClass, Resources, RunHandle, RunSpec, RunState
 
 #: The fake `sbatch` submitit runs: reads the #SBATCH lines of the script it is given,
 #: takes the next queued error (null: none) from the control file, logs the call.
@@ -58,6 +58,7 @@ class FakeSlurm:
         self.calls: list[list[str]] = []
         self._states: dict[str, str] = {}  # "100_0" -> "RUNNING|0:0|vm"
         self._names: dict[str, tuple[str, str]] = {}  # array id -> (job name, workdir)
+        self.max_rss: dict[str, str] = {}  # "100_0" -> sacct's MaxRSS of its batch step
         self.accounting = True
         self.bin = root / "fakebin"
         self.bin.mkdir()
@@ -156,7 +157,11 @@ class FakeSlurm:
             if array in arrays:
                 state, exit_code, node = text.split("|")
                 name, workdir = self.names.get(array, ("x", "/"))
-                lines.append(f"{job_id}|{state}|{exit_code}|{node}|None|{name}|Unknown|{workdir}")
+                lines.append(f"{job_id}|{state}|{exit_code}|{node}|None|{name}|Unknown||"
+                             f"{workdir}")
+                if job_id in self.max_rss:  # sacct has MaxRSS on the step lines only
+                    lines.append(f"{job_id}.batch|{state}|{exit_code}|{node}||batch|Unknown|"
+                                 f"{self.max_rss[job_id]}|")
         return 0, "\n".join(lines) + "\n", ""
 
     def _squeue(self, argv: list[str]) -> tuple[int, str, str]:
@@ -215,11 +220,7 @@ def clock() -> Clock:
 
 
 def make(fake: FakeSlurm, clock: Clock, **settings: Any) -> SlurmProvider:
-    sleeps: list[float] = []
-    provider = SlurmProvider(SlurmSettings(**settings), runner=fake, sleep=sleeps.append,
-                             clock=clock)
-    provider.sleeps = sleeps  # type: ignore[attr-defined]
-    return provider
+    return SlurmProvider(SlurmSettings(**settings), runner=fake, clock=clock)
 
 
 def specs(tmp_path: Path, n: int) -> list[RunSpec]:
@@ -241,15 +242,34 @@ def test_one_sbatch_per_array_and_handles_in_order(tmp_path: Path, fake: FakeSlu
     assert (tmp_path / "sweep/0/.hpcorch/spec.json").exists()  # written for the job
 
 
-def test_transient_sbatch_failure_is_retried_with_backoff(tmp_path: Path, fake: FakeSlurm,
-                                                          clock: Clock) -> None:
-    fake.sbatch_errors = ["sbatch: error: Batch job submission failed: Socket timed out on "
-                          "send/recv operation"] * 2
-    provider = make(fake, clock)
-    handles = provider.submit(specs(tmp_path, 2))
-    assert fake.count("sbatch") == 3 and handles[0].job_id == "100_0"
-    assert len(provider.sleeps) == 2  # type: ignore[attr-defined]
-    assert 0.5 <= provider.sleeps[0] <= 1.5 and 1.0 <= provider.sleeps[1] <= 3.0  # type: ignore
+def test_transient_failure_of_a_later_array_raises_with_the_handles_already_in(
+        tmp_path: Path, fake: FakeSlurm, clock: Clock) -> None:
+    """One try per array, no sleeping: the orchestrator backs off and submits the rest."""
+    provider = make(fake, clock, max_array_size=2)
+    fake.sbatch_errors = [None, "sbatch: error: Batch job submission failed: Socket timed out "
+                                "on send/recv operation"]
+    runs = specs(tmp_path, 5)  # arrays of 2, 2 and 1 runs
+    with pytest.raises(TransientSubmitError) as err:
+        provider.submit(runs)
+    assert fake.count("sbatch") == 2 and len(fake.names) == 1  # the third never tried
+    assert [(h.run_key, h.job_id) for h in err.value.submitted] == [("k0", "100_0"),
+                                                                  ("k1", "100_1")]
+    assert not any(c[0] == "scancel" for c in fake.calls)  # what got in stays in
+    assert err.value.returncode == 1 and "Socket timed out" in str(err.value)
+    assert str(err.value).startswith("[slurm] sbatch rc=1: submitting ")
+    # The orchestrator submits the rest again: the same runs, the same arrays.
+    rest = provider.submit(runs[2:])
+    assert [h.job_id for h in rest] == ["101_0", "101_1", "102"]
+    assert fake.count("sbatch") == 4
+
+
+def test_transient_failure_of_the_first_array_raises_with_nothing_in(
+        tmp_path: Path, fake: FakeSlurm, clock: Clock) -> None:
+    fake.sbatch_errors = ["sbatch: error: Resource temporarily unavailable"] * 10
+    with pytest.raises(TransientSubmitError) as err:
+        make(fake, clock).submit(specs(tmp_path, 3))
+    assert err.value.submitted == [] and fake.count("sbatch") == 1
+    assert isinstance(err.value, ProviderError)  # callers that know only ProviderError
 
 
 def test_timed_out_sbatch_that_got_through_is_not_submitted_twice(
@@ -258,14 +278,24 @@ def test_timed_out_sbatch_that_got_through_is_not_submitted_twice(
     fake.accepted_despite_error = True
     handles = make(fake, clock).submit(specs(tmp_path, 2))
     assert fake.count("sbatch") == 1 and len(fake.names) == 1
-    assert handles[1].job_id == "100_1"
+    assert [h.job_id for h in handles] == ["100_0", "100_1"]
+    assert fake.count("squeue") == 1  # find(job name) said it got in
 
 
-def test_transient_failures_are_bounded(tmp_path: Path, fake: FakeSlurm, clock: Clock) -> None:
-    fake.sbatch_errors = ["sbatch: error: Resource temporarily unavailable"] * 10
-    with pytest.raises(ProviderError, match="after 3 tries"):
-        make(fake, clock, submit_retries=2).submit(specs(tmp_path, 1))
-    assert fake.count("sbatch") == 3
+def test_resubmission_after_a_refusal_finds_an_array_that_got_in_late(
+        tmp_path: Path, fake: FakeSlurm, clock: Clock) -> None:
+    """squeue did not show it when sbatch failed; when the same runs come again, it does."""
+    provider = make(fake, clock)
+    runs = specs(tmp_path, 2)
+    fake.sbatch_errors = ["sbatch: error: Socket timed out on send/recv operation"]
+    fake.accepted_despite_error = True
+    real_squeue = fake._squeue
+    fake._squeue = lambda argv: (0, "", "")  # type: ignore[method-assign]
+    with pytest.raises(TransientSubmitError):
+        provider.submit(runs)
+    fake._squeue = real_squeue  # type: ignore[method-assign]
+    handles = provider.submit(runs)
+    assert fake.count("sbatch") == 1 and [h.job_id for h in handles] == ["100_0", "100_1"]
 
 
 def test_other_sbatch_errors_fail_at_once_with_argv_rc_and_stderr(
@@ -278,6 +308,7 @@ def test_other_sbatch_errors_fail_at_once_with_argv_rc_and_stderr(
     assert err.value.argv == ("sbatch", call["script"]) and err.value.returncode == 1
     assert Path(call["script"]).parent == tmp_path / "sweep/.hpcorch/slurm/submitit"
     assert "invalid partition" in str(err.value) and str(err.value).startswith("[slurm]")
+    assert not isinstance(err.value, TransientSubmitError)
 
 
 def test_failed_batch_cancels_what_it_submitted(tmp_path: Path, fake: FakeSlurm,
@@ -378,6 +409,7 @@ def test_task_state_files_answer_without_the_scheduler(tmp_path: Path, fake: Fak
     assert context is not None and (context.job_id, context.node, context.exit_code) == (
         "100_1", "vm", 3)
     assert context.stderr_tail.endswith("ValueError: x")
+    assert context.failure_class is FailureClass.APP_ERROR
     assert fake.count("sacct") == 0
 
 
@@ -399,12 +431,17 @@ def test_killed_jobs_come_from_sacct_with_context(tmp_path: Path, fake: FakeSlur
     (Path(runs[0].run_dir) / ".hpcorch" / "stderr.log").write_text("allocating...\n")
     fake.states.update({"100_0": "OUT_OF_MEMORY|0:125|c1", "100_1": "TIMEOUT|0:0|c2",
                         "100_2": "REQUEUED|0:0|c3"})
+    fake.max_rss["100_0"] = "524288K"
     clock.now += 60
     statuses = provider.status(handles)
     assert [s.state for s in statuses] == [RunState.FAILED, RunState.TIMEOUT, RunState.PREEMPTED]
-    oom = statuses[0].context
+    oom, timeout = statuses[0].context, statuses[1].context
     assert oom is not None and "memory" in oom.reason and oom.node == "c1"
     assert oom.stderr_tail == "allocating..." and oom.job_id == "100_0"
+    assert oom.failure_class is FailureClass.OOM and oom.peak_mem_gb == 0.5
+    assert timeout is not None and timeout.failure_class is FailureClass.TIMEOUT
+    assert timeout.peak_mem_gb is None  # no step sampled: not known, not 0
+    assert statuses[2].context is None  # requeued: coming back, not a failure
 
 
 def test_sigkilled_run_waits_for_slurms_verdict(tmp_path: Path, fake: FakeSlurm,
@@ -441,6 +478,9 @@ def test_memory_kill_without_out_of_memory_is_read_from_the_task_log(
                                      "(resources.mem_gb) (FAILED, its Slurm log says: "
                                      "slurmstepd: error: Exceeded job memory limit)")
     assert "memory" not in other.context.reason
+    assert killed.context.failure_class is FailureClass.OOM
+    # SIGKILL with no memory evidence: a person, or the kernel's OOM killer; not told
+    assert other.context.failure_class is FailureClass.OTHER
 
 
 def test_without_accounting_one_squeue_call(tmp_path: Path, fake: FakeSlurm,
@@ -470,7 +510,9 @@ def test_accounting_that_fails_switches_to_squeue(tmp_path: Path, fake: FakeSlur
 def test_unknown_job_is_unknown(fake: FakeSlurm, clock: Clock) -> None:
     provider = make(fake, clock)
     [status] = provider.status([RunHandle("slurm", "nope", "999999999")])
-    assert status.state is RunState.UNKNOWN
+    assert status.state is RunState.UNKNOWN and status.context is not None
+    assert status.context.failure_class is FailureClass.LOST
+    assert status.context.job_id == "999999999" and "squeue" in status.context.reason
     assert fake.count("sacct") == 1 and fake.count("squeue") == 1
 
 
@@ -527,8 +569,8 @@ def test_status_in_a_fresh_process_learns_run_dirs_from_the_map(
 def test_check_and_missing_commands(fake: FakeSlurm, clock: Clock) -> None:
     provider = make(fake, clock)
     provider.check()
-    assert provider.limits.max_array_size == 1001 and fake.count("scontrol") == 1
-    provider.limits  # noqa: B018 - cached: no second call
+    assert provider.cluster_limits.max_array_size == 1001 and fake.count("scontrol") == 1
+    provider.cluster_limits  # noqa: B018 - cached: no second call
     assert fake.count("scontrol") == 1
 
     def missing(argv: Sequence[str], **_: Any) -> subprocess.CompletedProcess[str]:
@@ -540,7 +582,7 @@ def test_check_and_missing_commands(fake: FakeSlurm, clock: Clock) -> None:
         argv, 1, "", "slurm_load_ctl_conf error: Unable to contact slurm controller"))
     with pytest.raises(ProviderUnavailable, match="cannot reach slurmctld"):
         down.check()
-    assert not down.limits.read_from_cluster  # a dry run still renders, with defaults
+    assert not down.cluster_limits.read_from_cluster  # a dry run still renders, with defaults
 
 
 def test_render_is_what_submit_writes(tmp_path: Path, fake: FakeSlurm, clock: Clock) -> None:
@@ -575,6 +617,7 @@ def test_a_single_task_is_a_plain_job_found_again(tmp_path: Path, fake: FakeSlur
     [status] = make(fake, clock).status([handle])
     assert status.state is RunState.CANCELLED and status.context is not None
     assert status.context.stderr_tail == "Killed" and status.context.job_id == "100"
+    assert status.context.failure_class is FailureClass.CANCELLED
 
 
 def test_unused_limits_injection(tmp_path: Path, fake: FakeSlurm) -> None:

@@ -162,6 +162,9 @@ class JobInfo:
     """An earlier attempt of this job ended REQUEUED/PREEMPTED/NODE_FAIL (sacct -D)."""
     ended: float | None = None
     """When this attempt ended (sacct's End, as epoch seconds), if it has."""
+    max_rss_kb: int | None = None
+    """The most memory (KiB) one of this attempt's steps held: sacct's MaxRSS of its step
+    lines (sampled every JobAcctGatherFrequency; None when no sample was taken)."""
 
     @property
     def base_state(self) -> SlurmState | None:
@@ -234,14 +237,26 @@ def parse_exit_code(text: str) -> tuple[int | None, int | None]:
 
 #: The sacct fields hpcorch asks for, in order (WorkDir last: it may contain the separator).
 SACCT_FIELDS = ("JobID", "State", "ExitCode", "NodeList", "Reason", "JobName", "End",
-                "WorkDir")
+                "MaxRSS", "WorkDir")
+
+
+def parse_max_rss_kb(text: str) -> int | None:
+    """sacct's MaxRSS in KiB: `76360K`, `1.50M`, `2G`; bytes without a suffix (as with
+    --noconvert); None for an empty field or 0 (no sample taken)."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGTP]?)", text.strip().upper())
+    if not match:
+        return None
+    scale = {"": 1 / 1024, "K": 1, "M": 1024, "G": 1024 ** 2, "T": 1024 ** 3, "P": 1024 ** 4}
+    kb = int(float(match.group(1)) * scale[match.group(2)])
+    return kb or None
 
 
 def parse_sacct(text: str) -> dict[str, JobInfo]:
-    """`sacct -P -n -X -D -o <SACCT_FIELDS>` output -> the latest JobInfo per array task.
+    """`sacct -P -n -D -o <SACCT_FIELDS>` output -> the latest JobInfo per array task.
 
     With -D every attempt of a requeued task is listed, oldest first: the last
-    line is the current one, and an earlier REQUEUED marks it as requeued.
+    line is the current one, and an earlier REQUEUED marks it as requeued. Step
+    lines (`123_4.batch`, after their job's line) only give it their MaxRSS.
     """
     latest: dict[str, JobInfo] = {}
     marked: set[str] = set()
@@ -251,8 +266,13 @@ def parse_sacct(text: str) -> dict[str, JobInfo]:
         parts = line.split("|", len(SACCT_FIELDS) - 1)
         if len(parts) < len(SACCT_FIELDS):
             continue
-        raw_id, state, exit_text, nodes, reason, name, end, workdir = parts
-        if "." in raw_id:  # a step line (-X should prevent them)
+        raw_id, state, exit_text, nodes, reason, name, end, rss, workdir = parts
+        if "." in raw_id:  # a step line: the peak memory of the attempt listed last
+            step_of, rss_kb = raw_id.split(".", 1)[0], parse_max_rss_kb(rss)
+            owner = latest.get(step_of)
+            if owner is not None and rss_kb is not None:
+                latest[step_of] = dataclasses.replace(
+                    owner, max_rss_kb=max(owner.max_rss_kb or 0, rss_kb))
             continue
         exit_code, signal = parse_exit_code(exit_text)
         node = "" if nodes in ("None assigned", "(null)") else nodes
@@ -262,7 +282,7 @@ def parse_sacct(text: str) -> dict[str, JobInfo]:
                 marked.add(job_id)
             latest[job_id] = JobInfo(job_id, state.strip(), exit_code, signal, node,
                                      "" if reason == "None" else reason, name, workdir,
-                                     ended=parse_time(end))
+                                     ended=parse_time(end), max_rss_kb=parse_max_rss_kb(rss))
     return {job_id: dataclasses.replace(info, requeued=True) if job_id in marked else info
             for job_id, info in latest.items()}
 

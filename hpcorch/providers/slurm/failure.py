@@ -6,6 +6,9 @@ OUT_OF_MEMORY. With jobacct_gather's OverMemoryKill (polling, no cgroups)
 slurmstepd kills the step, sacct says only FAILED, and the task's Slurm log
 (`<sweep>/.hpcorch/slurm/logs/<array>_<index>.log`) says "Exceeded job memory
 limit". Either way the run's reason says so and names the memory it asked for.
+
+`describe` is the one place a terminal run's context is finished: the explanation, the
+FailureClass the retry policy reads (`classify`) and the peak memory sacct measured.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 from hpcorch.launch.failure import rank_failure
 from hpcorch.providers.kills import memory_used
 from hpcorch.providers.slurm.accounting import JobInfo, SlurmState
-from hpcorch.spec import FailureContext, RunSpec
+from hpcorch.spec import FailureClass, FailureContext, RunSpec, RunState
 from hpcorch.store.records import read_json, spec_path, tail_text
 
 #: What slurmstepd writes into a task's log when it (or the kernel) killed it for memory.
@@ -63,7 +66,7 @@ def explain(run_dir: str, context: FailureContext, info: JobInfo | None = None) 
     memory = memory_reason(evidence, spec.resources.mem_gb if spec else None) \
         if evidence else ""
     if memory:
-        context = dataclasses.replace(context, reason=memory)
+        context = dataclasses.replace(context, reason=memory, failure_class=FailureClass.OOM)
     elif context.signal == signal.SIGKILL and not context.reason.strip():
         context = dataclasses.replace(context, reason=sigkill_reason(context, info))
     if spec is None or spec.resources.tasks <= 1:
@@ -71,7 +74,65 @@ def explain(run_dir: str, context: FailureContext, info: JobInfo | None = None) 
     ranked = rank_failure(spec, context)
     if memory and ranked.reason != memory:
         ranked = dataclasses.replace(ranked, reason=f"{memory}; {ranked.reason}")
-    return ranked
+    return dataclasses.replace(ranked, failure_class=context.failure_class)
+
+
+#: Slurm's end states -> the failure class they stand for on their own.
+_CLASS_OF_STATE: dict[SlurmState, FailureClass] = {
+    SlurmState.OUT_OF_MEMORY: FailureClass.OOM,
+    SlurmState.TIMEOUT: FailureClass.TIMEOUT,
+    SlurmState.DEADLINE: FailureClass.TIMEOUT,
+    SlurmState.NODE_FAIL: FailureClass.NODE_FAIL,
+    SlurmState.BOOT_FAIL: FailureClass.NODE_FAIL,
+    SlurmState.PREEMPTED: FailureClass.PREEMPTED,  # ended so: not requeued (PREEMPT_GRACE_S)
+    SlurmState.CANCELLED: FailureClass.CANCELLED,
+    SlurmState.REVOKED: FailureClass.CANCELLED,
+}
+
+
+def classify(state: RunState, context: FailureContext, info: JobInfo | None) -> FailureClass:
+    """Why a run that ended `state` failed, for the retry policy: a memory kill `explain`
+    found first; then Slurm's own end state (`info`: its word, None when the run's own
+    files answered); then the run's exit (a MemoryError is OOM). A SIGKILL nobody
+    explained is OTHER: it may be the kernel's OOM killer as well as a person, and its
+    reason says what is known."""
+    if context.failure_class is not None:
+        return context.failure_class
+    if state is RunState.UNKNOWN:
+        return FailureClass.LOST
+    base = info.base_state if info is not None else None
+    if base is not None and base in _CLASS_OF_STATE:
+        return _CLASS_OF_STATE[base]
+    if state is RunState.TIMEOUT:
+        return FailureClass.TIMEOUT
+    if state is RunState.CANCELLED:
+        return FailureClass.CANCELLED
+    if context.signal == signal.SIGKILL:
+        return FailureClass.OTHER
+    last = (context.stderr_tail.strip().splitlines() or [""])[-1]
+    if context.exit_code and last.startswith("MemoryError"):
+        return FailureClass.OOM  # the run's own allocation failed: more memory may do
+    if context.exit_code or context.signal is not None:
+        return FailureClass.APP_ERROR
+    return FailureClass.OTHER
+
+
+def peak_mem_gb(info: JobInfo | None) -> float | None:
+    """The most memory sacct saw the job's steps hold (MaxRSS, KiB), in GiB."""
+    kb = info.max_rss_kb if info is not None else None
+    return kb / 1024 ** 2 if kb else None
+
+
+def describe(state: RunState, run_dir: str, context: FailureContext,
+             info: JobInfo | None = None, *, peak_from: JobInfo | None = None) -> FailureContext:
+    """The finished context of a run that ended `state` (not SUCCEEDED): FAILED runs
+    explained (`explain`), then classified, with the peak memory where sacct has it
+    (`peak_from`: a record to read only that from, default `info`)."""
+    if state is RunState.FAILED:
+        context = explain(run_dir, context, info)
+    peak = context.peak_mem_gb or peak_mem_gb(peak_from if peak_from is not None else info)
+    return dataclasses.replace(context, failure_class=classify(state, context, info),
+                               peak_mem_gb=peak)
 
 
 def sigkill_reason(context: FailureContext, info: JobInfo | None,
@@ -92,7 +153,7 @@ def sigkill_reason(context: FailureContext, info: JobInfo | None,
     else:
         who = (f"not by a limit Slurm recorded (sacct: {state or 'no state'}): the kernel's "
                f"OOM killer{node} or another process")
-    used = memory_used(getattr(info, "max_rss_kb", None))
+    used = memory_used(info.max_rss_kb if info is not None else None)
     return f"killed by SIGKILL (signal 9), {who}" + (f"; {used}" if used else "")
 
 

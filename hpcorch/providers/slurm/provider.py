@@ -3,15 +3,19 @@
 - submit: one submitit submission (one sbatch) per array (plan_arrays splits
   at MaxArraySize and MaxJobCount, read once from `scontrol show config`;
   submitit's SlurmExecutor writes the script and runs sbatch); transient sbatch
-  failures are retried with backoff and jitter, after checking that the
-  failed-looking submission did not get through after all.
+  failures are tried once: after checking that the failed-looking submission did
+  not get through after all, TransientSubmitError carries the handles of the batch's
+  arrays that did, and the orchestrator submits the rest again with backoff.
+- limits: the partition's MaxTime and memory and its largest node, read once
+  (`scontrol show partition P -o`, `scontrol show node -o`).
 - status: each run's task-state file first (written inside the job, no
   scheduler involved); for the rest ONE `sacct` call, at most every
   `query_interval` seconds and backing off, or ONE `squeue` when accounting
   is off. While the runs' files show progress, the scheduler is asked only
   every `max_query_interval` (it is needed for what files cannot tell: jobs
   killed for time or memory, cancelled, lost nodes). A job that neither
-  sacct nor this process knows is asked of squeue once.
+  sacct nor this process knows is asked of squeue once. Every failed run's
+  context carries its FailureClass and, where sacct sampled it, its peak memory.
 - lookup: `squeue` of this user's jobs named `[<name>.]hpcorch-<sweep id>-<token>`
   (`<name>`: provider.job_name, else the Hydra job name); the job's work dir holds
   the map file that says which run keys each array index runs.
@@ -29,7 +33,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from hpcorch.errors import ConfigError, ProviderError, ProviderUnavailable
+from hpcorch.errors import ConfigError, ProviderError, ProviderUnavailable, TransientSubmitError
 from hpcorch.launch import Launcher
 from hpcorch.providers.arrays import JOB_PREFIX, cached_map
 from hpcorch.providers.base import Capabilities
@@ -43,7 +47,8 @@ from hpcorch.providers.slurm.accounting import (
     parse_lookup,
     parse_node_cpus,
 )
-from hpcorch.providers.slurm.failure import explain
+from hpcorch.providers.slurm.failure import describe
+from hpcorch.providers.slurm.limits import read_limits
 from hpcorch.providers.slurm.script import (
     ArrayPlan,
     hpcorch_part,
@@ -62,7 +67,16 @@ from hpcorch.providers.slurm.submitit_script import render as render_sbatch
 from hpcorch.providers.slurm.task import TaskState, read_task_state
 from hpcorch.providers.slurm.watch import JobWatch
 from hpcorch.runner import CommandRunner, run_command
-from hpcorch.spec import FailureContext, RunHandle, RunSpec, RunState, RunStatus
+from hpcorch.spec import (
+    FailureClass,
+    FailureContext,
+    ResourceLimits,
+    Resources,
+    RunHandle,
+    RunSpec,
+    RunState,
+    RunStatus,
+)
 from hpcorch.store.records import (
     STDERR_FILE,
     meta_dir,
@@ -112,7 +126,6 @@ class SlurmProvider:
 
     def __init__(self, settings: SlurmSettings | None = None, *,
                  runner: CommandRunner = run_command, limits: ClusterLimits | None = None,
-                 sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings or SlurmSettings()
         self.poll_interval = self.settings.poll_interval
@@ -120,11 +133,12 @@ class SlurmProvider:
         self.python = self.settings.python or sys.executable
         self._runner = runner
         self._limits = limits
-        self._sleep = sleep
+        self._resource_limits: ResourceLimits | None = None
+        self._refused: set[str] = set()  # job names of arrays sbatch refused transiently
         self._clock = clock
         self._run_dirs: dict[str, dict[str, str]] = {}  # job id -> run key -> run dir
         self._maps: dict[str, dict[str, object]] = {}  # map file path -> its data
-        self._watch = JobWatch(self._slurm, lambda: self.limits.accounting, clock)
+        self._watch = JobWatch(self._slurm, lambda: self.cluster_limits.accounting, clock)
         self._jobs = self._watch.jobs  # job id -> the scheduler's latest word
         self._pacing = QueryPacing(self.settings.query_interval,
                                    self.settings.max_query_interval, clock)
@@ -162,7 +176,9 @@ class SlurmProvider:
         return "".join(parts)
 
     def submit(self, runs: Sequence[RunSpec]) -> list[RunHandle]:
-        """One sbatch per array; all or nothing (arrays of a failed batch are cancelled)."""
+        """One sbatch per array. A transient refusal raises TransientSubmitError with the
+        handles of the arrays already in (they stay queued); any other failure cancels
+        them (all or nothing) and raises ProviderError."""
         if not runs:
             return []
         plans = plan_arrays(runs, self.settings, self._limits_for(runs))
@@ -181,6 +197,12 @@ class SlurmProvider:
                         self._run_dirs.setdefault(job_id, {})[spec.run_key] = spec.run_dir
                         handles[f"{spec.sweep_id}/{spec.num}"] = RunHandle(
                             self.name, spec.run_key, job_id)
+        except TransientSubmitError as exc:
+            # What got in stays in: the orchestrator watches it and submits the rest again.
+            exc.submitted = [h for s in runs if (h := handles.get(f"{s.sweep_id}/{s.num}"))]
+            if submitted:
+                self._pacing.submitted()
+            raise
         except BaseException:
             if submitted:
                 try:
@@ -253,9 +275,18 @@ class SlurmProvider:
     def close(self) -> None:
         """Nothing to release; jobs belong to Slurm (an interrupted sweep cancels them)."""
 
+    def limits(self, resources: Resources) -> ResourceLimits:
+        """The most one run may get from the partition (provider.partition, else the
+        default one): read once (`scontrol show partition P -o`, `scontrol show node -o`);
+        every field None, with a warning, when Slurm cannot say. Never raises. The same
+        for every `resources`: a Slurm partition has one set of limits."""
+        if self._resource_limits is None:
+            self._resource_limits = read_limits(self._slurm, self.settings.partition)
+        return self._resource_limits
+
     # -- cluster limits ------------------------------------------------------------
     @property
-    def limits(self) -> ClusterLimits:
+    def cluster_limits(self) -> ClusterLimits:
         """MaxArraySize & co, read once (defaults, marked as such, when unreachable)."""
         if self._limits is None:
             self._limits = self._read_limits(strict=False)
@@ -264,7 +295,7 @@ class SlurmProvider:
     def _limits_for(self, runs: Sequence[RunSpec]) -> ClusterLimits:
         """The limits, with the node size (one `sinfo`, once) when a run has several ranks:
         only then may a run need --overcommit (ranks beyond the cores of a node)."""
-        limits = self.limits
+        limits = self.cluster_limits
         if limits.node_cpus is None and limits.read_from_cluster and not self._sinfo_done \
                 and any(spec.resources.tasks > 1 for spec in runs):
             self._sinfo_done = True
@@ -300,9 +331,22 @@ class SlurmProvider:
     # -- submission ----------------------------------------------------------------
     def _submit_array(self, plan: ArrayPlan) -> str:
         self._maps[plan.map_path] = write_array_files(plan, self.settings)
+        if plan.job_name in self._refused:
+            # Submitted again after a transient refusal (the same runs plan to the same
+            # job name): it may have got in late, when squeue could not yet tell.
+            earlier = find_by_name(self._slurm, plan.job_name)
+            if earlier:
+                self._refused.discard(plan.job_name)
+                return earlier
         self.calls["sbatch"] = self.calls.get("sbatch", 0) + 1
-        return submit_array(plan, self.settings, self.python,
-                            lambda name: find_by_name(self._slurm, name), self._sleep, self.name)
+        try:
+            array_id = submit_array(plan, self.settings, self.python,
+                                    lambda name: find_by_name(self._slurm, name), self.name)
+        except TransientSubmitError:
+            self._refused.add(plan.job_name)
+            raise
+        self._refused.discard(plan.job_name)
+        return array_id
 
     def _scancel(self, ids: Sequence[str]) -> None:
         done = self._slurm(["scancel", *ids])
@@ -321,10 +365,12 @@ class SlurmProvider:
     def _from_task_state(self, handle: RunHandle, state: TaskState, run_dir: str) -> RunStatus:
         if state.exit_code == 0 and state.signal is None:
             return RunStatus(handle, RunState.SUCCEEDED)
-        return RunStatus(handle, RunState.FAILED, explain(run_dir, FailureContext(
-            provider=self.name, job_id=handle.job_id, node=state.node,
-            exit_code=state.exit_code, signal=state.signal,
-            stderr_tail=tail_text(meta_dir(run_dir) / STDERR_FILE))))
+        context = FailureContext(provider=self.name, job_id=handle.job_id, node=state.node,
+                                 exit_code=state.exit_code, signal=state.signal,
+                                 stderr_tail=tail_text(meta_dir(run_dir) / STDERR_FILE))
+        # The run's own exit decides; the scheduler's word, where heard, adds its peak memory.
+        return RunStatus(handle, RunState.FAILED, describe(
+            RunState.FAILED, run_dir, context, peak_from=self._jobs.get(handle.job_id)))
 
     def _from_scheduler(self, handle: RunHandle, hint: TaskState | None) -> RunStatus:
         info = self._jobs.get(handle.job_id)
@@ -333,6 +379,10 @@ class SlurmProvider:
                 else RunState.SUBMITTED
             if hint is not None and hint.state is TaskStatus.RUNNING:
                 state = RunState.RUNNING
+            if state is RunState.UNKNOWN:
+                return RunStatus(handle, state, FailureContext(
+                    self.name, handle.job_id, reason="neither sacct nor squeue knows the job",
+                    failure_class=FailureClass.LOST))
             return RunStatus(handle, state)
         self._learn_runs(handle.job_id, info)
         state, _ = info.run_state()
@@ -351,9 +401,8 @@ class SlurmProvider:
                                      hint.exit_code, hint.signal, context.reason, stderr)
             if state is RunState.SUCCEEDED:
                 state = RunState.FAILED
-        if state is RunState.FAILED:  # memory kills, ranks; not time-outs, cancels, nodes
-            context = explain(run_dir, context, info)
-        return RunStatus(handle, state, context)
+        # FAILED: memory kills, ranks explained; every end: its FailureClass, peak memory
+        return RunStatus(handle, state, describe(state, run_dir, context, info))
 
     # -- map files -------------------------------------------------------------------
     def _runs_of(self, job_id: str, job_name: str, workdir: str) -> list[tuple[str, str]]:

@@ -165,14 +165,11 @@ class SlurmSettings:
     """Seconds before the first scheduler query (sacct/squeue) after a submission."""
     max_query_interval: float = 60.0
     """Scheduler queries back off (x1.5) up to this many seconds apart."""
-    submit_retries: int = 4
-    """Retries of an sbatch that failed transiently (socket time-outs), with backoff."""
 
     def validate(self, prefix: str) -> None:
         """Range checks and the `extra` / `setup` / `srun_args` checks."""
-        for key in ("max_requeues", "submit_retries"):
-            value = getattr(self, key)
-            require(value >= 0, f"{prefix}.{key}", value, "must be >= 0")
+        require(self.max_requeues >= 0, f"{prefix}.max_requeues", self.max_requeues,
+                "must be >= 0")
         for key in ("pack", "signal_grace_s"):
             value = getattr(self, key)
             require(value >= 1, f"{prefix}.{key}", value, "must be >= 1")

@@ -1,4 +1,4 @@
-"""Submitting one job array through submitit, with retries that never submit twice.
+"""Submitting one job array through submitit, once, never twice.
 
 Before sbatch runs, every file a task reads is on disk: each run's spec (the
 orchestrator writes it; direct callers may not) and the map file (array index ->
@@ -8,16 +8,16 @@ there) and submits hpcorch's task (`SubmititTask`, a submitit Checkpointable):
 `submit` for a single task, `map_array` for an array; submitit writes the
 script, runs sbatch and pickles the task for each index.
 
-A transient failure (the controller busy or unreachable) is retried with
-exponential backoff and jitter, after asking squeue whether the failed-looking
-submission got through after all (a timed-out sbatch may have been accepted):
-the job name, unique per array, finds it.
+A transient failure (the controller busy or unreachable) is not retried here:
+after asking squeue whether the failed-looking submission got through after all
+(a timed-out sbatch may have been accepted; the job name, unique per array, finds
+it) it raises TransientSubmitError, and the orchestrator submits again later with
+backoff (`hpcorch.retry.submit`) while it goes on watching the runs already in.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import shlex
 import subprocess
 from collections.abc import Callable
@@ -25,7 +25,7 @@ from typing import Any
 
 import submitit
 
-from hpcorch.errors import ProviderError, ProviderUnavailable
+from hpcorch.errors import ProviderError, ProviderUnavailable, TransientSubmitError
 from hpcorch.providers import arrays
 from hpcorch.providers.slurm.script import ArrayPlan, executor_parameters, map_data
 from hpcorch.providers.slurm.settings import OfflineSlurmExecutor, SlurmSettings
@@ -66,47 +66,43 @@ def executor_for(plan: ArrayPlan, settings: SlurmSettings, python: str,
 
 
 def submit_array(plan: ArrayPlan, settings: SlurmSettings, python: str,
-                 find: Callable[[str], str | None], sleep: Callable[[float], None],
-                 provider: str = "slurm") -> str:
-    """Submit the array through submitit; its job id (`123`: the array's, or the plain
-    job's of a single task). Transient sbatch failures are retried up to
-    `settings.submit_retries` times; anything else (or the last try) raises ProviderError.
-    `find(job_name)`: the id of an open job of that name (squeue), if any."""
+                 find: Callable[[str], str | None], provider: str = "slurm") -> str:
+    """Submit the array through submitit, once; its job id (`123`: the array's, or the
+    plain job's of a single task). A transient sbatch failure whose array did get in
+    (`find(job_name)`: the id of an open job of that name, from squeue) returns that id;
+    one that did not raises TransientSubmitError (its `submitted` is for the caller to
+    fill); anything else raises ProviderError."""
     task = SubmititTask(plan.map_path)
-    retries = settings.submit_retries
-    for attempt in range(retries + 1):
-        executor = executor_for(plan, settings, python)  # fresh: submitit throttles reuse
-        try:
-            if len(plan.tasks) == 1:
-                return str(executor.submit(task, 0).job_id)
-            jobs = executor.map_array(task, range(len(plan.tasks)))
-            return str(jobs[0].job_id).split("_", 1)[0]
-        except FileNotFoundError as exc:
-            raise ProviderUnavailable(
-                f"{provider}: `sbatch` not found on PATH; run on a login node with the Slurm "
-                "client commands (locally: scripts/slurm-up.sh, then scripts/in-netns.sh CMD)"
-            ) from exc
-        except submitit.core.utils.UncompletedJobError as exc:  # submitit's FailedJobError
-            cause = exc.__cause__
-            argv = list(cause.cmd) if isinstance(cause, subprocess.CalledProcessError) \
-                else ["sbatch"]
-            returncode = cause.returncode if isinstance(cause, subprocess.CalledProcessError) \
-                else None
-            stderr = str(exc)
-        transient = any(t in stderr.lower() for t in TRANSIENT_ERRORS)
-        if not transient or attempt == retries:
-            raise ProviderError(provider, f"submitting {plan.job_name} failed"
-                                f"{f' after {attempt + 1} tries' if attempt else ''}",
-                                argv=argv, returncode=returncode, stderr_tail=stderr)
-        # A timed-out sbatch may have been accepted: never submit the same array twice.
-        earlier = find(plan.job_name)
-        if earlier:
-            return earlier
-        delay = min(30.0, 2.0 ** attempt) * random.uniform(0.5, 1.5)
-        log.warning("sbatch failed transiently (%s); retry %d/%d in %.1f s",
-                    stderr.strip().splitlines()[-1:], attempt + 1, retries, delay)
-        sleep(delay)
-    raise AssertionError("unreachable")  # pragma: no cover
+    executor = executor_for(plan, settings, python)
+    try:
+        if len(plan.tasks) == 1:
+            return str(executor.submit(task, 0).job_id)
+        jobs = executor.map_array(task, range(len(plan.tasks)))
+        return str(jobs[0].job_id).split("_", 1)[0]
+    except FileNotFoundError as exc:
+        raise ProviderUnavailable(
+            f"{provider}: `sbatch` not found on PATH; run on a login node with the Slurm "
+            "client commands (locally: scripts/slurm-up.sh, then scripts/in-netns.sh CMD)"
+        ) from exc
+    except submitit.core.utils.UncompletedJobError as exc:  # submitit's FailedJobError
+        cause = exc.__cause__
+        argv = list(cause.cmd) if isinstance(cause, subprocess.CalledProcessError) \
+            else ["sbatch"]
+        returncode = cause.returncode if isinstance(cause, subprocess.CalledProcessError) \
+            else None
+        stderr = str(exc)
+    if not any(t in stderr.lower() for t in TRANSIENT_ERRORS):
+        raise ProviderError(provider, f"submitting {plan.job_name} failed", argv=argv,
+                            returncode=returncode, stderr_tail=stderr)
+    # A timed-out sbatch may have been accepted: never submit the same array twice.
+    earlier = find(plan.job_name)
+    if earlier:
+        log.info("sbatch of %s failed transiently but the array got in as %s",
+                 plan.job_name, earlier)
+        return earlier
+    raise TransientSubmitError(provider, f"submitting {plan.job_name} failed transiently "
+                               "(nothing of it got in)", argv=argv, returncode=returncode,
+                               stderr_tail=stderr)
 
 
 def find_by_name(slurm: SlurmCall, job_name: str) -> str | None:

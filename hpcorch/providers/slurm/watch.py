@@ -79,7 +79,9 @@ class JobWatch:
         return now - self.submitted.get(array, -1e18) <= SUBMIT_GRACE_S
 
     def _sacct(self, arrays: Sequence[str]) -> dict[str, JobInfo] | None:
-        done = self._slurm(["sacct", "-P", "-n", "-X", "-D", "-j", ",".join(arrays),
+        # No -X: the step lines carry MaxRSS (the peak memory a retry of an OOM starts
+        # from); parse_sacct folds them into their job's line.
+        done = self._slurm(["sacct", "-P", "-n", "-D", "-j", ",".join(arrays),
                             "-o", ",".join(SACCT_FIELDS)])
         if done.returncode == 0:
             return parse_sacct(done.stdout)
