@@ -42,7 +42,8 @@ def load_sweep(args: argparse.Namespace) -> tuple[SweepInfo, StoreIndex]:
 def _orchestrator(info: SweepInfo, index: StoreIndex, progress: str) -> Orchestrator:
     provider = create_provider(info.provider_settings or {"name": info.provider})
     provider.check()
-    return Orchestrator(provider, index, progress=progress)  # type: ignore[arg-type]
+    return Orchestrator(provider, index, progress=progress,  # type: ignore[arg-type]
+                        max_parallel=info.max_parallel)
 
 
 def _finish(info: SweepInfo, records: list[RunRecord], index: StoreIndex) -> int:
@@ -71,6 +72,13 @@ def cmd_wait(args: argparse.Namespace) -> int:
             print(f"hpcorch: still running after {args.timeout}s", flush=True)
             return 4
         time.sleep(0.2)
+    # Retries are submitted by one process only: the sweep's orchestrator when one runs
+    # (a background one, or another `wait`), else this one, which then becomes it.
+    owner = orchestrator_alive(info.sweep_dir)
+    orch.retries = owner is None or owner == os.getpid()
+    if orch.retries:
+        orchestrator_pid_path(info.sweep_dir).write_text(f"{os.getpid()}\n")
+        finished = orch.retry_failed(finished, info.specs)
     finished_records = list(finished.values())
     finished_records += orch.watch(open_runs, total=len(info.specs), already=len(finished)).values()
     done = {(r.sweep_id, r.num) for r in finished_records}

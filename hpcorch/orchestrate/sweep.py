@@ -20,13 +20,24 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Literal
 
-from hpcorch.errors import HpcorchError
+from hpcorch.errors import ConfigError, HpcorchError
 from hpcorch.orchestrate.plan import Plan, plan_batch
 from hpcorch.orchestrate.progress import SweepProgress
+from hpcorch.orchestrate.queue import SubmitQueue
+from hpcorch.orchestrate.retry import decide
 from hpcorch.providers.base import Provider
-from hpcorch.spec import FailureContext, RunHandle, RunSpec, RunState, RunStatus
+from hpcorch.spec import (
+    FailureContext,
+    ResourceLimits,
+    Resources,
+    RunHandle,
+    RunSpec,
+    RunState,
+    RunStatus,
+    fields_dict,
+)
 from hpcorch.store.index import StoreIndex
-from hpcorch.store.ledger import SweepInfo, write_ledger
+from hpcorch.store.ledger import SweepInfo, append_event, write_ledger
 from hpcorch.store.records import (
     RunRecord,
     archive_record,
@@ -72,6 +83,7 @@ class Orchestrator:
         rerun: bool = False,
         progress: Literal["auto", "on", "off"] = "auto",
         sleep: Callable[[float], None] = time.sleep,
+        max_parallel: int | None = None,
     ) -> None:
         self.provider = provider
         self.index = index
@@ -80,6 +92,16 @@ class Orchestrator:
         self._sleep = sleep
         self.notices: list[str] = []
         """What planning had to say (e.g. another run's record archived), for stderr."""
+        self.queue = SubmitQueue(provider, max_parallel=max_parallel,
+                                 prepare=_prepare_attempt, event=self._event)
+        """Runs waiting to be submitted: first attempts held back by max_parallel or a
+        transient refusal, and retries (see hpcorch.orchestrate.queue)."""
+        self._limits: dict[Resources, ResourceLimits | None] = {}
+        self._sweep_dirs: dict[str, str] = {}  # sweep id -> its directory (event logs)
+        self._just_submitted: list[str] = []  # the runs the queue's last turn submitted
+        self.retries = True
+        """Whether failed runs are retried by this orchestrator (False: another process
+        owns the sweep and retries them; this one only watches)."""
 
     # -- plan --------------------------------------------------------------
     def plan(self, specs: Sequence[RunSpec]) -> Plan:
@@ -99,7 +121,10 @@ class Orchestrator:
     def submit(
         self, info: SweepInfo, specs: Sequence[RunSpec]
     ) -> tuple[dict[str, RunRecord], dict[str, tuple[RunSpec, RunHandle]]]:
-        """Plan and submit (or find again) a batch; returns (reused records, open runs)."""
+        """Plan and submit (or find again) a batch; returns (reused records, open runs).
+        Runs that could never fit the provider's limits are refused first (ConfigError)."""
+        self.check_limits(specs)
+        self._sweep_dirs[info.sweep_id] = info.sweep_dir
         write_ledger(info)
         self.index.put_sweep(info)
         plan = self.plan(specs)
@@ -119,17 +144,55 @@ class Orchestrator:
             try:
                 keys = [s.run_key for s in plan.to_run]
                 found = {h.run_key: h for h in self.provider.lookup(keys, sweep_id=info.sweep_id)}
-                fresh = [s for s in plan.to_run if s.run_key not in found]
-                handles = self.provider.submit(fresh) if fresh else []
-                by_key = dict(zip((s.run_key for s in fresh), handles, strict=True))
                 for spec in plan.to_run:
-                    open_runs[_jid(spec)] = (spec, found.get(spec.run_key) or by_key[spec.run_key])
+                    if spec.run_key in found:
+                        open_runs[_jid(spec)] = (spec, found[spec.run_key])
                 self.index.set_states(
                     (s, RunState.SUBMITTED, h.job_id) for s, h in open_runs.values()
                 )
+                self.queue.add([s for s in plan.to_run if s.run_key not in found])
+                records.update(self._submit_due(open_runs))
             except KeyboardInterrupt as exc:
                 self._interrupted(open_runs, {}, exc)
         return records, open_runs
+
+    def check_limits(self, specs: Sequence[RunSpec]) -> None:
+        """ConfigError, naming the setting, its value and the limit, for the first run
+        that could never fit what the provider's engine allows (`Provider.limits`)."""
+        for resources in dict.fromkeys(s.resources for s in specs):
+            limits = self.limits_for(resources)
+            problems = limits.violations(resources) if limits else []
+            if problems:
+                raise ConfigError(*problems[0])
+
+    def limits_for(self, resources: Resources) -> ResourceLimits | None:
+        """The provider's limits for runs of this shape (asked once per shape)."""
+        if resources not in self._limits:
+            ask = getattr(self.provider, "limits", None)
+            self._limits[resources] = ask(resources) if callable(ask) else None
+        return self._limits[resources]
+
+    def drain(self) -> None:
+        """Submit every queued run, waiting out backoff delays (a detached sweep on a
+        provider that keeps its runs: nothing needs watching meanwhile)."""
+        open_runs: dict[str, tuple[RunSpec, RunHandle]] = {}
+        while self.queue:
+            self._submit_due(open_runs, in_flight=0)
+            wait = self.queue.due_in()
+            if wait:
+                self._sleep(wait)
+
+    def retry_failed(self, finished: dict[str, RunRecord],
+                     specs: Sequence[RunSpec]) -> dict[str, RunRecord]:
+        """Queue the retries the policy grants to failed runs found finished (a sweep
+        watched again by another process); returns the records that stay final."""
+        by_jid = {_jid(s): s for s in specs}
+        final = {}
+        for jid, record in finished.items():
+            spec = by_jid.get(jid)
+            if spec is None or record.state.ok or not self._retry(spec, record):
+                final[jid] = record
+        return final
 
     def attach(
         self, specs: Sequence[RunSpec]
@@ -191,7 +254,17 @@ class Orchestrator:
         finished: dict[str, RunRecord],
         exc: BaseException,
     ) -> None:
-        self._cancel_open(open_runs, finished, reason=f"sweep interrupted ({exc or 'SIGINT'})")
+        reason = f"sweep interrupted ({exc or 'SIGINT'})"
+        self._cancel_open(open_runs, finished, reason=reason)
+        queued = self.queue.specs()
+        self.queue.clear()
+        for spec in queued:  # never submitted: its last attempt's record stays, else one now
+            if read_record(spec.run_dir) is None:
+                record = self._synthesize(spec, RunHandle(self.provider.name, spec.run_key, ""),
+                                          RunState.CANCELLED,
+                                          FailureContext(self.provider.name, reason=reason))
+                _write_own(record)
+                finished[_jid(spec)] = record
         raise SweepInterrupted(
             f"sweep interrupted: {len(open_runs)} open run(s) cancelled and recorded; "
             "run the same command again (or `hpcorch resume`) to finish them"
@@ -211,8 +284,17 @@ class Orchestrator:
         last_flush = time.monotonic()
         record_files = {jid: str(record_path(spec.run_dir)) for jid, (spec, _) in open_runs.items()}
         try:
-            while open_runs:
+            while open_runs or self.queue:
                 changed = False
+                if self.queue:
+                    submitted_before = len(open_runs)
+                    failed_now = self._submit_due(open_runs)
+                    for jid in self._just_submitted:
+                        record_files[jid] = str(record_path(open_runs[jid][0].run_dir))
+                        states[jid] = RunState.SUBMITTED
+                    finished.update(failed_now)
+                    unindexed += failed_now.values()
+                    changed = changed or bool(failed_now) or len(open_runs) != submitted_before
                 # Record files first: a finished run says so without asking the scheduler.
                 # Not for runs still queued when last asked: the status call below finds
                 # them if they finished since (record_for reads their record then).
@@ -221,21 +303,26 @@ class Orchestrator:
                             or not os.path.exists(record_files[jid]):
                         continue
                     record = run_record(spec.run_dir, spec.run_key, spec.sweep_id)
-                    if record is not None and record.state.terminal:
-                        finished[jid] = self._with_handle(record, handle)
-                        unindexed.append(finished[jid])
+                    if record is not None and record.state.terminal \
+                            and record.attempt >= spec.attempt:
+                        record = self._with_handle(record, handle)
                         del open_runs[jid]
                         changed = True
+                        if not self._retry(spec, record):
+                            finished[jid] = record
+                            unindexed.append(record)
                 if open_runs:
                     pairs = list(open_runs.items())
                     for (jid, (spec, handle)), st in zip(
                         pairs, self.provider.status([h for _, (_, h) in pairs]), strict=True
                     ):
                         if st.state.terminal:
-                            finished[jid] = self.record_for(spec, handle, st)
-                            unindexed.append(finished[jid])
+                            record = self.record_for(spec, handle, st)
                             del open_runs[jid]
                             changed = True
+                            if not self._retry(spec, record):
+                                finished[jid] = record
+                                unindexed.append(record)
                         elif states.get(jid) is not st.state:
                             states[jid] = st.state
                             changed = True
@@ -251,12 +338,57 @@ class Orchestrator:
                     interval = self.provider.poll_interval
                 else:
                     interval = min(interval * 1.5, self.provider.max_poll_interval)
-                if open_runs:
-                    self._pause(interval * random.uniform(0.9, 1.1))
+                if open_runs or self.queue:
+                    pause = interval * random.uniform(0.9, 1.1)
+                    due = self.queue.due_in()
+                    self._pause(pause if due is None else min(pause, max(due, 0.01)))
         finally:
             # Also on an interrupt: what finished must be findable (and skipped) later.
             if unindexed:
                 self.index.put_records(unindexed)
+
+    def _submit_due(self, open_runs: dict[str, tuple[RunSpec, RunHandle]],
+                    in_flight: int | None = None) -> dict[str, RunRecord]:
+        """One turn of the submission queue: what it submitted joins `open_runs`; the
+        records of runs it gave up on (refused too often) come back."""
+        turn = self.queue.submit_due(len(open_runs) if in_flight is None else in_flight)
+        self._just_submitted = [_jid(spec) for spec, _ in turn.runs]
+        for spec, handle in turn.runs:
+            open_runs[_jid(spec)] = (spec, handle)
+        if turn.runs:
+            self.index.set_states((s, RunState.SUBMITTED, h.job_id) for s, h in turn.runs)
+        given_up = {}
+        for spec, context in turn.given_up:
+            record = self._synthesize(spec, RunHandle(self.provider.name, spec.run_key, ""),
+                                      RunState.FAILED, context)
+            _write_own(record)
+            given_up[_jid(spec)] = record
+        return given_up
+
+    def _retry(self, spec: RunSpec, record: RunRecord) -> bool:
+        """Queue the next attempt of a failed run when its policy grants one (True)."""
+        if record.state.ok or not self.retries:
+            return False
+        decision = decide(spec, record, self.limits_for(spec.resources))
+        if decision.retry is None:
+            if decision.failure_class not in (None,) and record.state is not RunState.CANCELLED:
+                self._event({"event": "not_retried", "num": spec.num, "sweep_id": spec.sweep_id,
+                             "why": decision.why})
+            return False
+        print(f"hpcorch: run #{spec.num} (attempt {record.attempt}) {decision.why}",
+              file=sys.stderr, flush=True)
+        self._event({"event": "retry", "num": spec.num, "sweep_id": spec.sweep_id,
+                     "attempt": decision.retry.attempt, "why": decision.why,
+                     "resources": fields_dict(decision.retry.resources)})
+        self.index.put_records([record])
+        self.queue.add([decision.retry])
+        return True
+
+    def _event(self, data: dict[str, object]) -> None:
+        sweep = str(data.get("sweep_id", "")) or next(iter(self._sweep_dirs), "")
+        directory = self._sweep_dirs.get(sweep)
+        if directory:
+            append_event(directory, data)
 
     def _pause(self, seconds: float) -> None:
         """Wait between polls: on the provider's own wake-up signal when it has one."""
@@ -331,6 +463,8 @@ class Orchestrator:
             code_version=spec.code_version,
             config=spec.config,
             attempt=spec.attempt,
+            resources=fields_dict(spec.resources),
+            retry=dict(spec.retry),
         )
 
     def _with_handle(
@@ -378,6 +512,14 @@ def _write_own(record: RunRecord) -> None:
     if there is not None and there.run_key != record.run_key:
         archive_record(record.run_dir)
     write_record(record)
+
+
+def _prepare_attempt(spec: RunSpec) -> None:
+    """Right before a run is submitted: a retry's run dir keeps the failed attempt's
+    record as `record.attempt-N.json`, and gets the spec the job will read."""
+    if spec.attempt > 0 and read_record(spec.run_dir) is not None:
+        archive_record(spec.run_dir)
+    atomic_write_json(spec_path(spec.run_dir), spec.to_dict(), durable=False)
 
 
 def _jid(spec: RunSpec) -> str:

@@ -25,6 +25,7 @@ from hpcorch.containers.settings import ContainerSettings
 from hpcorch.identity import app_code_version, run_key, short_hash
 from hpcorch.orchestrate.detach import announce_detached, start_background_resume
 from hpcorch.orchestrate.snapshot import snapshot_code
+from hpcorch.orchestrate.retry import policy_dict
 from hpcorch.orchestrate.summary import report
 from hpcorch.orchestrate.sweep import Orchestrator
 from hpcorch.providers import create_provider
@@ -80,8 +81,22 @@ class SweepSetup:
             env=job_env_pairs(self.settings.repro),  # threads pinned at start
             stage=stage,
             upstream=tuple(upstream),
+            priority=run_priority(task, self.settings.priority),
+            retry=policy_dict(self.settings.retry),
         )
         return self.container.wrap(spec)  # inside out: providers add srun/mpirun around it
+
+
+def run_priority(task: dict[str, Any], default: int) -> int:
+    """A run's `hpcorch.priority` as its own config resolved it (so one sweep can give
+    each run its own, `hpcorch.priority='${...}'`), else the sweep's."""
+    node = task.get("hpcorch")
+    value = node.get("priority", default) if isinstance(node, dict) else default
+    if isinstance(value, bool) or not isinstance(value, int):
+        from hpcorch.errors import ConfigError
+
+        raise ConfigError("hpcorch.priority", value, "must be an integer (higher runs first)")
+    return value
 
 
 def hpcorch_node(config: DictConfig, name: str) -> Any:
@@ -204,6 +219,7 @@ def execute(setup: SweepSetup, specs: list[RunSpec], *, argv: tuple[str, ...],
         argv=argv,
         app=os.path.abspath(argv[0]),
         provider_settings=setup.provider_settings,
+        max_parallel=setup.settings.max_parallel,
     )
     info = (previous or info).with_specs(specs)
     settings = setup.settings
@@ -219,11 +235,15 @@ def execute(setup: SweepSetup, specs: list[RunSpec], *, argv: tuple[str, ...],
         log.info(f"\t#{spec.num} : {' '.join(filter_overrides(spec.overrides))}")
     provider.check()
     orchestrator = Orchestrator(
-        provider, setup.index, rerun=settings.rerun, progress=settings.progress
+        provider, setup.index, rerun=settings.rerun, progress=settings.progress,
+        max_parallel=settings.max_parallel,
     )
     if settings.detach:
-        if getattr(provider, "detachable", False):  # the engine keeps the runs
+        # The engine keeps the runs; with max_parallel someone must hold runs back and
+        # submit them as others end: the background orchestrator, as for local runs.
+        if getattr(provider, "detachable", False) and settings.max_parallel is None:
             done, _ = orchestrator.submit(info, specs)
+            orchestrator.drain()  # runs a transient refusal held back
             provider.close()
         else:  # the runs would die with this process: a background orchestrator owns them
             write_ledger(info)
