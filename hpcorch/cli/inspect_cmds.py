@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from hpcorch.errors import StoreError
 from hpcorch.orchestrate.pipeline.state import is_pipeline
 from hpcorch.orchestrate.summary import print_summary
 from hpcorch.providers import provider_class
@@ -20,7 +22,17 @@ from hpcorch.store.home import is_healthy, known_sweep_dirs
 from hpcorch.store.index import RunRow, StoreIndex
 from hpcorch.store.index import open_index as open_index_at
 from hpcorch.store.ledger import read_ledger
-from hpcorch.store.records import STDERR_FILE, STDOUT_FILE, meta_dir, read_record
+from hpcorch.store.records import (
+    STDERR_FILE,
+    STDOUT_FILE,
+    RunRecord,
+    meta_dir,
+    read_json,
+    read_record,
+)
+
+#: An earlier attempt's record, kept by store.records.archive_record.
+_ATTEMPT_FILE = re.compile(r"^record\.attempt-(\d+)\.json$")
 
 
 def open_index(args: argparse.Namespace) -> StoreIndex:
@@ -118,9 +130,17 @@ def dashboard_links(sweep_dir: str, rows: list[RunRow]) -> list[str]:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    """Print a run's whole record as JSON."""
+    """Print a run's whole record as JSON (stdout) and, when it ran more than once, one
+    line per attempt, oldest first (stderr, so stdout stays one JSON document)."""
     row = open_index(args).find_run(args.run)
     record = read_record(row.run_dir)
+    earlier = attempt_records(row.run_dir)
+    if earlier:
+        lines = [attempt_line(r) for r in earlier]
+        lines.append(attempt_line(record) if record is not None
+                     else f"attempt {len(earlier)}: not finished yet")
+        print(f"{len(lines)} attempts of run {row.run_key}:", *lines, sep="\n  ",
+              file=sys.stderr)
     if record is None:
         print(
             json.dumps(
@@ -130,6 +150,44 @@ def cmd_show(args: argparse.Namespace) -> int:
         return 0
     print(json.dumps(record.to_dict(), indent=1, sort_keys=True, default=str))
     return 0
+
+
+def attempt_records(run_dir: str | Path) -> list[RunRecord]:
+    """The records of a run's earlier attempts (`.hpcorch/record.attempt-N.json`),
+    oldest first; one that cannot be read is skipped with a warning on stderr."""
+    found = []
+    directory = meta_dir(run_dir)
+    paths = directory.glob("record.attempt-*.json") if directory.is_dir() else ()
+    for path in paths:
+        match = _ATTEMPT_FILE.match(path.name)
+        if match is None:
+            continue
+        try:
+            found.append((int(match.group(1)), RunRecord.from_dict(read_json(path))))
+        except (KeyError, TypeError, ValueError, OSError, StoreError) as exc:
+            print(f"warning: {path}: not a valid hpcorch run record: {exc}", file=sys.stderr)
+    return [record for _, record in sorted(found, key=lambda item: item[0])]
+
+
+def attempt_line(record: RunRecord) -> str:
+    """`attempt 1  FAILED  OOM  cpus=1 mem_gb=0.5 time_min=60  job=123  retried after
+    OOM; [slurm job=123 node=c1] signal=9: killed ...`: one attempt of a run."""
+    failure = record.failure
+    klass = failure.failure_class.value if failure and failure.failure_class else "-"
+    res = record.resources
+    asked = " ".join(f"{key}={res[key]}" for key in ("cpus", "mem_gb", "time_min") if key in res)
+    if failure is not None:
+        reason = failure.one_line()
+    elif record.error is not None:
+        reason = f"{record.error.type}: {record.error.message}".strip()
+    else:
+        reason = ""
+    retried_for = record.retry.get("retried_for")
+    why = "; ".join(p for p in (f"retried after {retried_for}" if retried_for else "", reason)
+                    if p)
+    parts = [f"attempt {record.attempt}", record.state.value, klass, asked or "resources=?",
+             f"job={record.job_id or '?'}", why]
+    return "  ".join(p for p in parts if p)
 
 
 def cmd_logs(args: argparse.Namespace) -> int:

@@ -61,6 +61,14 @@ def _cgroup_oom_kills() -> int | None:
     return None
 
 
+def oom_killed(returncode: int, oom_before: int | None, oom_after: int | None) -> bool:
+    """True when a run that ended with `returncode` was, most likely, killed by the
+    kernel's OOM killer: SIGKILL, and the OOM-kill counter grew while it ran (False when
+    the counters are not readable: it cannot be told)."""
+    return (returncode == -signal.SIGKILL and oom_before is not None
+            and oom_after is not None and oom_after > oom_before)
+
+
 def memory_used(max_rss_kb: int | None) -> str:
     """`it had used 123.4 MiB at its peak (max RSS)`, or '' when unknown."""
     if not max_rss_kb:
@@ -84,7 +92,7 @@ def kill_reason(returncode: int, oom_before: int | None, oom_after: int | None,
         return f"killed by {name} (signal {sig})" + (f"; {used}" if used else "")
     if oom_before is None or oom_after is None:
         who = "who sent it cannot be known here (the kernel's OOM-kill counters are not readable)"
-    elif oom_after > oom_before:
+    elif oom_killed(returncode, oom_before, oom_after):
         who = (f"by the kernel's OOM killer: it killed {oom_after - oom_before} process(es) "
                "on this machine while the run ran (the kernel's oom_kill counter), "
                "most likely this one")

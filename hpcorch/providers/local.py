@@ -9,6 +9,10 @@ Two ways to start a run, proven to give the same records (tests/integration):
 The processes themselves (own session per run, reaping, cancelling) are a
 `ProcessPool`'s (hpcorch.providers.processes); this provider admits runs by
 worker slots over the usable cores and starts several ranks under mpirun.
+
+`resources.mem_gb` is enforced for a run of one rank: its process starts with that
+much RLIMIT_DATA, so going over raises MemoryError in the run (a run of several
+ranks is not limited; see hpcorch.providers.machine.memory_limit_bytes).
 """
 
 from __future__ import annotations
@@ -20,7 +24,12 @@ from typing import Literal
 from hpcorch.jobenv import JOB_ID_ENV, SPEC_ENV, job_environment
 from hpcorch.launch import launch_argv, preflight, rank_failure
 from hpcorch.providers.base import Capabilities
-from hpcorch.providers.machine import check_rank_count, check_ranks, usable_cores
+from hpcorch.providers.machine import (
+    check_rank_count,
+    check_ranks,
+    machine_limits,
+    usable_cores,
+)
 from hpcorch.providers.processes import (
     CoreAdmission,
     Executor,
@@ -29,7 +38,14 @@ from hpcorch.providers.processes import (
     render_line,
 )
 from hpcorch.settings import require
-from hpcorch.spec import FailureContext, Resources, RunHandle, RunSpec, RunStatus
+from hpcorch.spec import (
+    FailureContext,
+    ResourceLimits,
+    Resources,
+    RunHandle,
+    RunSpec,
+    RunStatus,
+)
 
 __all__ = ["JOB_ID_ENV", "SPEC_ENV", "Executor", "LocalProvider", "LocalSettings",
            "check_rank_count", "check_ranks", "job_environment", "usable_cores"]
@@ -74,7 +90,7 @@ class LocalProvider:
         self.processes = ProcessPool(
             self.name, CoreAdmission(self.workers), self._argv, failure=self._failure,
             executor=executor if self.settings.warm else None,
-            poll_interval=self.poll_interval)
+            poll_interval=self.poll_interval, limit_memory=True)
 
     @classmethod
     def check_resources(cls, resources: Resources) -> None:
@@ -86,6 +102,11 @@ class LocalProvider:
     def check(self) -> None:
         """Nothing to reach: the local machine is always there. (Runs of more ranks than
         usable cores are refused by `check_resources` and again in `submit`.)"""
+
+    def limits(self, resources: Resources) -> ResourceLimits:
+        """This machine: its memory (MemTotal), its usable cores (unless the run may
+        oversubscribe them), one node."""
+        return machine_limits(resources)
 
     def render(self, runs: Sequence[RunSpec]) -> str:
         """One shell line per run, exactly what the cold path would start."""

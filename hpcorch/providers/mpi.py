@@ -39,7 +39,14 @@ from hpcorch.providers.machine import usable_cores
 from hpcorch.providers.processes import ProcessPool, job_id, launch_options, render_line
 from hpcorch.runner import CommandRunner, run_command
 from hpcorch.settings import require
-from hpcorch.spec import FailureContext, Resources, RunHandle, RunSpec, RunStatus
+from hpcorch.spec import (
+    FailureContext,
+    ResourceLimits,
+    Resources,
+    RunHandle,
+    RunSpec,
+    RunStatus,
+)
 
 
 @dataclass(frozen=True)
@@ -160,6 +167,12 @@ class MpiProvider:
                 f"provider.mpirun={self.mpi.mpirun!r}: '{path} --version' did not report "
                 f"Open MPI (rc={done.returncode}); allowed: Open MPI's mpirun; {MPI_INSTALL_HINT}")
         self._slot_pool()
+
+    def limits(self, resources: Resources) -> ResourceLimits:
+        """Nodes: the hosts of the list (reading the hostfile, if one is set). Memory and
+        CPUs of the hosts are not known here (slots count ranks, not cores); whether a
+        run's ranks fit the slots is `submit`'s refusal."""
+        return ResourceLimits(where="the host list", max_nodes=len(self._slot_pool().hosts))
 
     def render(self, runs: Sequence[RunSpec]) -> str:
         """Each run's mpirun line, placed as it would be on idle hosts."""

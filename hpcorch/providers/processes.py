@@ -14,12 +14,19 @@ overridden (issue 11: no provider inherits another's private methods):
     argv        a cold start's command (mpirun over the placed hosts, or not)
     failure     completes a failed run's context (which rank, which host)
     executor    a warm start: the run's job executed in a fork of this process
+
+With `limit_memory`, a run's child gets `resources.mem_gb` as its RLIMIT_DATA before the
+job runs, cold or warm (hpcorch.providers.machine.memory_limit_bytes). A failed run's
+context carries its peak memory (max RSS) and, where it can be told, its FailureClass:
+OOM for the kernel's OOM killer or a MemoryError, CANCELLED for a cancelled run.
 """
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
+import re
 import select
 import shlex
 import signal
@@ -31,12 +38,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from hpcorch.errors import StoreError
 from hpcorch.jobenv import HASH_SEED_ENV, job_environment
 from hpcorch.launch import LaunchOptions
 from hpcorch.providers.base import Capabilities
-from hpcorch.providers.kills import kill_reason, oom_kill_count
-from hpcorch.spec import FailureContext, RunHandle, RunSpec, RunState, RunStatus
-from hpcorch.store.records import STDERR_FILE, STDOUT_FILE, meta_dir, tail_text
+from hpcorch.providers.kills import kill_reason, oom_kill_count, oom_killed
+from hpcorch.providers.machine import limit_memory, memory_limit_bytes
+from hpcorch.spec import (
+    FailureClass,
+    FailureContext,
+    RunHandle,
+    RunSpec,
+    RunState,
+    RunStatus,
+)
+from hpcorch.store.records import STDERR_FILE, STDOUT_FILE, meta_dir, run_record, tail_text
 from hpcorch.worker.forked import become_run, exit_with, signal_run
 
 #: A function run inside a forked child to execute one spec; returns the exit code.
@@ -46,6 +62,9 @@ FailureHook = Callable[[RunSpec, FailureContext], FailureContext]
 
 #: Seconds a cancelled run gets between SIGTERM and SIGKILL (like Slurm's KillWait).
 KILL_WAIT_S = 5.0
+
+#: The last line of a traceback that ended in MemoryError (`MemoryError` or `MemoryError: ...`).
+_MEMORY_ERROR = re.compile(r"^(?:\w+\.)*MemoryError\b", re.MULTILINE)
 
 
 class Admission(Protocol):
@@ -123,8 +142,11 @@ class ProcessPool:
 
     def __init__(self, provider: str, admission: Admission, argv: Callable[[RunSpec], list[str]],
                  *, failure: FailureHook | None = None, executor: Executor | None = None,
-                 poll_interval: float = 0.05) -> None:
+                 poll_interval: float = 0.05, limit_memory: bool = False) -> None:
         self.provider = provider
+        self.limit_memory = limit_memory
+        """Give each run's child `resources.mem_gb` as its RLIMIT_DATA (runs started on
+        this machine; not mpirun's remote ranks)."""
         self.admission = admission
         self._argv = argv
         self._failure = failure
@@ -269,10 +291,14 @@ class ProcessPool:
         try:
             # Ranks and runs inside an image start cold: the warm fork runs on the host.
             if self.executor is None or spec.resources.tasks > 1 or spec.image:
+                limit = self._memory_limit(spec)
+                # preexec_fn only when there is a limit: it costs Popen its faster spawn.
                 popen = subprocess.Popen(
                     self._argv(spec), cwd=spec.workdir or spec.run_dir,
                     env=self.environment(spec), stdin=subprocess.DEVNULL, stdout=out,
-                    stderr=err, start_new_session=True)
+                    stderr=err, start_new_session=True,
+                    preexec_fn=None if limit is None else functools.partial(  # noqa: PLW1509
+                        limit_memory, limit))
                 return _Proc(spec, popen.pid, popen, time.time())
             sys.stdout.flush()
             sys.stderr.flush()
@@ -297,9 +323,13 @@ class ProcessPool:
 
         def body() -> int:
             become_run(out_fd, err_fd, self.environment(spec))
+            limit_memory(self._memory_limit(spec))
             return executor(spec)
 
         exit_with(body)
+
+    def _memory_limit(self, spec: RunSpec) -> int | None:
+        return memory_limit_bytes(spec.resources) if self.limit_memory else None
 
     def _reap(self) -> None:
         for job, proc in list(self._running.items()):
@@ -330,14 +360,38 @@ class ProcessPool:
         handle = self._handle(job_id(proc.spec), proc.spec)
         if rc == 0:
             return RunStatus(handle, RunState.SUCCEEDED)
+        oom_after = oom_kill_count()
+        tail = tail_text(meta_dir(proc.spec.run_dir) / STDERR_FILE)
         context = FailureContext(
             provider=self.provider, job_id=str(proc.pid), node=self._host,
             exit_code=rc if rc > 0 else None, signal=-rc if rc < 0 else None,
             reason="cancelled" if proc.cancelled else kill_reason(
-                rc, proc.oom_kills, oom_kill_count(), proc.max_rss_kb),
-            stderr_tail=tail_text(meta_dir(proc.spec.run_dir) / STDERR_FILE))
+                rc, proc.oom_kills, oom_after, proc.max_rss_kb),
+            stderr_tail=tail, failure_class=self._failure_class(proc, rc, oom_after, tail),
+            peak_mem_gb=proc.max_rss_kb / 2**20 if proc.max_rss_kb else None)
         if proc.cancelled:
             return RunStatus(handle, RunState.CANCELLED, context)
         if self._failure is not None:
             context = self._failure(proc.spec, context)
         return RunStatus(handle, RunState.FAILED, context)
+
+    @staticmethod
+    def _failure_class(proc: _Proc, rc: int, oom_after: int | None,
+                       stderr_tail: str) -> FailureClass | None:
+        """CANCELLED or OOM where this pool can tell; None leaves it to the orchestrator
+        (a record's error, APP_ERROR, ...)."""
+        if proc.cancelled:
+            return FailureClass.CANCELLED
+        if oom_killed(rc, proc.oom_kills, oom_after):
+            return FailureClass.OOM
+        try:
+            record = run_record(proc.spec.run_dir, proc.spec.run_key, proc.spec.sweep_id)
+        except StoreError:  # a torn record says nothing; the stderr tail may
+            record = None
+        if record is not None and record.error is not None \
+                and record.error.type.rpartition(".")[2] == "MemoryError":
+            return FailureClass.OOM
+        # No record (it died before writing one): its last traceback says it (only the
+        # last: the stderr file is appended to by every attempt of the run).
+        last = stderr_tail.rpartition("Traceback (most recent call last):")[2]
+        return FailureClass.OOM if _MEMORY_ERROR.search(last) else None

@@ -109,6 +109,9 @@ class RunProcess:
 
     def __init__(self, spec: RunSpec, warm: bool, job_id: str = "") -> None:
         self.spec = spec
+        self._code: int | None = None
+        self.max_rss_kb: int | None = None
+        """The run's peak resident memory in KiB, once it ended (the rusage of wait4)."""
         # A run inside a container is the wrapped command (podman run ... python SCRIPT):
         # only a fresh process can start it, never a fork of this host-side worker.
         script = warm_script([spec]) if warm else None
@@ -130,12 +133,16 @@ class RunProcess:
 
     def poll(self) -> int | None:
         """The exit code (negative: killed by that signal), or None while it runs."""
-        if self._popen is not None:
-            return self._popen.poll()
-        pid, status = os.waitpid(self.pid, os.WNOHANG)
+        if self._code is not None:
+            return self._code
+        # wait4, not waitpid: its rusage is the run's peak memory (max RSS, KiB).
+        pid, status, usage = os.wait4(self.pid, os.WNOHANG)
         if pid == 0:
             return None
         self._code = os.waitstatus_to_exitcode(status)
+        self.max_rss_kb = usage.ru_maxrss or None
+        if self._popen is not None:
+            self._popen.returncode = self._code  # reaped here: Popen must not wait again
         return self._code
 
     def wait(self, interval: float = 0.002) -> int:
@@ -197,7 +204,7 @@ def run_spec(spec: RunSpec, submission_id: str, *, warm: bool, echo: bool = True
     state = "CANCELLED" if cancelled else ("SUCCEEDED" if code == 0 else "FAILED")
     outcome = {"node": node, "started": started, "ended": time.time(), "job_id": job_id,
                "exit_code": code if code >= 0 else None, "signal": -code if code < 0 else None,
-               "reason": "cancelled" if cancelled else ""}
+               "reason": "cancelled" if cancelled else "", "max_rss_kb": proc.max_rss_kb}
     write_outcome(spec, submission_id, state, **outcome)
     if echo:
         _echo(spec, state, code)

@@ -5,6 +5,7 @@ No Ray import and no I/O here, so unit tests cover every rule directly.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shlex
@@ -13,7 +14,15 @@ from typing import Any
 
 from hpcorch.identity import short_hash
 from hpcorch.jobenv import SWEEP_ID_ENV, WORKDIR_ENV
-from hpcorch.spec import FailureContext, RunHandle, RunSpec, RunState, RunStatus
+from hpcorch.spec import (
+    FailureClass,
+    FailureContext,
+    ResourceLimits,
+    RunHandle,
+    RunSpec,
+    RunState,
+    RunStatus,
+)
 
 #: Ray job statuses (ray.job_submission.JobStatus values) -> the state of a one-run job.
 JOB_STATES: Mapping[str, RunState] = {
@@ -27,6 +36,12 @@ _TERMINAL_JOB = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
 _ATTEMPT = re.compile(r"^(?P<base>.+?)(?:-r(?P<n>\d+))?$")
 #: Metadata key that marks a job as hpcorch's, with its kind ("sweep" or "run").
 KIND_KEY = "hpcorch"
+#: What Ray says (a task's error, a job's message) when its memory monitor killed a worker.
+RAY_OOM_MARKERS = ("OutOfMemoryError", "low on memory", "due to low memory", "memory monitor")
+#: The same in a run's stderr: only Ray's own exception (torch.cuda's OutOfMemoryError is a
+#: GPU's, which more mem_gb would not cure), or a traceback ending in MemoryError.
+_STDERR_OOM = re.compile(r"ray\.exceptions\.OutOfMemoryError|^(?:\w+\.)*MemoryError\b",
+                         re.MULTILINE)
 
 
 def is_terminal(job_status: str) -> bool:
@@ -166,6 +181,38 @@ def infeasible_reason(spec: RunSpec, nodes: Sequence[dict[str, float]]) -> str:
             ", ".join(fmt(k, v) for k, v in best.items()) + " (lower resources.* or add nodes)")
 
 
+def cluster_limits(nodes: Sequence[Mapping[str, float]]) -> ResourceLimits:
+    """What one run can get from a cluster of these alive nodes (their resources_total):
+    the CPUs and memory of the largest node (a run is one task, on one node), and how
+    many nodes there are; every field None when no node is listed."""
+    if not nodes:
+        return ResourceLimits(where="this Ray cluster")
+    cpus = max(float(n.get("CPU", 0.0)) for n in nodes)
+    memory = max(float(n.get("memory", 0.0)) for n in nodes)
+    return ResourceLimits(where="this Ray cluster", max_mem_gb=memory / 2**30 if memory else None,
+                          max_cpus=int(cpus) if cpus else None, max_nodes=len(nodes))
+
+
+def classified(state: RunState, context: FailureContext) -> FailureContext:
+    """`context` with its FailureClass where Ray's words tell it: CANCELLED for a
+    cancelled run, OOM when Ray's memory monitor killed it (or the run's last traceback
+    ended in MemoryError); else as it was (the orchestrator classifies the rest)."""
+    if context.failure_class is not None:
+        return context
+    if state is RunState.CANCELLED:
+        return dataclasses.replace(context, failure_class=FailureClass.CANCELLED)
+    last = context.stderr_tail.rpartition("Traceback (most recent call last):")[2]
+    if any(m in context.reason for m in RAY_OOM_MARKERS) or _STDERR_OOM.search(last):
+        return dataclasses.replace(context, failure_class=FailureClass.OOM)
+    return context
+
+
+def peak_mem_gb(outcome: Mapping[str, Any]) -> float | None:
+    """The run's max RSS from its outcome file (KiB there), in GiB; None when unknown."""
+    kib = outcome.get("max_rss_kb")
+    return kib / 2**20 if isinstance(kib, (int, float)) and kib > 0 else None
+
+
 def job_run_status(handle: RunHandle, job: Mapping[str, Any] | None,
                    outcome: Mapping[str, Any] | None, stderr_tail: str) -> RunStatus:
     """The state of a one-run job (mode=job): Ray's job status, with the outcome's details."""
@@ -181,8 +228,10 @@ def job_run_status(handle: RunHandle, job: Mapping[str, Any] | None,
             exit_code=own.get("exit_code", code if isinstance(code, int) else None),
             signal=own.get("signal"),
             reason=str(own.get("reason") or _first_line(job.get("message"))),
-            stderr_tail=stderr_tail)
-        return RunStatus(handle, state, context)
+            stderr_tail=stderr_tail, peak_mem_gb=peak_mem_gb(own))
+        if any(m in str(job.get("message") or "") for m in RAY_OOM_MARKERS):
+            context = dataclasses.replace(context, failure_class=FailureClass.OOM)
+        return RunStatus(handle, state, classified(state, context))
     return RunStatus(handle, state)
 
 
@@ -199,22 +248,23 @@ def task_run_status(handle: RunHandle, job: Mapping[str, Any] | None,
             if job_status == "STOPPED":
                 state = RunState.CANCELLED
             else:
-                return RunStatus(handle, RunState.FAILED, _context(
+                return RunStatus(handle, RunState.FAILED, classified(RunState.FAILED, _context(
                     handle, own, job, stderr_tail,
-                    f"the sweep job ended ({job_status}) while this run was running"))
+                    f"the sweep job ended ({job_status}) while this run was running")))
         if state in (RunState.FAILED, RunState.CANCELLED):
-            return RunStatus(handle, state, _context(handle, own, job, stderr_tail, ""))
+            return RunStatus(handle, state,
+                             classified(state, _context(handle, own, job, stderr_tail, "")))
         return RunStatus(handle, state)
     if job is None:
         return RunStatus(handle, RunState.UNKNOWN)
     if job_status in ("PENDING", "RUNNING"):
         return RunStatus(handle, RunState.SUBMITTED)
     if job_status == "STOPPED":
-        return RunStatus(handle, RunState.CANCELLED, _context(
-            handle, {}, job, stderr_tail, "the sweep job was stopped before this run started"))
-    return RunStatus(handle, RunState.FAILED, _context(
+        return RunStatus(handle, RunState.CANCELLED, classified(RunState.CANCELLED, _context(
+            handle, {}, job, stderr_tail, "the sweep job was stopped before this run started")))
+    return RunStatus(handle, RunState.FAILED, classified(RunState.FAILED, _context(
         handle, {}, job, stderr_tail,
-        f"the sweep job ended ({job_status}) without running this run"))
+        f"the sweep job ended ({job_status}) without running this run")))
 
 
 def _first_line(text: Any) -> str:
@@ -233,4 +283,4 @@ def _context(handle: RunHandle, own: Mapping[str, Any], job: Mapping[str, Any] |
         provider="ray", job_id=handle.job_id,
         node=str(own.get("node") or job.get("driver_node_id") or "")[:40],
         exit_code=own.get("exit_code"), signal=own.get("signal"), reason=reason,
-        stderr_tail=stderr_tail)
+        stderr_tail=stderr_tail, peak_mem_gb=peak_mem_gb(own))

@@ -34,7 +34,15 @@ from hpcorch.providers.ray.execute import cancel_path, read_outcome
 from hpcorch.providers.ray.naming import infeasible_reason
 from hpcorch.providers.ray.render import batch_file, check_spec, render_submissions
 from hpcorch.providers.ray.settings import RaySettings
-from hpcorch.spec import FailureContext, RunHandle, RunSpec, RunState, RunStatus
+from hpcorch.spec import (
+    FailureContext,
+    ResourceLimits,
+    Resources,
+    RunHandle,
+    RunSpec,
+    RunState,
+    RunStatus,
+)
 from hpcorch.store.records import (
     STDERR_FILE,
     atomic_write_json,
@@ -127,6 +135,13 @@ class RayProvider:
         except Exception as exc:  # noqa: BLE001
             raise ProviderUnavailable(f"[ray] list_jobs at {self.url} failed: {exc}") from None
         return {j.submission_id: j.model_dump(mode="json") for j in jobs if j.submission_id}
+
+    def limits(self, resources: Resources) -> ResourceLimits:
+        """CPUs and memory of the cluster's largest alive node, and how many nodes are
+        alive (one state-API call); every field None when no node is listed yet."""
+        self._connect()
+        return naming.cluster_limits(
+            cluster.node_resources(self.url, self._headers, self.settings.connect_timeout))
 
     # -- render ------------------------------------------------------------
     def render(self, runs: Sequence[RunSpec]) -> str:
@@ -299,8 +314,8 @@ class RayProvider:
             status = mapper(handle, job, outcome, "")
             if status.state in (RunState.FAILED, RunState.CANCELLED) and status.context:
                 tail = self._stderr_tail(run_dir, sid)
-                status = RunStatus(handle, status.state,
-                                   dataclasses.replace(status.context, stderr_tail=tail))
+                context = dataclasses.replace(status.context, stderr_tail=tail)
+                status = RunStatus(handle, status.state, naming.classified(status.state, context))
             out.append(status)
         return out
 
