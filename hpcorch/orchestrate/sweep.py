@@ -24,7 +24,7 @@ from hpcorch.errors import ConfigError, HpcorchError
 from hpcorch.orchestrate.plan import Plan, plan_batch
 from hpcorch.orchestrate.progress import SweepProgress
 from hpcorch.orchestrate.queue import SubmitQueue
-from hpcorch.orchestrate.retry import decide
+from hpcorch.orchestrate.retry import classify, decide
 from hpcorch.providers.base import Provider
 from hpcorch.spec import (
     FailureContext,
@@ -447,7 +447,7 @@ class Orchestrator:
     def _synthesize(
         self, spec: RunSpec, handle: RunHandle, state: RunState, context: FailureContext | None
     ) -> RunRecord:
-        return RunRecord(
+        record = RunRecord(
             run_key=spec.run_key,
             sweep_id=spec.sweep_id,
             num=spec.num,
@@ -466,6 +466,10 @@ class Orchestrator:
             resources=fields_dict(spec.resources),
             retry=dict(spec.retry),
         )
+        if context is not None and context.failure_class is None and not state.ok:
+            record = dataclasses.replace(record, failure=dataclasses.replace(
+                context, failure_class=classify(record)))
+        return record
 
     def _with_handle(
         self, record: RunRecord, handle: RunHandle, context: FailureContext | None = None
@@ -476,12 +480,21 @@ class Orchestrator:
             updates["provider"] = self.provider.name
         if not record.job_id:
             updates["job_id"] = handle.job_id
-        if context is not None and record.failure is None and not record.state.ok:
+        if record.failure is None and not record.state.ok:
+            context = context or FailureContext(self.provider.name,
+                                                job_id=record.job_id or handle.job_id,
+                                                node=record.node)
             updates["failure"] = dataclasses.replace(
                 context,
                 reason=context.reason
                 or (f"{record.error.type}: {record.error.message}" if record.error else ""),
             )
+        failure = updates.get("failure", record.failure)
+        if isinstance(failure, FailureContext) and failure.failure_class is None:
+            # Every failed record says what kind of failure it was (the retry policy's
+            # reading), so `show`, reports and later processes need not guess again.
+            kind = classify(dataclasses.replace(record, failure=failure))
+            updates["failure"] = dataclasses.replace(failure, failure_class=kind)
         if not updates:
             return record
         # The job could not know these; its record file gains them (nothing is removed).

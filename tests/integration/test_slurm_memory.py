@@ -80,7 +80,9 @@ def test_sweep_record_summary_and_show_name_the_memory_kill(app_dir: Path) -> No
     (app_dir / "hog.py").write_text(HOG_APP)
     (app_dir / "conf" / "config.yaml").write_text(
         (app_dir / "conf" / "config.yaml").read_text() + "mb: 0\n")
+    # No memory retry here: the kill itself is under test (test_slurm_retry.py retries).
     done = run_app(app_dir, "provider=slurm", "mb=0,600", "resources.mem_gb=0.25",
+                   "hpcorch.retry.memory=0",
                    "hydra.sweep.dir=out", "provider.query_interval=1.0",
                    # OverMemoryKill kills the task wrapper too: no file says so, Slurm must
                    "provider.max_query_interval=5.0", "hpcorch.progress=off",

@@ -139,8 +139,11 @@ def test_time_limit_signal_checkpoints_requeues_then_times_out(ckpt_app: Path) -
     Not time_min=1: Slurm may send the signal up to 60 s early (sbatch(1), --signal),
     so with a one-minute limit it came one second after the start, before the app ran.
     With 2 minutes and a 30 s grace it comes 30-90 s after the start."""
+    # hpcorch.retry.time=0: the TIMEOUT itself is what this test is about (the time
+    # retry that would follow is tests/integration/test_slurm_retry.py's).
     proc = start_sweep(ckpt_app, "resources.time_min=2", "provider.signal_grace_s=30",
-                       "provider.max_requeues=1", "steps=100000", "step_s=1")
+                       "provider.max_requeues=1", "steps=100000", "step_s=1",
+                       "hpcorch.retry.time=0")
     code, out = finish(proc, 480)
     assert code != 0
     run_dir = ckpt_app / "out" / "0"
@@ -159,7 +162,8 @@ def test_time_limit_of_a_run_without_checkpoint_is_timeout_not_requeue(ckpt_app:
     """As submitit: a run that never checkpoints is not requeued at its time limit (it
     would start from zero again), whatever max_requeues allows. Same limits as above."""
     proc = start_sweep(ckpt_app, "resources.time_min=2", "provider.signal_grace_s=30",
-                       "provider.max_requeues=3", "step_s=1", script="plain.py")
+                       "provider.max_requeues=3", "step_s=1", "hpcorch.retry.time=0",
+                       script="plain.py")
     code, out = finish(proc, 480)
     assert code != 0
     [rec] = records(ckpt_app / "out")

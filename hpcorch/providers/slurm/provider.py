@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import signal
 import subprocess
 import sys
 import time
@@ -47,7 +48,7 @@ from hpcorch.providers.slurm.accounting import (
     parse_lookup,
     parse_node_cpus,
 )
-from hpcorch.providers.slurm.failure import describe
+from hpcorch.providers.slurm.failure import describe, memory_kill
 from hpcorch.providers.slurm.limits import read_limits
 from hpcorch.providers.slurm.script import (
     ArrayPlan,
@@ -97,6 +98,9 @@ CONTAINER_ENV_NAMES: tuple[str, ...] = (
 #: scancel complaints that mean "nothing left to cancel".
 _ALREADY_GONE = ("already completing or completed", "invalid job id", "job/step already")
 _COMMAND_TIMEOUT_S = 120.0
+#: How long a run killed by SIGKILL that Slurm calls plain FAILED is asked about again,
+#: before it counts as killed by something Slurm did not record.
+SETTLE_S = 20.0
 
 
 def after_arrays(job_ids: Sequence[str]) -> dict[str, Any]:
@@ -143,6 +147,7 @@ class SlurmProvider:
         self._pacing = QueryPacing(self.settings.query_interval,
                                    self.settings.max_query_interval, clock)
         self._sinfo_done = False
+        self._settling: dict[str, float] = {}  # job id -> when its unexplained SIGKILL was seen
         self.calls: dict[str, int] = {}
         """How often each Slurm command ran (sbatch, sacct, squeue, scancel, scontrol)."""
 
@@ -396,6 +401,13 @@ class SlurmProvider:
         run_dir = self._run_dir(handle)
         stderr = tail_text(meta_dir(run_dir) / STDERR_FILE) if run_dir else ""
         context = info.context(stderr, handle.job_id)
+        if hint is not None and hint.exited and hint.signal == signal.SIGKILL \
+                and state is RunState.FAILED and memory_kill(info) is None \
+                and self._settle(handle.job_id):
+            # slurmctld records a cgroup memory kill as FAILED first and OUT_OF_MEMORY
+            # a moment later (measured here: seconds); a run classified from the first
+            # word would not be retried with more memory. Ask again for a while.
+            return RunStatus(handle, RunState.RUNNING)
         if hint is not None and hint.exited:  # the run's own exit beats the task's
             context = FailureContext(context.provider, context.job_id, hint.node or context.node,
                                      hint.exit_code, hint.signal, context.reason, stderr)
@@ -403,6 +415,11 @@ class SlurmProvider:
                 state = RunState.FAILED
         # FAILED: memory kills, ranks explained; every end: its FailureClass, peak memory
         return RunStatus(handle, state, describe(state, run_dir, context, info))
+
+    def _settle(self, job_id: str) -> bool:
+        """True while an unexplained SIGKILL of this job is younger than SETTLE_S."""
+        first = self._settling.setdefault(job_id, self._clock())
+        return self._clock() - first < SETTLE_S
 
     # -- map files -------------------------------------------------------------------
     def _runs_of(self, job_id: str, job_name: str, workdir: str) -> list[tuple[str, str]]:
