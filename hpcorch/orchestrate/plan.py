@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from hpcorch.spec import RunSpec, RunState
+from hpcorch.errors import ConfigError
+from hpcorch.spec import ResourceLimits, Resources, RunSpec, RunState
 from hpcorch.store.index import StoreIndex
 from hpcorch.store.records import RunRecord, archive_record, read_record, run_record
 
@@ -63,3 +64,14 @@ def plan_batch(specs: Sequence[RunSpec], index: StoreIndex, *,
         else:
             to_run.append(spec)
     return Plan(tuple(to_run), tuple(reused)), notices
+
+
+def check_limits(specs: Sequence[RunSpec],
+                 limits_for: Callable[[Resources], ResourceLimits | None]) -> None:
+    """ConfigError, naming the setting, its value and the limit, for the first run that
+    could never fit what the provider's engine allows (`limits_for`: Provider.limits)."""
+    for resources in dict.fromkeys(s.resources for s in specs):
+        limits = limits_for(resources)
+        problems = limits.violations(resources) if limits else []
+        if problems:
+            raise ConfigError(*problems[0])

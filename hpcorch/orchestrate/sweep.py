@@ -9,7 +9,6 @@ sweep again finishes the rest.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import random
 import signal
@@ -20,11 +19,12 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Literal
 
-from hpcorch.errors import ConfigError, HpcorchError
-from hpcorch.orchestrate.plan import Plan, plan_batch
+from hpcorch.errors import HpcorchError
+from hpcorch.orchestrate.outcomes import completed, prepare_attempt, reused, synthesize, write_own
+from hpcorch.orchestrate.plan import Plan, check_limits, plan_batch
 from hpcorch.orchestrate.progress import SweepProgress
 from hpcorch.orchestrate.queue import SubmitQueue
-from hpcorch.orchestrate.retry import classify, decide
+from hpcorch.orchestrate.retry import decide
 from hpcorch.providers.base import Provider
 from hpcorch.spec import (
     FailureContext,
@@ -40,13 +40,11 @@ from hpcorch.store.index import StoreIndex
 from hpcorch.store.ledger import SweepInfo, append_event, write_ledger
 from hpcorch.store.records import (
     RunRecord,
-    archive_record,
     atomic_write_json,
     read_record,
     record_path,
     run_record,
     spec_path,
-    write_record,
 )
 
 
@@ -93,7 +91,7 @@ class Orchestrator:
         self.notices: list[str] = []
         """What planning had to say (e.g. another run's record archived), for stderr."""
         self.queue = SubmitQueue(provider, max_parallel=max_parallel,
-                                 prepare=_prepare_attempt, event=self._event)
+                                 prepare=prepare_attempt, event=self._event)
         """Runs waiting to be submitted: first attempts held back by max_parallel or a
         transient refusal, and retries (see hpcorch.orchestrate.queue)."""
         self._limits: dict[Resources, ResourceLimits | None] = {}
@@ -123,7 +121,7 @@ class Orchestrator:
     ) -> tuple[dict[str, RunRecord], dict[str, tuple[RunSpec, RunHandle]]]:
         """Plan and submit (or find again) a batch; returns (reused records, open runs).
         Runs that could never fit the provider's limits are refused first (ConfigError)."""
-        self.check_limits(specs)
+        check_limits(specs, self.limits_for)
         self._sweep_dirs[info.sweep_id] = info.sweep_dir
         write_ledger(info)
         self.index.put_sweep(info)
@@ -133,7 +131,7 @@ class Orchestrator:
         self.notices.clear()
         records: dict[str, RunRecord] = {}
         for spec, earlier in plan.reused:
-            records[_jid(spec)] = self._reuse(spec, earlier)
+            records[_jid(spec)] = reused(spec, earlier)
         self.index.put_records(records.values())
         open_runs: dict[str, tuple[RunSpec, RunHandle]] = {}
         if not plan.to_run:
@@ -155,15 +153,6 @@ class Orchestrator:
             except KeyboardInterrupt as exc:
                 self._interrupted(open_runs, {}, exc)
         return records, open_runs
-
-    def check_limits(self, specs: Sequence[RunSpec]) -> None:
-        """ConfigError, naming the setting, its value and the limit, for the first run
-        that could never fit what the provider's engine allows (`Provider.limits`)."""
-        for resources in dict.fromkeys(s.resources for s in specs):
-            limits = self.limits_for(resources)
-            problems = limits.violations(resources) if limits else []
-            if problems:
-                raise ConfigError(*problems[0])
 
     def limits_for(self, resources: Resources) -> ResourceLimits | None:
         """The provider's limits for runs of this shape (asked once per shape)."""
@@ -237,13 +226,13 @@ class Orchestrator:
         closed: dict[str, RunRecord] = {}
         self._cancel_open(open_runs, closed, reason=reason)
         for spec in lost:
-            record = self._synthesize(
+            record = synthesize(self.provider.name,
                 spec,
                 RunHandle(self.provider.name, spec.run_key, ""),
                 RunState.CANCELLED,
                 FailureContext(self.provider.name, reason=reason),
             )
-            _write_own(record)
+            write_own(record)
             closed[_jid(spec)] = record
         self.index.put_records(closed.values())
         return list(closed.values())
@@ -260,10 +249,9 @@ class Orchestrator:
         self.queue.clear()
         for spec in queued:  # never submitted: its last attempt's record stays, else one now
             if read_record(spec.run_dir) is None:
-                record = self._synthesize(spec, RunHandle(self.provider.name, spec.run_key, ""),
-                                          RunState.CANCELLED,
-                                          FailureContext(self.provider.name, reason=reason))
-                _write_own(record)
+                record = self._unsubmitted(spec, RunState.CANCELLED,
+                                           FailureContext(self.provider.name, reason=reason))
+                write_own(record)
                 finished[_jid(spec)] = record
         raise SweepInterrupted(
             f"sweep interrupted: {len(open_runs)} open run(s) cancelled and recorded; "
@@ -305,7 +293,7 @@ class Orchestrator:
                     record = run_record(spec.run_dir, spec.run_key, spec.sweep_id)
                     if record is not None and record.state.terminal \
                             and record.attempt >= spec.attempt:
-                        record = self._with_handle(record, handle)
+                        record = completed(self.provider.name, record, handle)
                         del open_runs[jid]
                         changed = True
                         if not self._retry(spec, record):
@@ -359,9 +347,8 @@ class Orchestrator:
             self.index.set_states((s, RunState.SUBMITTED, h.job_id) for s, h in turn.runs)
         given_up = {}
         for spec, context in turn.given_up:
-            record = self._synthesize(spec, RunHandle(self.provider.name, spec.run_key, ""),
-                                      RunState.FAILED, context)
-            _write_own(record)
+            record = self._unsubmitted(spec, RunState.FAILED, context)
+            write_own(record)
             given_up[_jid(spec)] = record
         return given_up
 
@@ -384,6 +371,12 @@ class Orchestrator:
         self.queue.add([decision.retry])
         return True
 
+    def _unsubmitted(self, spec: RunSpec, state: RunState,
+                     context: FailureContext) -> RunRecord:
+        """The record of a run that ends before the engine ever had it."""
+        return synthesize(self.provider.name, spec,
+                          RunHandle(self.provider.name, spec.run_key, ""), state, context)
+
     def _event(self, data: dict[str, object]) -> None:
         sweep = str(data.get("sweep_id", "")) or next(iter(self._sweep_dirs), "")
         directory = self._sweep_dirs.get(sweep)
@@ -402,7 +395,7 @@ class Orchestrator:
         """The record of a run the provider reports terminal (the job's own record wins)."""
         record = run_record(spec.run_dir, spec.run_key, spec.sweep_id)
         if record is not None and record.state.terminal:
-            return self._with_handle(record, handle, st.context)
+            return completed(self.provider.name, record, handle, st.context)
         state = st.state
         context = st.context
         if state is RunState.SUCCEEDED:  # exited 0 but the worker never wrote a record
@@ -413,8 +406,8 @@ class Orchestrator:
                 reason="the job exited 0 but wrote no run record "
                 "(is the hpcorch callback in the app's config defaults?)",
             )
-        record = self._synthesize(spec, handle, state, context)
-        _write_own(record)
+        record = synthesize(self.provider.name, spec, handle, state, context)
+        write_own(record)
         return record
 
     def _cancel_open(
@@ -430,109 +423,18 @@ class Orchestrator:
         for jid, (spec, handle) in list(open_runs.items()):
             record = run_record(spec.run_dir, spec.run_key, spec.sweep_id)
             if record is None:
-                record = self._synthesize(
+                record = synthesize(self.provider.name,
                     spec,
                     handle,
                     RunState.CANCELLED,
                     FailureContext(self.provider.name, job_id=handle.job_id, reason=reason),
                 )
-                _write_own(record)
+                write_own(record)
             else:
                 del open_runs[jid]
             finished[jid] = record
             records.append(record)
         self.index.put_records(records)
-
-    # -- records ----------------------------------------------------------------
-    def _synthesize(
-        self, spec: RunSpec, handle: RunHandle, state: RunState, context: FailureContext | None
-    ) -> RunRecord:
-        record = RunRecord(
-            run_key=spec.run_key,
-            sweep_id=spec.sweep_id,
-            num=spec.num,
-            state=state,
-            run_dir=spec.run_dir,
-            overrides=spec.overrides,
-            seed=spec.seed,
-            failure=context,
-            provider=self.provider.name,
-            job_id=handle.job_id,
-            node=context.node if context else "",
-            ended=time.time(),
-            code_version=spec.code_version,
-            config=spec.config,
-            attempt=spec.attempt,
-            resources=fields_dict(spec.resources),
-            retry=dict(spec.retry),
-        )
-        if context is not None and context.failure_class is None and not state.ok:
-            record = dataclasses.replace(record, failure=dataclasses.replace(
-                context, failure_class=classify(record)))
-        return record
-
-    def _with_handle(
-        self, record: RunRecord, handle: RunHandle, context: FailureContext | None = None
-    ) -> RunRecord:
-        """The job's record, completed with what only the provider knows."""
-        updates: dict[str, object] = {}
-        if not record.provider:
-            updates["provider"] = self.provider.name
-        if not record.job_id:
-            updates["job_id"] = handle.job_id
-        if record.failure is None and not record.state.ok:
-            context = context or FailureContext(self.provider.name,
-                                                job_id=record.job_id or handle.job_id,
-                                                node=record.node)
-            updates["failure"] = dataclasses.replace(
-                context,
-                reason=context.reason
-                or (f"{record.error.type}: {record.error.message}" if record.error else ""),
-            )
-        failure = updates.get("failure", record.failure)
-        if isinstance(failure, FailureContext) and failure.failure_class is None:
-            # Every failed record says what kind of failure it was (the retry policy's
-            # reading), so `show`, reports and later processes need not guess again.
-            kind = classify(dataclasses.replace(record, failure=failure))
-            updates["failure"] = dataclasses.replace(failure, failure_class=kind)
-        if not updates:
-            return record
-        # The job could not know these; its record file gains them (nothing is removed).
-        completed = dataclasses.replace(record, **updates)  # type: ignore[arg-type]
-        write_record(completed)
-        return completed
-
-    def _reuse(self, spec: RunSpec, earlier: RunRecord) -> RunRecord:
-        if earlier.run_dir == spec.run_dir:
-            return earlier
-        record = dataclasses.replace(
-            earlier,
-            sweep_id=spec.sweep_id,
-            num=spec.num,
-            run_dir=spec.run_dir,
-            overrides=spec.overrides,
-            state=RunState.SKIPPED,
-            reused_from=earlier.run_dir,
-        )
-        write_record(record)
-        return record
-
-
-def _write_own(record: RunRecord) -> None:
-    """Write a record the orchestrator made, keeping another run's record in that
-    directory as an archived attempt instead of overwriting it."""
-    there = read_record(record.run_dir)
-    if there is not None and there.run_key != record.run_key:
-        archive_record(record.run_dir)
-    write_record(record)
-
-
-def _prepare_attempt(spec: RunSpec) -> None:
-    """Right before a run is submitted: a retry's run dir keeps the failed attempt's
-    record as `record.attempt-N.json`, and gets the spec the job will read."""
-    if spec.attempt > 0 and read_record(spec.run_dir) is not None:
-        archive_record(spec.run_dir)
-    atomic_write_json(spec_path(spec.run_dir), spec.to_dict(), durable=False)
 
 
 def _jid(spec: RunSpec) -> str:
