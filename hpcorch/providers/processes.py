@@ -104,8 +104,11 @@ class CoreAdmission:
 
 
 def job_id(spec: RunSpec) -> str:
-    """A run's job id in a process pool: `<sweep id>/<run number>`."""
-    return f"{spec.sweep_id}/{spec.num}"
+    """A run's job id in a process pool: `<sweep id>/<run number>`, and `.<attempt>` for a
+    retry: the failed attempt's process may still be exiting when its retry starts, and
+    its exit must never be taken for the retry's."""
+    base = f"{spec.sweep_id}/{spec.num}"
+    return f"{base}.{spec.attempt}" if spec.attempt else base
 
 
 def launch_options(name: str, capabilities: Capabilities, **values: object) -> LaunchOptions:
