@@ -287,9 +287,16 @@ class PipelineDriver:
             self.resubmitted.add(name)
             self.results[name] = self.run_stage(stage)
             return
+        submitted = {num: o.job_id for num, o in self.results[name].outcomes.items()}
         self._run_child(hpcorch_command("wait", stage_dir(self.config, name), "--progress",
                                         "off"))
         self.results[name].outcomes = self._outcomes(name)
+        # `hpcorch wait` retries what its policy grants (a memory kill, a time limit): a
+        # retried run is a new job, one the dependents' submissions never named.
+        if any(o.record is not None and submitted.get(num) and o.record.job_id
+               and o.record.job_id != submitted[num]
+               for num, o in self.results[name].outcomes.items()):
+            self.resubmitted.add(name)
 
     def _run_child(self, argv: list[str]) -> int:
         env = {**os.environ, **(self.env or {})}
