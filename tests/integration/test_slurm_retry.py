@@ -206,3 +206,22 @@ def test_priorities_decide_the_start_order(need_app: Path) -> None:
     assert starts == sorted(starts), list(zip([r["config"]["prio"] for r in by_priority],
                                               starts, strict=True))
     assert starts[0] < starts[-1]  # not all at once: the order was the scheduler's to keep
+
+
+def test_a_detached_sweep_is_retried_by_hpcorch_wait(need_app: Path) -> None:
+    """Detached: nothing of hpcorch runs while the jobs do; `hpcorch wait` finds the memory
+    kill, retries it with more memory and returns 0 once attempt 2 SUCCEEDED."""
+    env = {**os.environ, "HPCORCH_HOME": str(need_app / ".hpcorch-home")}
+    done = run_app(need_app, "mode=mem", "mb=300", "resources.mem_gb=0.25",
+                   "hpcorch.detach=true", "hydra.sweep.dir=out", *FAST, script="need.py",
+                   timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not (need_app / "out/0/.hpcorch/record.attempt-0.json").exists()
+    waited = subprocess.run([sys.executable, "-m", "hpcorch", "wait", str(need_app / "out"),
+                             "--progress", "off"], cwd=need_app, env=env, capture_output=True,
+                            text=True, timeout=300, check=False)
+    assert waited.returncode == 0, waited.stdout[-2000:] + waited.stderr[-2000:]
+    first, second = attempts(need_app / "out" / "0")
+    assert first["failure"]["failure_class"] == "OOM" and first["resources"]["mem_gb"] == 0.25
+    assert second["state"] == "SUCCEEDED" and second["resources"]["mem_gb"] >= 0.5
+    assert "OOM: retry 1/1" in waited.stderr
