@@ -193,7 +193,11 @@ class Orchestrator:
         for spec in specs:
             record = run_record(spec.run_dir, spec.run_key, spec.sweep_id)
             if record is not None and record.state.terminal:
-                finished[_jid(spec)] = record
+                # What the job could not know (its failure's class and context) is added
+                # here too: a retry decided by this process must read the same record.
+                finished[_jid(spec)] = record if record.state.ok else completed(
+                    self.provider.name, record,
+                    RunHandle(self.provider.name, spec.run_key, record.job_id))
             else:
                 pending.append(spec)
         sweeps = {s.sweep_id for s in pending}  # one, unless specs of several were mixed

@@ -47,6 +47,9 @@ def main(cfg):
     inputs = repro.upstream()
     if os.path.exists(f"fail-{stage}-{cfg.get('shard')}"):
         raise ValueError(f"asked to fail: {stage} shard {cfg.get('shard')}")
+    if os.path.exists(f"fail-once-{stage}-{cfg.get('shard')}"):
+        os.unlink(f"fail-once-{stage}-{cfg.get('shard')}")
+        raise ValueError(f"asked to fail once: {stage} shard {cfg.get('shard')}")
     if stage == "prep":
         with open(os.path.join(out, "shard.txt"), "w") as handle:
             handle.write(str(10 * int(cfg.shard) + int(cfg.get("scale", 1))))

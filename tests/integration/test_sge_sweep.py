@@ -115,7 +115,8 @@ def test_time_limit_is_a_timeout_with_its_reason(tmp_path: Path) -> None:
     """h_rt lowered to 3 s (a later `-l h_rt` wins over the one from resources.time_min)."""
     app = write_probe_app(tmp_path / "app")
     done = run_app(app, "provider=sge", "x=1", "sleep=60", "provider.qsub_args=[-l,'h_rt=3']",
-                   "hydra.sweep.dir=out", "hpcorch.retry.time=0", *FAST, script="app.py", timeout=120)
+                   "hydra.sweep.dir=out", "hpcorch.retry.time=0", *FAST, script="app.py",
+                   timeout=120)
     assert done.returncode != 0, done.stdout[-2000:]
     [rec] = records(app / "out")
     assert rec["state"] == "TIMEOUT", rec

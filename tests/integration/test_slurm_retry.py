@@ -196,7 +196,8 @@ def test_priorities_decide_the_start_order(need_app: Path) -> None:
     since = time.time()
     priorities = [3, 1, 5, 0, 4, 2]
     done = run_app(need_app, "mode=sleep", "secs=4",
-                   f"+prio={','.join(map(str, priorities))}", "hpcorch.priority=${oc.select:prio,0}",
+                   f"+prio={','.join(map(str, priorities))}",
+                   "hpcorch.priority=${oc.select:prio,0}",
                    "hydra.sweep.dir=out", *FAST, script="need.py", timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     recs = records(need_app / "out")

@@ -24,8 +24,8 @@ from hpcorch.containers.context import ExecutionContext, load_settings
 from hpcorch.containers.settings import ContainerSettings
 from hpcorch.identity import app_code_version, run_key, short_hash
 from hpcorch.orchestrate.detach import announce_detached, start_background_resume
-from hpcorch.orchestrate.snapshot import snapshot_code
 from hpcorch.orchestrate.retry import policy_dict
+from hpcorch.orchestrate.snapshot import snapshot_code
 from hpcorch.orchestrate.summary import report
 from hpcorch.orchestrate.sweep import Orchestrator
 from hpcorch.providers import create_provider
