@@ -232,12 +232,11 @@ class ResourceLimits:
         if self.max_time_min is not None and resources.time_min > self.max_time_min:
             found.append(("resources.time_min", resources.time_min,
                           f"{self.where} allows at most {self.max_time_min} minutes"))
-        per_node = resources.cpus * resources.tasks_per_node
-        if self.max_cpus is not None and per_node > self.max_cpus:
+        # CPUs of one task only: more ranks than cores is the provider's call (Slurm
+        # overcommits them, provider=local asks for resources.oversubscribe).
+        if self.max_cpus is not None and resources.cpus > self.max_cpus:
             found.append(("resources.cpus", resources.cpus,
-                          f"{self.where} has at most {self.max_cpus} CPUs per node "
-                          f"(asked: {resources.cpus} x {resources.tasks_per_node} "
-                          "tasks per node)"))
+                          f"{self.where} has at most {self.max_cpus} CPUs per node"))
         if self.max_nodes is not None and resources.nodes > self.max_nodes:
             found.append(("resources.nodes", resources.nodes,
                           f"{self.where} allows at most {self.max_nodes} nodes"))

@@ -176,8 +176,9 @@ def test_gpus_mpi_configured_mapping(app_dir: Path) -> None:
     (["provider=mpi", "provider.mpirun=/nonexistent/mpirun"],
      "provider.mpirun='/nonexistent/mpirun': the name or full path of Open MPI's mpirun"),
     (["provider=mpi", "resources.nodes=2", "resources.tasks=2"],
-     "resources.nodes=2: provider=mpi has 1 host(s)"),
-    (["resources.nodes=2", "resources.tasks=2"], "resources.nodes=2: provider=local runs on"),
+     "resources.nodes=2: the host list allows at most 1 nodes"),
+    (["resources.nodes=2", "resources.tasks=2"],
+     "resources.nodes=2: this machine allows at most 1 nodes"),
 ])
 def test_bad_input_is_refused_before_anything_starts(app_dir: Path, overrides: list[str],
                                                      message: str) -> None:
